@@ -1,0 +1,26 @@
+# Two entry points: `make demo` and `make test`. Both create .venv when missing
+# and install the project into it. torch==2.13.0 is the CPU wheel that lies on
+# this machine's disk; on a GPU machine, install your own torch first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test setup clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) scripts/demo.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) runs/demo build *.egg-info src/*.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from xlm.cli import main
+
+sys.exit(main())
