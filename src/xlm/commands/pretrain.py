@@ -1,0 +1,30 @@
+"""``xlm pretrain --config FILE [key=value ...] [--resume]``: CLM / MLM / TLM pretraining,
+in one process or under ``torchrun`` (``torchrun --nproc_per_node K -m xlm pretrain ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from xlm.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="pretrain a cross-lingual language model (CLM/MLM/TLM)")
+    p.add_argument("--config", type=Path, help="TOML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
+    p.add_argument("--resume", nargs="?", const="latest", help="continue a run (its newest intact checkpoint, or a path)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.tasks.pretraining import PretrainConfig
+    from xlm.training.runner import run_training
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    metrics = run_training(cfg, resume=args.resume)
+    if metrics:
+        print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1))
+    return 0
+

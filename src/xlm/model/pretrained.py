@@ -1,0 +1,84 @@
+"""A pretrained model as other commands use it: the network, its languages and its vocabulary,
+saved in / loaded from a checkpoint directory (see ``xlm.training.checkpoint``)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from xlm.errors import CheckpointError
+from xlm.model.transformer import ModelConfig, TransformerModel
+from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, Vocabulary
+from xlm.training.checkpoint import load_tensors, read_json, state_dict_for_saving, verify_checkpoint, write_json
+
+MODEL_JSON = "model.json"
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class ModelInfo:
+    """Everything besides the weights that is needed to use a model."""
+
+    config: ModelConfig
+    lang2id: dict[str, int]
+    lowercase_and_remove_accent: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.config.model_dump(),
+            "lang2id": self.lang2id,
+            "lowercase_and_remove_accent": self.lowercase_and_remove_accent,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelInfo":
+        data = dict(data)
+        cfg = ModelConfig.model_validate(data.pop("model"))
+        lang2id = {str(k): int(v) for k, v in data.pop("lang2id").items()}
+        lower = bool(data.pop("lowercase_and_remove_accent", False))
+        return cls(cfg, lang2id, lower, data)
+
+    def lang_id(self, lang: str) -> int:
+        if lang not in self.lang2id:
+            raise CheckpointError(f"language {lang!r} is not one of the model's languages {sorted(self.lang2id)}")
+        return self.lang2id[lang]
+
+
+def write_model_files(directory: Path, model: torch.nn.Module, info: ModelInfo, vocab_dir: Path) -> None:
+    """Write weights, model.json and the vocabulary into ``directory`` (no manifest)."""
+    save_file(state_dict_for_saving(model), str(directory / WEIGHTS))
+    write_json(directory / MODEL_JSON, info.to_json())
+    for name in (VOCAB_FILE, MERGES_FILE):
+        shutil.copyfile(Path(vocab_dir) / name, directory / name)
+
+
+@dataclass
+class Pretrained:
+    model: TransformerModel
+    info: ModelInfo
+    vocab: Vocabulary
+    directory: Path
+
+
+def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Pretrained:
+    """Load a checkpoint written by ``xlm pretrain`` (or ``xlm import``), checksums verified."""
+    d = Path(directory)
+    verify_checkpoint(d)
+    info = ModelInfo.from_json(read_json(d / MODEL_JSON))
+    model = TransformerModel(info.config)
+    state = load_tensors(d / WEIGHTS)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{d / WEIGHTS}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+    vocab = Vocabulary.from_dir(d)
+    if len(vocab) != info.config.vocab_size:
+        raise CheckpointError(f"{d}: vocabulary has {len(vocab)} tokens but the model has {info.config.vocab_size}")
+    model.to(device).eval()
+    return Pretrained(model, info, vocab, d)

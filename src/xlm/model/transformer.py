@@ -1,0 +1,277 @@
+"""The XLM Transformer: word + learned position + language embeddings, embedding LayerNorm,
+post-LN blocks (attention, GELU feed-forward of 4 x dim), dropout and attention dropout,
+hidden states zeroed at padding, and an output layer tied to the word embeddings with its
+own bias. A decoder adds cross-attention to an encoder's states and a key/value cache.
+
+Tensors are batch-first: tokens ``(B, T)``, hidden states ``(B, T, D)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xlm.config import Config
+from xlm.text.vocab import PAD_INDEX
+
+
+class ModelConfig(Config):
+    """Sizes and options of one Transformer (encoder or decoder)."""
+
+    vocab_size: int = 0  # filled in from the vocabulary when 0
+    n_langs: int = 1
+    emb_dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    ffn_dim: int = 0  # 0 means 4 x emb_dim
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_positions: int = 512
+    sinusoidal_embeddings: bool = False
+    use_lang_emb: bool = True
+    pad_index: int = PAD_INDEX
+
+    def ffn_size(self) -> int:
+        return self.ffn_dim or 4 * self.emb_dim
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    freq = torch.pow(10000.0, -2.0 * torch.div(torch.arange(dim), 2, rounding_mode="floor") / dim)
+    angles = pos * freq[None, :]
+    table = torch.empty(n_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles[:, 0::2])
+    table[:, 1::2] = torch.cos(angles[:, 1::2])
+    return table.float()
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the tokens decoded so far, per layer, plus the cross-attention
+    keys/values of the encoder output (computed once). ``length`` counts decoded positions."""
+
+    length: int = 0
+    self_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    cross_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the batch rows ``index`` (beam search): every cached tensor is re-indexed."""
+        for store in (self.self_kv, self.cross_kv):
+            for k, (a, b) in store.items():
+                store[k] = (a.index_select(0, index), b.index_select(0, index))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused q/k/v projection."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"emb_dim {dim} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        causal: bool,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> Tensor:
+        bs, qlen, dim = x.shape
+        h = self.n_heads
+        q, k, v = self.qkv(x).view(bs, qlen, 3, h, dim // h).permute(2, 0, 3, 1, 4).unbind(0)
+        if cache is not None:
+            if layer in cache.self_kv:
+                k_prev, v_prev = cache.self_kv[layer]
+                k, v = torch.cat([k_prev, k], dim=2), torch.cat([v_prev, v], dim=2)
+            cache.self_kv[layer] = (k, v)
+            klen = k.shape[2]
+            if causal and qlen > 1:
+                # new queries see every cached key and the new keys up to themselves
+                offset = klen - qlen
+                allowed = torch.ones(qlen, klen, dtype=torch.bool, device=x.device).tril(offset)
+                attn_mask = allowed if attn_mask is None else attn_mask & allowed
+            causal = False
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=causal and attn_mask is None
+        )
+        return self.out(out.transpose(1, 2).reshape(bs, qlen, dim))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from decoder states to encoder states."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: Tensor, memory: Tensor, memory_mask: Tensor | None, cache: KVCache | None = None, layer: int = 0
+    ) -> Tensor:
+        bs, qlen, dim = x.shape
+        h = self.n_heads
+        q = self.q(x).view(bs, qlen, h, dim // h).transpose(1, 2)
+        if cache is not None and layer in cache.cross_kv:
+            k, v = cache.cross_kv[layer]
+        else:
+            k, v = self.kv(memory).view(bs, memory.shape[1], 2, h, dim // h).permute(2, 0, 3, 1, 4).unbind(0)
+            if cache is not None:
+                cache.cross_kv[layer] = (k, v)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=memory_mask, dropout_p=p)
+        return self.out(out.transpose(1, 2).reshape(bs, qlen, dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(self.lin2(F.gelu(self.lin1(x))), self.dropout, self.training)
+
+
+class TransformerLayer(nn.Module):
+    """Post-LN block: x = LN(x + attn(x)) [; x = LN(x + cross(x, memory))]; x = LN(x + ffn(x))."""
+
+    def __init__(self, cfg: ModelConfig, is_decoder: bool):
+        super().__init__()
+        d = cfg.emb_dim
+        self.dropout = cfg.dropout
+        self.attn = SelfAttention(d, cfg.n_heads, cfg.attention_dropout)
+        self.norm1 = nn.LayerNorm(d, eps=1e-12)
+        self.cross_attn = CrossAttention(d, cfg.n_heads, cfg.attention_dropout) if is_decoder else None
+        self.norm_cross = nn.LayerNorm(d, eps=1e-12) if is_decoder else None
+        self.ffn = FeedForward(d, cfg.ffn_size(), cfg.dropout)
+        self.norm2 = nn.LayerNorm(d, eps=1e-12)
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        causal: bool,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> Tensor:
+        a = self.attn(x, attn_mask, causal, cache, layer)
+        x = self.norm1(x + F.dropout(a, self.dropout, self.training))
+        if self.cross_attn is not None and memory is not None:
+            c = self.cross_attn(x, memory, memory_mask, cache, layer)
+            x = self.norm_cross(x + F.dropout(c, self.dropout, self.training))
+        return self.norm2(x + self.ffn(x))
+
+
+def length_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """``(B, T)`` boolean mask, True at real tokens (padding is at the end of each row)."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class TransformerModel(nn.Module):
+    """The XLM network. ``forward`` returns hidden states; ``predict`` maps chosen hidden
+    states to vocabulary logits (so that MLM computes the output layer only where needed)."""
+
+    def __init__(self, cfg: ModelConfig, is_decoder: bool = False):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("ModelConfig.vocab_size must be set")
+        self.cfg = cfg
+        self.is_decoder = is_decoder
+        d = cfg.emb_dim
+        self.embeddings = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_index)
+        self.position_embeddings = nn.Embedding(cfg.max_positions, d)
+        if cfg.sinusoidal_embeddings:
+            self.position_embeddings.weight.data.copy_(sinusoidal_table(cfg.max_positions, d))
+            self.position_embeddings.weight.requires_grad_(False)
+        self.lang_embeddings = nn.Embedding(cfg.n_langs, d) if cfg.use_lang_emb and cfg.n_langs > 1 else None
+        self.norm_emb = nn.LayerNorm(d, eps=1e-12)
+        self.layers = nn.ModuleList(TransformerLayer(cfg, is_decoder) for _ in range(cfg.n_layers))
+        self.pred_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        d = self.cfg.emb_dim
+        nn.init.normal_(self.embeddings.weight, mean=0.0, std=d**-0.5)
+        nn.init.constant_(self.embeddings.weight[self.cfg.pad_index], 0.0)
+        if not self.cfg.sinusoidal_embeddings:
+            nn.init.normal_(self.position_embeddings.weight, mean=0.0, std=d**-0.5)
+        if self.lang_embeddings is not None:
+            nn.init.normal_(self.lang_embeddings.weight, mean=0.0, std=d**-0.5)
+
+    def embed(self, tokens: Tensor, positions: Tensor | None, langs: Tensor | None, start: int = 0) -> Tensor:
+        bs, slen = tokens.shape
+        if positions is None:
+            if start + slen > self.cfg.max_positions:
+                raise ValueError(f"sequence of {start + slen} tokens exceeds max_positions={self.cfg.max_positions}")
+            positions = torch.arange(start, start + slen, device=tokens.device)[None, :]
+        x = self.embeddings(tokens) + self.position_embeddings(positions)
+        if langs is not None and self.lang_embeddings is not None:
+            lang_emb = self.lang_embeddings(langs)
+            x = x + (lang_emb[:, None, :] if langs.dim() == 1 else lang_emb)
+        return F.dropout(self.norm_emb(x), self.cfg.dropout, self.training)
+
+    def forward(
+        self,
+        tokens: Tensor,
+        lengths: Tensor | None = None,
+        langs: Tensor | None = None,
+        positions: Tensor | None = None,
+        causal: bool = False,
+        memory: Tensor | None = None,
+        memory_lengths: Tensor | None = None,
+        cache: KVCache | None = None,
+        predict: Tensor | None = None,
+    ) -> Tensor:
+        """Hidden states ``(B, T, D)``, or, when ``predict`` (a ``(B, T)`` boolean mask) is
+        given, vocabulary logits ``(N, V)`` at those positions only (the MLM trick: the output
+        layer costs nothing where nothing is predicted). Computing the logits inside
+        ``forward`` keeps DistributedDataParallel's gradient hooks in charge of every weight. ``langs`` is ``(B,)`` or ``(B, T)``; ``positions``
+        ``(B, T)`` overrides ``0..T-1`` (TLM restarts them on the target side). With a
+        ``cache``, ``tokens`` are only the new positions and earlier keys/values are reused."""
+        bs, slen = tokens.shape
+        start = cache.length if cache is not None else 0
+        pad = None
+        if lengths is not None and cache is None and bool((lengths < slen).any()):
+            pad = length_mask(lengths, slen)
+        # Padding is at the end of each row: causal attention never looks at it from a real
+        # token, so the key mask is only needed for bidirectional attention.
+        attn_mask = pad[:, None, None, :] if pad is not None and not causal else None
+        memory_mask = None
+        if memory is not None and memory_lengths is not None and bool((memory_lengths < memory.shape[1]).any()):
+            memory_mask = length_mask(memory_lengths, memory.shape[1])[:, None, None, :]
+        x = self.embed(tokens, positions, langs, start)
+        keep = pad[:, :, None].to(x.dtype) if pad is not None else None
+        if keep is not None:
+            x = x * keep
+        for i, layer in enumerate(self.layers):
+            x = layer(x, attn_mask, causal, memory, memory_mask, cache, i)
+            if keep is not None:
+                x = x * keep
+        if cache is not None:
+            cache.length += slen
+        if predict is not None:
+            return self.predict(x[predict])
+        return x
+
+    def predict(self, hidden: Tensor) -> Tensor:
+        """Vocabulary logits for hidden states of any leading shape (output tied to embeddings)."""
+        return F.linear(hidden, self.embeddings.weight, self.pred_bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

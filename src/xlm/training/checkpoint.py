@@ -1,0 +1,195 @@
+"""Checkpoints that resume exactly and never execute code when read.
+
+A checkpoint is a directory::
+
+    model.safetensors        weights of each module (``{name}.safetensors``)
+    model.json               what is needed to rebuild the model (sizes, languages, vocabulary settings)
+    vocab.json, merges.txt   the vocabulary, so that the checkpoint is self-contained
+    train_state.safetensors  optimizer tensors and RNG states (training checkpoints only)
+    train_state.json         step, scheduler, sampler positions, metrics, config (training only)
+    manifest.json            format version and the sha256 of every file above (written last)
+
+It is written under a temporary name in the same folder and renamed when complete, so a
+crash leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from xlm.errors import CheckpointError
+
+FORMAT_NAME = "xlm-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def state_dict_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies, without the DDP/compile prefixes."""
+    module = getattr(module, "module", module)
+    module = getattr(module, "_orig_mod", module)
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metadata: dict[str, Any] | None = None) -> Path:
+    """Create ``directory`` atomically: ``write_files(tmp)`` fills a temporary folder, the
+    manifest with checksums is added, and the folder is renamed into place."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        write_files(tmp)
+        files = {}
+        for p in sorted(tmp.iterdir()):
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+                files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "files": files, **(metadata or {})}
+        write_json(tmp / MANIFEST, manifest)
+        with open(tmp / MANIFEST, "rb") as f:
+            os.fsync(f.fileno())
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def verify_checkpoint(directory: Path) -> dict[str, Any]:
+    """Check format and checksums; returns the manifest or raises CheckpointError naming the file."""
+    directory = Path(directory)
+    mpath = directory / MANIFEST
+    if not mpath.is_file():
+        raise CheckpointError(f"{directory}: not a checkpoint (no {MANIFEST}; incomplete or not written by xlm)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{mpath}: corrupt manifest: {e}") from None
+    if manifest.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{mpath}: unknown checkpoint format {manifest.get('format')!r}")
+    if manifest.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{mpath}: checkpoint format version {manifest.get('version')} is newer than this xlm ({FORMAT_VERSION})"
+        )
+    for name, info in manifest.get("files", {}).items():
+        p = directory / name
+        if not p.is_file():
+            raise CheckpointError(f"{p}: missing from checkpoint")
+        if p.stat().st_size != info["bytes"]:
+            raise CheckpointError(f"{p}: size {p.stat().st_size} bytes, expected {info['bytes']} (truncated?)")
+        if sha256_file(p) != info["sha256"]:
+            raise CheckpointError(f"{p}: checksum mismatch (the file was altered or corrupted)")
+    return manifest
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read tensors: {e}") from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from None
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state into tensors (for safetensors) and JSON (hyper-parameters)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, extra in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(extra)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint directories ``step-NNNNNNNN`` in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def latest_intact(folder: Path, log: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint whose checksums verify; corrupt newer ones are reported and skipped."""
+    for ckpt in reversed(list_checkpoints(folder)):
+        try:
+            verify_checkpoint(ckpt)
+            return ckpt
+        except CheckpointError as e:
+            log(f"warning: skipping damaged checkpoint: {e}")
+    return None
+
+
+def prune_checkpoints(folder: Path, keep: int, log: Callable[[str], None] = print) -> None:
+    """Keep the ``keep`` newest checkpoints, and in any case the newest intact one."""
+    ckpts = list_checkpoints(folder)
+    if keep <= 0 or len(ckpts) <= keep:
+        return
+    newest_ok = latest_intact(folder, log)
+    for old in ckpts[:-keep]:
+        if old != newest_ok:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,62 @@
+"""Optimizer and learning-rate schedule (a pure function of the step)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from xlm.config import Config
+
+
+class OptimConfig(Config):
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    schedule: Literal["inverse_sqrt", "constant", "linear"] = "inverse_sqrt"
+    warmup_steps: int = 4000
+    min_lr: float = 0.0
+    clip_norm: float = 5.0  # 0 disables clipping
+    accumulate: int = 1  # batches per optimizer update
+
+
+def learning_rate(step: int, cfg: OptimConfig, max_steps: int = 0) -> float:
+    """LR used for update number ``step`` (0-based): linear warm-up, then 1/sqrt decay
+    (``inverse_sqrt``), flat (``constant``) or linear decay to ``min_lr`` (``linear``)."""
+    s = step + 1
+    warm = max(1, cfg.warmup_steps)
+    if s < warm:
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * s / warm
+    if cfg.schedule == "inverse_sqrt":
+        return max(cfg.min_lr, cfg.lr * math.sqrt(warm / s))
+    if cfg.schedule == "linear" and max_steps > warm:
+        frac = min(1.0, (s - warm) / (max_steps - warm))
+        return cfg.lr + (cfg.min_lr - cfg.lr) * frac
+    return cfg.lr
+
+
+def build_optimizer(modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[int, float] | None = None) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, LayerNorm weights and embeddings' padding row is
+    untouched by the zero gradient anyway. ``lr_scale`` is unused here (see fine-tuning)."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for m in modules:
+        for name, p in m.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)

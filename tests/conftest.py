@@ -1,0 +1,100 @@
+"""Shared fixtures: a tiny synthetic prepared corpus in the binarized format, small enough
+that models train on it in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xlm.data.dataset import FORMAT_NAME, FORMAT_VERSION, PREPARE_FILE, token_dtype
+from xlm.text.vocab import EOS_INDEX, MERGES_FILE, SPECIAL_TOKENS, VOCAB_FILE, vocab_hash
+
+LANGS = ("en", "fr")
+N_WORDS = 40  # words per language
+
+
+def _write_binarized(prefix: Path, sentences: list[list[int]], lang: str, vhash: str, vocab_size: int) -> None:
+    dtype = token_dtype(vocab_size)
+    stream = [EOS_INDEX]
+    bounds = []
+    for s in sentences:
+        bounds.append((len(stream), len(stream) + len(s)))
+        stream.extend(s)
+        stream.append(EOS_INDEX)
+    np.asarray(stream, dtype=dtype).tofile(f"{prefix}.bin")
+    np.save(f"{prefix}.idx.npy", np.asarray(bounds, dtype=np.int64).reshape(-1, 2))
+    meta = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "vocab_hash": vhash,
+        "lang": lang,
+        "dtype": dtype.name,
+        "n_sentences": len(sentences),
+        "n_tokens": sum(len(s) for s in sentences),
+        "n_unk": 0,
+    }
+    Path(f"{prefix}.json").write_text(json.dumps(meta))
+
+
+def make_tiny_prepared(root: Path, n_train: int = 300, n_valid: int = 40, seed: int = 0) -> Path:
+    """Two synthetic languages whose word i translates to word i: 'en' words e0..e39,
+    'fr' words f0..f39. Sentences follow a simple bigram rule so that LMs can learn them."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    tokens = list(SPECIAL_TOKENS)
+    for lang in LANGS:
+        tokens += [f"{lang[0]}{i}</w>" for i in range(N_WORDS)]
+    (root / VOCAB_FILE).write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (root / MERGES_FILE).write_text("")
+    vhash = vocab_hash(root / VOCAB_FILE, root / MERGES_FILE)
+    base = {lang: len(SPECIAL_TOKENS) + k * N_WORDS for k, lang in enumerate(LANGS)}
+
+    def sentence() -> list[int]:
+        n = int(rng.integers(4, 12))
+        w = [int(rng.integers(N_WORDS))]
+        for _ in range(n - 1):
+            w.append((w[-1] * 7 + 3) % N_WORDS if rng.random() < 0.8 else int(rng.integers(N_WORDS)))
+        return w
+
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_valid)):
+        words = [sentence() for _ in range(n)]
+        for lang in LANGS:
+            ids = [[base[lang] + w for w in s] for s in words]
+            _write_binarized(root / f"{split}.{lang}", ids, lang, vhash, len(tokens))
+            _write_binarized(root / f"{split}.en-fr.{lang}", ids, lang, vhash, len(tokens))
+    (root / PREPARE_FILE).write_text(json.dumps({"languages": list(LANGS), "lowercase_and_remove_accent": False}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_tiny_prepared(tmp_path_factory.mktemp("tiny") / "data")
+
+
+def tiny_config_overrides(data: Path, out: Path, steps: int = 6) -> list[str]:
+    return [
+        f'data.path="{data}"',
+        "data.bptt=32",
+        "data.batch_size=4",
+        "data.tlm_max_tokens=256",
+        "data.max_len=30",
+        "model.emb_dim=32",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.max_positions=64",
+        'objectives.mlm=["en","fr","en-fr"]',
+        f"train.max_steps={steps}",
+        f'train.out_dir="{out}"',
+        "train.eval_every=0",
+        "train.save_every=3",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.eval_at_start=false",
+        "eval.max_rows=4",
+        "eval.max_pairs=16",
+        "optim.warmup_steps=2",
+        "optim.lr=0.001",
+    ]
