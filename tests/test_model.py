@@ -1,0 +1,72 @@
+import torch
+
+from xlm.model.transformer import KVCache, ModelConfig, TransformerModel
+
+
+def tiny(**kw) -> TransformerModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, n_langs=2, emb_dim=32, n_layers=2, n_heads=4, max_positions=64, **kw)
+    return TransformerModel(cfg).eval()
+
+
+def test_causal_attention_ignores_the_future():
+    m = tiny()
+    x = torch.randint(14, 50, (2, 10))
+    y = x.clone()
+    y[:, 6:] = torch.randint(14, 50, (2, 4))
+    h1, h2 = m(x, causal=True), m(y, causal=True)
+    assert torch.allclose(h1[:, :6], h2[:, :6], atol=1e-6)
+    assert not torch.allclose(h1[:, 6:], h2[:, 6:])
+    # bidirectional attention does look ahead
+    assert not torch.allclose(m(x)[:, :6], m(y)[:, :6])
+
+
+def test_padding_does_not_change_real_positions_and_is_zeroed():
+    m = tiny()
+    x = torch.randint(14, 50, (1, 7))
+    padded = torch.cat([x, torch.full((1, 3), 2)], dim=1)
+    h_alone = m(x, lengths=torch.tensor([7]))
+    h_pad = m(padded, lengths=torch.tensor([7]))
+    assert torch.allclose(h_alone, h_pad[:, :7], atol=1e-5)
+    assert h_pad[:, 7:].abs().max() == 0
+
+
+def test_language_embeddings_matter_and_can_be_switched_off():
+    m = tiny()
+    x = torch.randint(14, 50, (1, 5))
+    assert not torch.allclose(m(x, langs=torch.tensor([0])), m(x, langs=torch.tensor([1])))
+    off = tiny(use_lang_emb=False)
+    assert off.lang_embeddings is None
+    assert torch.allclose(off(x, langs=torch.tensor([0])), off(x, langs=torch.tensor([1])))
+
+
+def test_output_layer_is_tied_and_predict_selects_positions():
+    m = tiny()
+    x = torch.randint(14, 50, (2, 6))
+    sel = torch.zeros(2, 6, dtype=torch.bool)
+    sel[0, 2] = sel[1, 4] = True
+    logits = m(x, predict=sel)
+    h = m(x)
+    assert logits.shape == (2, 50)
+    assert torch.allclose(logits[1], h[1, 4] @ m.embeddings.weight.T + m.pred_bias, atol=1e-5)
+    names = [n for n, _ in m.named_parameters()]
+    assert not any("proj" in n for n in names)  # no untied output matrix
+
+
+def test_decoder_cache_matches_full_forward():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, n_langs=2, emb_dim=32, n_layers=2, n_heads=4, max_positions=64)
+    dec = TransformerModel(cfg, is_decoder=True).eval()
+    memory = torch.randn(2, 5, 32)
+    mem_len = torch.tensor([5, 3])
+    y = torch.randint(14, 50, (2, 8))
+    full = dec(y, causal=True, memory=memory, memory_lengths=mem_len)
+    cache = KVCache()
+    steps = [dec(y[:, t : t + 1], causal=True, memory=memory, memory_lengths=mem_len, cache=cache) for t in range(8)]
+    assert torch.allclose(full, torch.cat(steps, dim=1), atol=1e-5)
+
+
+def test_sinusoidal_positions_are_fixed():
+    m = tiny(sinusoidal_embeddings=True)
+    assert not m.position_embeddings.weight.requires_grad
+    assert torch.allclose(m.position_embeddings.weight[0, 1::2], torch.ones(16))

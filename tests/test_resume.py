@@ -1,0 +1,64 @@
+"""Checkpoints resume exactly: N steps straight == N/2 steps + resume + N/2 steps."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xlm.config import ConfigError, load_config
+from xlm.tasks.pretraining import PretrainConfig
+from xlm.training.checkpoint import verify_checkpoint
+from xlm.training.runner import run_training
+
+from conftest import tiny_config_overrides
+
+
+def losses(run: Path) -> dict[int, dict[str, float]]:
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["type"] == "train":
+            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss/")}
+    return out
+
+
+def cfg(data, out, steps, extra=()):
+    return load_config(PretrainConfig, None, [*tiny_config_overrides(data, out, steps), "objectives.clm=[\"fr\"]", *extra])
+
+
+def test_resume_is_exact(tiny_data, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_training(cfg(tiny_data, straight, 6))
+    run_training(cfg(tiny_data, split, 3))
+    run_training(cfg(tiny_data, split, 6), resume="latest")
+    a, b = losses(straight), losses(split)
+    assert sorted(a) == list(range(1, 7)) and a == b
+    assert {k.split("/")[1] for v in a.values() for k in v} >= {"mlm", "tlm", "clm"}
+    wa = load_file(str(straight / "checkpoints/step-00000006/model.safetensors"))
+    wb = load_file(str(split / "checkpoints/step-00000006/model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_falls_back_to_newest_intact_checkpoint(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run_training(cfg(tiny_data, run, 6))
+    newest = run / "checkpoints/step-00000006/model.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum mismatch"):
+        verify_checkpoint(newest.parent)
+    run_training(cfg(tiny_data, run, 6), resume="latest")
+    out = capsys.readouterr().out
+    assert "step-00000006 is damaged" in out and "resumed from" in out and "step-00000003" in out
+
+
+def test_config_error_names_the_field(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"objectives\.mlm: 'xx' is not a language"):
+        run_training(cfg(tiny_data, tmp_path / "r", 2, ['objectives.mlm=["en","xx"]']))
+    with pytest.raises(ConfigError, match=r"model\.n_layer: unknown field"):
+        cfg(tiny_data, tmp_path / "r", 2, ["model.n_layer=3"])
+    with pytest.raises(ConfigError, match=r"train\.max_steps"):
+        cfg(tiny_data, tmp_path / "r", 2, ["train.max_steps=many"])
