@@ -43,6 +43,7 @@ class TrainingError(XLMError):
 class TrainConfig(Config):
     out_dir: str = "runs/pretrain"
     max_steps: int = 1000
+    max_minutes: float = 0.0  # wall-clock budget of this invocation; 0: none (stops at a step boundary, saved)
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -343,7 +344,8 @@ class Trainer:
         bar = tqdm(
             total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.env.is_main), dynamic_ncols=True
         )
-        stopped_early = False
+        stopped_early = out_of_time = False
+        started = time.monotonic()
         with _StopFlag() as stop:
             while self.step < cfg.max_steps:
                 t0 = time.perf_counter()
@@ -389,7 +391,10 @@ class Trainer:
                         f"The weights are from before the fault (saved in {self.ckpt_dir}); lower the learning "
                         "rate or check the data before resuming."
                     )
-                last = self.step >= cfg.max_steps
+                out_of_time = bool(cfg.max_minutes) and time.monotonic() - started > 60 * cfg.max_minutes
+                if out_of_time:
+                    self.log(f"time budget of {cfg.max_minutes} min reached at step {self.step}")
+                last = self.step >= cfg.max_steps or out_of_time
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     metrics = self.evaluate()
                     stopped_early = self._after_eval(metrics)
@@ -398,12 +403,12 @@ class Trainer:
                 if stop.signal is not None:
                     self.log(f"received signal {stop.signal}: saved step {self.step}; resume with --resume")
                     break
-                if stopped_early:
+                if stopped_early or out_of_time:
                     break
         bar.close()
         if self.tb is not None:
             self.tb.close()
-        if self.step >= cfg.max_steps or stopped_early:
+        if self.step >= cfg.max_steps or stopped_early or out_of_time:
             self.save(self.out_dir / "final", with_train_state=False)
         return metrics
 

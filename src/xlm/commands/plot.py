@@ -1,0 +1,21 @@
+"""``xlm plot RUN_DIR``: training-loss and perplexity curves of a run as PNG."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw a run's loss and perplexity curves to PNG")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/plots)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.reports import plot_training
+
+    for path in plot_training(args.run_dir, args.out):
+        print(path)
+    return 0
