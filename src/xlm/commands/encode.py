@@ -1,0 +1,53 @@
+"""``xlm encode --vocab DIR --lang en [--ids]``: raw text lines on stdin -> BPE tokens (or ids)
+on stdout, one line out per line in, normalized exactly as ``xlm prepare`` does."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xlm.errors import DataError
+
+BATCH_LINES = 1_000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode", help="normalize + BPE-encode text from stdin")
+    p.add_argument("--vocab", type=Path, required=True, help="directory with vocab.json and merges.txt")
+    p.add_argument("--lang", required=True, help="language of the input (Moses rules)")
+    p.add_argument("--ids", action="store_true", help="print token ids instead of BPE tokens")
+    p.add_argument(
+        "--lowercase", action=argparse.BooleanOptionalAction, default=None,
+        help="lowercase and remove accents (default: as the vocabulary was prepared)",
+    )  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.text.bpe import TextEncoder
+
+    encoder = TextEncoder(args.vocab, args.lang, args.lowercase)
+    out = sys.stdout
+    batch: list[str] = []
+
+    def flush() -> None:
+        normalized = [encoder.normalize(line) for line in batch]
+        for ids in encoder.bpe.encode_batch(normalized):
+            if args.ids:
+                out.write(" ".join(map(str, ids)) + "\n")
+            else:
+                out.write(" ".join(encoder.vocab.token(i) for i in ids) + "\n")
+        out.flush()
+        batch.clear()
+
+    for n, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            batch.append(raw.rstrip(b"\n").decode("utf-8"))
+        except UnicodeDecodeError as e:
+            flush()
+            raise DataError(f"<stdin>:{n}: invalid UTF-8 ({e.reason} at byte {e.start} of the line)") from None
+        if len(batch) == BATCH_LINES:
+            flush()
+    flush()
+    return 0

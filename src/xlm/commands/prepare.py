@@ -1,0 +1,68 @@
+"""``xlm prepare RAW_DIR OUT_DIR --vocab-size N``: normalize a corpus, learn one shared BPE
+vocabulary over its languages and binarize every split (see :mod:`xlm.data.prepare`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _langs(text: str) -> list[str]:
+    langs = [x.strip() for x in text.split(",") if x.strip()]
+    if not langs:
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as en,fr,de")
+    return langs
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="normalize, learn a shared BPE and binarize a corpus",
+        description="Files in RAW_DIR are named as in XLM: train.en[.gz], valid.fr[.gz], train.en-fr.en[.gz] ...",
+    )
+    p.add_argument("raw_dir", type=Path, help="directory of raw text files")
+    p.add_argument("out_dir", type=Path, help="output directory (vocabulary, binarized splits, prepare.json)")
+    p.add_argument("--vocab-size", type=int, help="size of the BPE vocabulary to learn (special tokens included)")
+    p.add_argument("--langs", type=_langs, help="comma-separated languages to keep (default: all found)")
+    p.add_argument("--alpha", type=float, default=0.5, help="language sampling exponent for BPE learning (q ∝ p^α)")
+    p.add_argument("--bpe-sentences", type=int, default=1_000_000, help="sentences sampled to learn the BPE")
+    p.add_argument("--lowercase", action="store_true", help="lowercase and remove accents")
+    p.add_argument("--max-lines", type=int, help="read at most N lines per file (quick runs)")
+    p.add_argument("--vocab", type=Path, help="reuse the vocabulary in DIR instead of learning one")
+    p.add_argument("--workers", type=int, default=2, help="normalization processes (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the BPE sentence sample")
+    p.add_argument(
+        "--invalid-utf8", choices=("error", "replace"), default="error",
+        help="invalid UTF-8 input: stop with the file and line (default) or replace by U+FFFD",
+    )  # fmt: skip
+    p.add_argument("--keep-tmp", action="store_true", help="keep the normalized text in OUT_DIR/tmp")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.data.prepare import PrepareOptions, language_table, prepare
+
+    opts = PrepareOptions(
+        vocab_size=args.vocab_size,
+        langs=args.langs,
+        alpha=args.alpha,
+        bpe_sentences=args.bpe_sentences,
+        lowercase=args.lowercase,
+        max_lines=args.max_lines,
+        vocab_dir=args.vocab,
+        workers=args.workers,
+        seed=args.seed,
+        errors="strict" if args.invalid_utf8 == "error" else "replace",
+        keep_tmp=args.keep_tmp,
+    )
+    result = prepare(args.raw_dir, args.out_dir, opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    info = result.info
+    print(language_table(info))
+    t = info["timings"]
+    print(
+        f"vocabulary: {info['vocab_size']} tokens ({info['n_merges']} merges, hash {info['vocab_hash']}); "
+        f"time: {t['total_s']:.1f}s (normalize {t['normalize_s']:.1f}s, BPE {t['bpe_s']:.1f}s, "
+        f"binarize {t['binarize_s']:.1f}s) -> {args.out_dir}"
+    )
+    return 0

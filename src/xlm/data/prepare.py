@@ -1,0 +1,388 @@
+"""``xlm prepare``: raw text files -> normalized text -> one shared BPE -> binarized splits.
+
+The raw directory uses the original XLM naming, plain or gzip-compressed:
+
+* ``{split}.{lang}[.gz]``            monolingual (``train.en.gz``, ``valid.fr``, ...);
+* ``{split}.{a}-{b}.{lang}[.gz]``    one side of a parallel corpus (``train.en-fr.fr.gz``);
+
+with ``split`` one of ``train``, ``valid``, ``test``. The output directory holds
+``vocab.json`` + ``merges.txt`` (+ ``bpe.json``), every split binarized under the same
+names (pairs always spelled in sorted order, ``en-fr``), and ``prepare.json`` — written
+last, so a directory without it is an unfinished run.
+
+Normalization (Moses, pure Python) is the slow step: it runs in ``workers`` processes
+over chunks of lines, streaming into ``OUT/tmp``; BPE encoding is parallel in Rust.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xlm.data.binarize import BinarizeStats, Errors, binarize, binarize_parallel, count_lines, open_binary
+from xlm.data.dataset import PREPARE_FILE
+from xlm.errors import DataError
+from xlm.text.bpe import BPE_INFO_FILE, BPETokenizer, learn_bpe, vocab_settings
+from xlm.text.normalize import Normalizer, normalize_raw_chunk
+from xlm.text.vocab import MERGES_FILE, VOCAB_FILE
+
+SPLITS = ("train", "valid", "test")
+_NAME_RE = re.compile(
+    r"^(?P<split>train|valid|test)\.(?:(?P<a>[a-z]{2,3})-(?P<b>[a-z]{2,3})\.)?(?P<lang>[a-z]{2,3})(?P<gz>\.gz)?$"
+)
+PREPARE_FORMAT = "xlm-prepared"
+PREPARE_VERSION = 1
+# The settings that decide the content of a prepared directory (compared to skip re-runs).
+SETTING_KEYS = (
+    "languages", "vocab_size_requested", "vocab_source", "alpha", "bpe_sentences",
+    "lowercase_and_remove_accent", "max_lines", "seed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One input file: monolingual (``pair`` is None) or one side of a sorted ``pair``."""
+
+    path: Path
+    split: str
+    lang: str
+    pair: tuple[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        """The output prefix name: ``train.en`` or ``train.en-fr.fr``."""
+        if self.pair is None:
+            return f"{self.split}.{self.lang}"
+        return f"{self.split}.{self.pair[0]}-{self.pair[1]}.{self.lang}"
+
+
+@dataclass
+class PrepareOptions:
+    vocab_size: int | None = None  # required unless vocab_dir is given
+    langs: list[str] | None = None  # default: every language found
+    alpha: float = 0.5
+    bpe_sentences: int = 1_000_000
+    lowercase: bool = False
+    max_lines: int | None = None  # per file, for quick runs
+    vocab_dir: Path | None = None  # reuse this vocabulary instead of learning one
+    workers: int = 2
+    seed: int = 0
+    chunk_lines: int = 2_000
+    errors: Errors = "strict"
+    keep_tmp: bool = False
+
+    def settings(self, languages: list[str]) -> dict[str, Any]:
+        """What decides the content of the output (recorded in ``prepare.json``)."""
+        return {
+            "languages": languages,
+            "vocab_size_requested": self.vocab_size,
+            "vocab_source": str(self.vocab_dir) if self.vocab_dir is not None else None,
+            "alpha": self.alpha,
+            "bpe_sentences": self.bpe_sentences,
+            "lowercase_and_remove_accent": self.lowercase,
+            "max_lines": self.max_lines,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class PrepareResult:
+    info: dict[str, Any]
+    files: dict[str, BinarizeStats] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover(raw_dir: str | Path, langs: list[str] | None = None) -> list[RawFile]:
+    """Find the corpus files of ``raw_dir`` (restricted to ``langs`` when given)."""
+    d = Path(raw_dir)
+    if not d.is_dir():
+        raise DataError(f"{d}: corpus directory not found")
+    wanted = set(langs) if langs else None
+    found: dict[str, RawFile] = {}
+    for p in sorted(d.iterdir()):
+        m = _NAME_RE.match(p.name)
+        if not m or not p.is_file():
+            continue
+        split, lang, a, b = m["split"], m["lang"], m["a"], m["b"]
+        pair: tuple[str, str] | None = None
+        if a is not None:
+            if a == b or lang not in (a, b):
+                raise DataError(f"{p}: a parallel file must be named {{split}}.{{a}}-{{b}}.{{a or b}}, a != b")
+            pair = (min(a, b), max(a, b))
+            if wanted is not None and not set(pair) <= wanted:
+                continue
+        elif wanted is not None and lang not in wanted:
+            continue
+        rf = RawFile(p, split, lang, pair)
+        if rf.name in found:
+            raise DataError(f"{found[rf.name].path} and {p} are the same split; keep only one of them")
+        found[rf.name] = rf
+    files = list(found.values())
+    sides = collections.Counter((f.split, f.pair) for f in files if f.pair)
+    for (split, pair), n in sides.items():
+        if n != 2:
+            raise DataError(f"{d}: {split}.{pair[0]}-{pair[1]} has only one side (need both .{pair[0]} and .{pair[1]})")
+    if wanted is not None:
+        missing = wanted - {f.lang for f in files}
+        if missing:
+            raise DataError(f"{d}: no files for language(s) {', '.join(sorted(missing))}")
+    if not files:
+        raise DataError(f"{d}: no corpus files named like train.en[.gz] or train.en-fr.fr[.gz]")
+    return files
+
+
+def _pairs(files: list[RawFile]) -> list[tuple[RawFile, RawFile]]:
+    by_key: dict[tuple[str, tuple[str, str]], dict[str, RawFile]] = collections.defaultdict(dict)
+    for f in files:
+        if f.pair:
+            by_key[(f.split, f.pair)][f.lang] = f
+    return [(sides[pair[0]], sides[pair[1]]) for (_, pair), sides in sorted(by_key.items())]
+
+
+def check_parallel(files: list[RawFile]) -> None:
+    """Both sides of every parallel corpus must have the same number of lines."""
+    for a, b in _pairs(files):
+        na, nb = count_lines(a.path), count_lines(b.path)
+        if na != nb:
+            raise DataError(f"parallel files are not aligned: {a.path} has {na} lines but {b.path} has {nb}")
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+def _raw_chunks(f: RawFile, chunk_lines: int, max_lines: int | None) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, raw lines) chunks of a file, streaming."""
+    chunk: list[bytes] = []
+    first = 1
+    with open_binary(f.path) as fh:
+        for n, raw in enumerate(fh, 1):
+            if max_lines is not None and n > max_lines:
+                break
+            chunk.append(raw)
+            if len(chunk) == chunk_lines:
+                yield first, chunk
+                first, chunk = n + 1, []
+    if chunk:
+        yield first, chunk
+
+
+def normalize_files(
+    files: list[RawFile], tmp_dir: Path, opts: PrepareOptions
+) -> dict[str, Path]:
+    """Normalize every file to ``tmp_dir/{name}.tok`` (one line out per line in).
+
+    Chunks of all files go through one pool of ``opts.workers`` processes, at most
+    ``2 * workers`` chunks in flight, results written in order: memory stays bounded.
+    """
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {f.name: tmp_dir / f"{f.name}.tok" for f in files}
+    for f in files:  # build (and validate) the normalizers before starting workers
+        Normalizer(f.lang, opts.lowercase)
+
+    def tasks() -> Iterator[tuple[int, tuple[Any, ...]]]:
+        for i, f in enumerate(files):
+            for first, chunk in _raw_chunks(f, opts.chunk_lines, opts.max_lines):
+                yield i, (f.lang, opts.lowercase, chunk, str(f.path), first, opts.errors)
+
+    handles: dict[int, Any] = {}
+
+    def write(i: int, lines: list[str]) -> None:
+        if i not in handles:
+            for h in handles.values():
+                h.close()
+            handles.clear()
+            handles[i] = open(outputs[files[i].name], "w", encoding="utf-8", newline="\n")
+        handles[i].writelines(line + "\n" for line in lines)
+
+    try:
+        for i in range(len(files)):  # every file gets an output, even an empty one
+            outputs[files[i].name].write_bytes(b"")
+        if opts.workers <= 1:
+            for i, args in tasks():
+                write(i, normalize_raw_chunk(*args))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # no fork of a process with Rust/torch threads
+            with ctx.Pool(opts.workers) as pool:
+                pending: collections.deque[tuple[int, Any]] = collections.deque()
+                for i, args in tasks():
+                    pending.append((i, pool.apply_async(normalize_raw_chunk, args)))
+                    if len(pending) >= 2 * opts.workers:
+                        j, res = pending.popleft()
+                        write(j, res.get())
+                while pending:
+                    j, res = pending.popleft()
+                    write(j, res.get())
+    finally:
+        for h in handles.values():
+            h.close()
+    return outputs
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def _bpe_sources(files: list[RawFile], tok: dict[str, Path], languages: list[str]) -> dict[str, list[Path]]:
+    """Per language, the monolingual train file, or else its parallel train sides."""
+    sources: dict[str, list[Path]] = {}
+    for lang in languages:
+        mono = [tok[f.name] for f in files if f.split == "train" and f.lang == lang and f.pair is None]
+        para = [tok[f.name] for f in files if f.split == "train" and f.lang == lang and f.pair is not None]
+        if mono or para:
+            sources[lang] = mono or para
+    if not sources:
+        raise DataError("no train files to learn the BPE vocabulary from (or pass --vocab DIR)")
+    return sources
+
+
+def _reuse_vocabulary(vocab_dir: Path, out_dir: Path, lowercase: bool) -> None:
+    for name in (VOCAB_FILE, MERGES_FILE):
+        if not (vocab_dir / name).is_file():
+            raise DataError(f"{vocab_dir / name}: not found (--vocab must name a directory with {VOCAB_FILE} and {MERGES_FILE})")
+    recorded = vocab_settings(vocab_dir).get("lowercase_and_remove_accent")
+    if recorded is not None and bool(recorded) != lowercase:
+        raise DataError(
+            f"{vocab_dir}: the vocabulary was learned with lowercase_and_remove_accent={recorded}; "
+            f"prepare with the same setting ({'--lowercase' if recorded else 'without --lowercase'})"
+        )
+    if vocab_dir.resolve() != out_dir.resolve():
+        for name in (VOCAB_FILE, MERGES_FILE, BPE_INFO_FILE):
+            if (vocab_dir / name).is_file():
+                shutil.copyfile(vocab_dir / name, out_dir / name)
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def _clean_stale(out_dir: Path) -> None:
+    (out_dir / PREPARE_FILE).unlink(missing_ok=True)
+    for p in out_dir.glob(".*.tmp-*"):
+        p.unlink(missing_ok=True)
+
+
+def prepare(
+    raw_dir: str | Path, out_dir: str | Path, opts: PrepareOptions, log: Callable[[str], None] = print
+) -> PrepareResult:
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if opts.vocab_dir is None and (opts.vocab_size is None or opts.vocab_size <= 0):
+        raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
+    if opts.workers < 1:
+        raise DataError(f"--workers must be >= 1, got {opts.workers}")
+    t_start = time.perf_counter()
+    files = discover(raw_dir, opts.langs)
+    languages = opts.langs or sorted({f.lang for f in files})
+    check_parallel(files)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out_dir)
+    tmp_dir = out_dir / "tmp"
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    log(f"normalizing {len(files)} files ({', '.join(languages)}) with {opts.workers} worker(s) ...")
+    tok = normalize_files(files, tmp_dir, opts)
+    timings["normalize_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if opts.vocab_dir is not None:
+        _reuse_vocabulary(Path(opts.vocab_dir), out_dir, opts.lowercase)
+        bpe_info: dict[str, Any] = {"reused_from": str(opts.vocab_dir)}
+    elif opts.vocab_size is not None:
+        sources = _bpe_sources(files, tok, languages)
+        log(f"learning a shared BPE of {opts.vocab_size} tokens on α={opts.alpha}-sampled sentences ...")
+        report = learn_bpe(
+            sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase
+        )
+        bpe_info = {"n_merges": report.n_merges, "line_counts": report.line_counts, "sample_sizes": report.sample_sizes}
+    else:
+        raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
+    timings["bpe_s"] = time.perf_counter() - t0
+    tokenizer = BPETokenizer.from_dir(out_dir)
+
+    t0 = time.perf_counter()
+    log(f"binarizing with a vocabulary of {len(tokenizer)} tokens ...")
+    stats: dict[str, BinarizeStats] = {}
+    for f in files:
+        if f.pair is None:
+            stats[f.name] = binarize(tok[f.name], out_dir / f.name, tokenizer, f.lang, chunk_lines=opts.chunk_lines * 5)
+    for a, b in _pairs(files):
+        sa, sb = binarize_parallel(
+            tok[a.name], tok[b.name], out_dir / a.name, out_dir / b.name, tokenizer, a.lang, b.lang,
+            chunk_lines=opts.chunk_lines * 5,
+        )  # fmt: skip
+        stats[a.name], stats[b.name] = sa, sb
+    timings["binarize_s"] = time.perf_counter() - t0
+    for f in files:  # record where each file came from, not the temporary normalized copy
+        stats[f.name].source = str(f.path)
+
+    info: dict[str, Any] = {
+        "format": PREPARE_FORMAT,
+        "version": PREPARE_VERSION,
+        **opts.settings(languages),
+        "vocab_size": len(tokenizer),
+        "vocab_hash": tokenizer.vocab.hash,
+        "n_merges": tokenizer.n_merges,
+        "bpe": bpe_info,
+        "workers": opts.workers,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "files": {
+            f.name: {"split": f.split, "pair": "-".join(f.pair) if f.pair else None, **stats[f.name].to_json()}
+            for f in files
+        },
+    }
+    if not opts.keep_tmp:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    info["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
+    tmp = out_dir / f".{PREPARE_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / PREPARE_FILE)  # last: the commit marker of the whole directory
+    return PrepareResult(info, stats)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def language_table(info: dict[str, Any]) -> str:
+    """Per-language totals over all files of a ``prepare.json``: a plain-text table."""
+    rows: dict[str, list[int]] = {}
+    for entry in info["files"].values():
+        r = rows.setdefault(entry["lang"], [0, 0, 0, 0, 0])
+        r[0] += 1
+        r[1] += entry["n_sentences"]
+        r[2] += entry["n_tokens"]
+        r[3] += entry["n_unk"]
+        r[4] += entry["n_skipped"]
+    lines = [f"{'lang':<6}{'files':>6}{'sentences':>12}{'tokens':>13}{'unk%':>9}{'skipped':>9}"]
+    total = [0, 0, 0, 0, 0]
+    for lang in sorted(rows):
+        r = rows[lang]
+        total = [t + x for t, x in zip(total, r)]
+        lines.append(_row(lang, r))
+    lines.append(_row("all", total))
+    return "\n".join(lines)
+
+
+def _row(name: str, r: list[int]) -> str:
+    unk = 100 * r[3] / r[2] if r[2] else 0.0
+    return f"{name:<6}{r[0]:>6}{r[1]:>12,}{r[2]:>13,}{unk:>9.3f}{r[4]:>9,}"
+
+
+def same_settings(out_dir: str | Path, settings: dict[str, Any]) -> bool:
+    """True when ``out_dir`` holds a finished preparation made with these settings."""
+    p = Path(out_dir) / PREPARE_FILE
+    if not p.is_file():
+        return False
+    try:
+        info = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return all(info.get(k) == v for k, v in settings.items())

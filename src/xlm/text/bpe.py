@@ -1,0 +1,345 @@
+"""One shared BPE vocabulary for all languages, learned with the ``tokenizers`` library and
+stored in the ``</w>`` end-of-word form that Hugging Face's ``XLMTokenizer`` reads:
+
+* ``vocab.json``  token -> id, the 14 XLM special tokens at ids 0..13, then the rest;
+* ``merges.txt``  one ``a b`` merge per line in rank order, no header, trailing newline;
+* ``bpe.json``    how it was learned (languages, sample sizes, lowercasing) — ignored by HF.
+
+Input text is already Moses-tokenized (see :mod:`xlm.text.normalize`), so words are split
+on whitespace only. A character never seen while learning becomes ``<unk>``.
+
+Learning samples sentences of language ``i`` with probability ``q_i ∝ p_i^α`` where
+``p_i`` is the share of sentences of language ``i`` (``α < 1`` up-samples the
+low-resource languages), as in the XLM paper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sacremoses import MosesDetokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from xlm.errors import DataError
+from xlm.text.normalize import Normalizer
+from xlm.text.vocab import (
+    END_OF_WORD,
+    MERGES_FILE,
+    N_SPECIAL,
+    SPECIAL_TOKENS,
+    UNK_INDEX,
+    UNK_WORD,
+    VOCAB_FILE,
+    Vocabulary,
+)
+
+BPE_INFO_FILE = "bpe.json"
+PREPARE_INFO_FILE = "prepare.json"  # written by `xlm prepare` next to the vocabulary
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sampling_probs(counts: Mapping[str, int], alpha: float) -> dict[str, float]:
+    """``q_i = p_i^α / Σ_j p_j^α`` with ``p_i = n_i / Σ_j n_j`` (languages with no data get 0)."""
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    total = sum(counts.values())
+    if total <= 0:
+        raise DataError("no sentences to sample from")
+    weights = {k: (n / total) ** alpha if n > 0 else 0.0 for k, n in counts.items()}
+    z = sum(weights.values())
+    return {k: w / z for k, w in weights.items()}
+
+
+def sample_sizes(counts: Mapping[str, int], alpha: float, total: int) -> dict[str, int]:
+    """Split ``total`` sentences over languages in proportion to ``q_i`` (largest remainders)."""
+    probs = sampling_probs(counts, alpha)
+    exact = {k: p * total for k, p in probs.items()}
+    sizes = {k: int(v) for k, v in exact.items()}
+    by_remainder = sorted(exact, key=lambda k: (exact[k] - sizes[k], k), reverse=True)
+    for k in by_remainder[: total - sum(sizes.values())]:
+        sizes[k] += 1
+    return sizes
+
+
+def sample_line_counts(n_lines: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """How many times each of ``n_lines`` lines is taken to draw ``k`` of them: every line
+    ``k // n_lines`` times, plus a uniform subset (without replacement) for the remainder."""
+    if n_lines <= 0:
+        return np.zeros(0, dtype=np.int64)
+    reps = np.full(n_lines, k // n_lines, dtype=np.int64)
+    extra = rng.choice(n_lines, size=k % n_lines, replace=False)
+    reps[extra] += 1
+    return reps
+
+
+def iter_sampled(lines: Iterable[str], reps: np.ndarray) -> Iterator[str]:
+    """Yield line ``i`` of ``lines`` ``reps[i]`` times (streaming)."""
+    for line, r in zip(lines, reps):
+        for _ in range(int(r)):
+            yield line
+
+
+def _count_lines(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        for _ in f:
+            n += 1
+    return n
+
+
+def _iter_files(paths: Sequence[Path]) -> Iterator[str]:
+    for p in paths:
+        with open(p, encoding="utf-8", newline="\n") as f:
+            for line in f:
+                yield line.rstrip("\n")
+
+
+# --------------------------------------------------------------------------- learning
+
+
+@dataclass
+class LearnReport:
+    vocab_size: int
+    n_merges: int
+    line_counts: dict[str, int]
+    sample_sizes: dict[str, int]
+    seconds: float
+
+
+def learn_bpe(
+    sources: Mapping[str, Sequence[Path]],
+    out_dir: str | Path,
+    vocab_size: int,
+    alpha: float = 0.5,
+    max_sentences: int = 1_000_000,
+    seed: int = 0,
+    lowercase_and_remove_accent: bool | None = None,
+    min_frequency: int = 0,
+) -> LearnReport:
+    """Learn a shared BPE over already-normalized text files (``{lang: [files]}``) and write
+    ``vocab.json``, ``merges.txt`` and ``bpe.json`` to ``out_dir``.
+
+    The sample has ``min(max_sentences, total lines)`` sentences split over languages by
+    :func:`sample_sizes`; a language smaller than its share is repeated (up-sampled).
+    ``vocab_size`` counts everything, special tokens and single characters included.
+    """
+    if vocab_size <= N_SPECIAL:
+        raise DataError(f"vocab_size must exceed the {N_SPECIAL} special tokens, got {vocab_size}")
+    t0 = time.perf_counter()
+    paths = {lang: [Path(p) for p in ps] for lang, ps in sources.items()}
+    counts = {lang: sum(_count_lines(p) for p in ps) for lang, ps in paths.items()}
+    total = min(max_sentences, sum(counts.values()))
+    sizes = sample_sizes(counts, alpha, total)
+    rng = np.random.default_rng(seed)
+
+    def sample() -> Iterator[str]:
+        for lang in sorted(paths):
+            reps = sample_line_counts(counts[lang], sizes[lang], rng)
+            yield from iter_sampled(_iter_files(paths[lang]), reps)
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK_WORD, end_of_word_suffix=END_OF_WORD))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        end_of_word_suffix=END_OF_WORD,
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(sample(), trainer, length=total)
+    model = json.loads(tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    learned = sorted((i, t) for t, i in model["vocab"].items() if t not in SPECIAL_TOKENS)
+    tokens = list(SPECIAL_TOKENS) + [t for _, t in learned]
+    info = {
+        "vocab_size": len(tokens),
+        "n_merges": len(merges),
+        "alpha": alpha,
+        "max_sentences": max_sentences,
+        "seed": seed,
+        "line_counts": counts,
+        "sample_sizes": sizes,
+        "lowercase_and_remove_accent": lowercase_and_remove_accent,
+    }
+    write_vocabulary(out_dir, tokens, merges, info)  # type: ignore[arg-type]
+    return LearnReport(len(tokens), len(merges), counts, sizes, time.perf_counter() - t0)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_vocabulary(
+    out_dir: str | Path, tokens: Sequence[str], merges: Sequence[tuple[str, str]], info: dict[str, Any] | None = None
+) -> None:
+    """Write ``vocab.json`` (ids in the order of ``tokens``) and ``merges.txt`` (HF's XLM form)."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    if list(tokens[:N_SPECIAL]) != SPECIAL_TOKENS:
+        raise DataError("the vocabulary must start with the XLM special tokens")
+    mapping = {t: i for i, t in enumerate(tokens)}
+    if len(mapping) != len(tokens):
+        raise DataError("duplicate tokens in the vocabulary")
+    for a, b in merges:
+        if not a or not b or any(c.isspace() for c in a + b):
+            raise DataError(f"invalid merge {a!r} {b!r}")
+    _write_atomic(d / MERGES_FILE, "".join(f"{a} {b}\n" for a, b in merges))
+    _write_atomic(d / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
+    if info is not None:
+        _write_atomic(d / BPE_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+
+
+def read_merges(path: Path) -> list[tuple[str, str]]:
+    """Read ``merges.txt`` as HF's ``XLMTokenizer`` does (a ``#version`` header is tolerated)."""
+    if not path.is_file():
+        raise DataError(f"{path}: merges file not found")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    merges: list[tuple[str, str]] = []
+    for n, line in enumerate(lines, 1):
+        if n == 1 and line.startswith("#version"):
+            continue
+        parts = line.split()
+        if len(parts) < 2:
+            raise DataError(f"{path}:{n}: expected a merge 'a b', got {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+class BPETokenizer:
+    """Apply a learned BPE to normalized (Moses-tokenized) text; fast batch encoding in Rust."""
+
+    def __init__(self, vocab: Vocabulary, merges: Sequence[tuple[str, str]], directory: Path | None = None) -> None:
+        self.vocab = vocab
+        self.directory = directory
+        self.n_merges = len(merges)
+        try:
+            model = models.BPE(
+                vocab=dict(vocab.token_to_id),
+                merges=list(merges),
+                unk_token=UNK_WORD,
+                end_of_word_suffix=END_OF_WORD,
+            )
+        except Exception as e:  # tokenizers raises a plain Exception for a merge outside the vocabulary
+            where = f"{directory}: " if directory else ""
+            raise DataError(f"{where}merges do not match the vocabulary: {e}") from None
+        self._tok = Tokenizer(model)
+        self._tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> "BPETokenizer":
+        d = Path(directory)
+        vocab = Vocabulary.from_dir(d)
+        return cls(vocab, read_merges(d / MERGES_FILE), d)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, line: str) -> list[int]:
+        return self._tok.encode(line, add_special_tokens=False).ids
+
+    def encode_batch(self, lines: Sequence[str]) -> list[list[int]]:
+        """Encode many lines at once (parallel in Rust)."""
+        return [e.ids for e in self._tok.encode_batch_fast(list(lines), add_special_tokens=False)]
+
+    def tokens(self, line: str) -> list[str]:
+        return self._tok.encode(line, add_special_tokens=False).tokens
+
+    def unknown_words(self, line: str) -> list[str]:
+        """The whitespace-separated words of ``line`` that contain at least one ``<unk>``."""
+        enc = self._tok.encode(line, add_special_tokens=False)
+        words = line.split()
+        bad = {w for i, w in zip(enc.ids, enc.word_ids) if i == UNK_INDEX and w is not None}
+        return [words[w] for w in sorted(bad)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Join the pieces, ``</w>`` -> space (as HF does); special tokens are dropped, except
+        ``<unk>`` which stays visible in place of the unknown character."""
+        pieces = [self.vocab.token(int(i)) for i in ids if int(i) >= N_SPECIAL or int(i) == UNK_INDEX]
+        return "".join(pieces).replace(END_OF_WORD, " ").strip()
+
+
+def vocab_settings(directory: str | Path) -> dict[str, Any]:
+    """Settings recorded next to a vocabulary (``prepare.json`` wins over ``bpe.json``)."""
+    d = Path(directory)
+    for name in (PREPARE_INFO_FILE, BPE_INFO_FILE):
+        p = d / name
+        if p.is_file():
+            try:
+                info = json.loads(p.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataError(f"{p}: unreadable: {e}") from None
+            if isinstance(info, dict) and info.get("lowercase_and_remove_accent") is not None:
+                return info
+    return {}
+
+
+class TextEncoder:
+    """Raw text of one language -> ids, in one call: normalize + BPE. And back (:meth:`decode`).
+
+    ``lowercase_and_remove_accent=None`` takes the setting the vocabulary was learned with
+    (from ``prepare.json`` / ``bpe.json`` in ``vocab_dir``), or ``False`` if none is recorded.
+    """
+
+    def __init__(
+        self,
+        vocab_dir: str | Path,
+        lang: str,
+        lowercase_and_remove_accent: bool | None = None,
+        tokenizer: BPETokenizer | None = None,
+    ) -> None:
+        if lowercase_and_remove_accent is None:
+            lowercase_and_remove_accent = bool(vocab_settings(vocab_dir).get("lowercase_and_remove_accent", False))
+        self.lang = lang
+        self.lowercase_and_remove_accent = lowercase_and_remove_accent
+        self.normalizer = Normalizer(lang, lowercase_and_remove_accent)
+        self.bpe = tokenizer if tokenizer is not None else BPETokenizer.from_dir(vocab_dir)
+        self._detok = MosesDetokenizer(lang=lang)
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.bpe.vocab
+
+    def normalize(self, line: str) -> str:
+        return self.normalizer(line)
+
+    def encode(self, line: str) -> list[int]:
+        return self.bpe.encode(self.normalizer(line))
+
+    def encode_batch(self, lines: Iterable[str]) -> list[list[int]]:
+        return self.bpe.encode_batch([self.normalizer(line) for line in lines])
+
+    def tokens(self, line: str) -> list[str]:
+        return self.bpe.tokens(self.normalizer(line))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """BPE decode + Moses detokenization: readable text (e.g. MT output)."""
+        return detokenize(self.bpe.decode(ids), self._detok)
+
+
+def detokenize(text: str, detokenizer: MosesDetokenizer) -> str:
+    """Undo Moses tokenization of a space-separated token string."""
+    return detokenizer.detokenize(text.split())
+
+
+def encode_text(lines: Iterable[str], lang: str, vocab_dir: str | Path, lowercase_and_remove_accent: bool | None = None) -> list[list[int]]:
+    """Convenience: raw lines of ``lang`` -> lists of ids with the vocabulary in ``vocab_dir``."""
+    return TextEncoder(vocab_dir, lang, lowercase_and_remove_accent).encode_batch(lines)
