@@ -1,0 +1,254 @@
+"""Training and inference throughput of our XLM against Hugging Face ``transformers``'
+``XLMWithLMHeadModel`` with the same sizes and the same weights, measured interleaved
+(A B A B ...) in one process so that the machine's drift hits both alike.
+
+For each shape it reports median tokens/s of ours and HF, the ratio, model FLOPs per
+token, achieved GFLOP/s and its fraction of a matmul calibration measured in the same run,
+and peak memory (peak RSS of a child process that builds one implementation and runs
+the same steps).
+
+    python benchmarks/train_throughput.py                      # demo + paper-shaped
+    python benchmarks/train_throughput.py --shapes tiny --repeats 3   # seconds (used by a test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from xlm.interop.huggingface import export_state_dict
+from xlm.model.transformer import ModelConfig, TransformerModel
+from xlm.objectives.masking import MaskingConfig, mask_tokens
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    emb_dim: int
+    n_layers: int
+    n_heads: int
+    vocab: int
+    batch: int
+    seq: int
+    n_langs: int = 6
+
+
+SHAPES = {
+    "tiny": Shape("tiny", 64, 2, 2, 2000, 4, 32),
+    # the demo config (configs/demo.toml) at the issue's reference batch of 16 x 128 tokens
+    "demo": Shape("demo", 256, 4, 4, 16000, 16, 128),
+    # the paper's 1024-dim / 8-head model, fewer layers and shorter batches to fit a CPU
+    "paper": Shape("paper", 1024, 2, 8, 16000, 8, 64),
+}
+
+
+def model_flops_per_token(s: Shape, predicted_fraction: float, training: bool) -> float:
+    """Useful FLOPs per input token: linear layers (12 d^2 per layer), attention scores and
+    values (2 * 2 * T * d per layer), the output layer at the predicted positions.
+    Training counts forward + backward (x3)."""
+    d, L, T = s.emb_dim, s.n_layers, s.seq
+    fwd = 2 * 12 * d * d * L + 4 * T * d * L + 2 * d * s.vocab * predicted_fraction
+    return fwd * (3 if training else 1)
+
+
+def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(2 * n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * 2 * n * n * n * reps / (time.perf_counter() - t) / 1e9
+
+
+def build_pair(s: Shape, dropout: float):
+    from transformers import XLMConfig, XLMWithLMHeadModel
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=s.vocab, n_langs=s.n_langs, emb_dim=s.emb_dim, n_layers=s.n_layers, n_heads=s.n_heads,
+        dropout=dropout, attention_dropout=0.0, max_positions=512,
+    )
+    ours = TransformerModel(cfg)
+    hf_cfg = XLMConfig(
+        vocab_size=s.vocab, emb_dim=s.emb_dim, n_layers=s.n_layers, n_heads=s.n_heads, dropout=dropout,
+        attention_dropout=0.0, max_position_embeddings=512, n_langs=s.n_langs, use_lang_emb=True,
+        gelu_activation=True, layer_norm_eps=1e-12, pad_index=2, eos_index=1, bos_index=0, unk_index=3, mask_index=5,
+    )
+    hf = XLMWithLMHeadModel(hf_cfg)
+    missing, unexpected = hf.load_state_dict(export_state_dict(ours.state_dict()), strict=False)
+    assert not unexpected and all("pred_layer.proj.weight" in k or "position_ids" in k for k in missing), (missing, unexpected)
+    hf.tie_weights()
+    return ours, hf
+
+
+def make_batches(s: Shape, n: int, padded: bool):
+    g = torch.Generator().manual_seed(1)
+    mcfg = MaskingConfig(vocab_size=s.vocab)
+    out = []
+    for _ in range(n):
+        tokens = torch.randint(14, s.vocab, (s.batch, s.seq), generator=g)
+        if padded:  # TLM-like: rows of varied length, padded at the end
+            lengths = torch.randint(s.seq // 2, s.seq + 1, (s.batch,), generator=g)
+            lengths[0] = s.seq
+        else:
+            lengths = torch.full((s.batch,), s.seq)
+        real = torch.arange(s.seq)[None, :] < lengths[:, None]
+        tokens[~real] = 2
+        langs = torch.randint(0, s.n_langs, (s.batch, 1), generator=g).expand(-1, s.seq).contiguous()
+        inputs, chosen, targets = mask_tokens(tokens, real, mcfg, g)
+        labels = torch.full_like(tokens, -100)
+        labels[chosen] = targets
+        out.append(dict(tokens=inputs, lengths=lengths, langs=langs, chosen=chosen, targets=targets, labels=labels))
+    return out
+
+
+def step_ours(model, opt):
+    def run(b):
+        logits = model(b["tokens"], b["lengths"], b["langs"], predict=b["chosen"])
+        loss = F.cross_entropy(logits, b["targets"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return run
+
+
+def step_hf(model, opt):
+    def run(b):
+        out = model(input_ids=b["tokens"], langs=b["langs"], lengths=b["lengths"], labels=b["labels"])
+        out[0].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return run
+
+
+def infer_ours(model):
+    @torch.no_grad()
+    def run(b):
+        model(b["tokens"], b["lengths"], b["langs"])
+
+    return run
+
+
+def infer_hf(model):
+    @torch.no_grad()
+    def run(b):
+        model.transformer(input_ids=b["tokens"], langs=b["langs"], lengths=b["lengths"])
+
+    return run
+
+
+def interleaved(fns: dict[str, Callable], batches: list, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            b = batches[i % len(batches)]
+            t = time.perf_counter()
+            fn(b)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
+def _peak_rss_child(shape: Shape, impl: str, mode: str, q) -> None:
+    torch.manual_seed(0)
+    ours, hf = build_pair(shape, 0.1)
+    model = ours if impl == "ours" else hf
+    del hf, ours
+    batches = make_batches(shape, 2, padded=mode == "tlm")
+    if mode == "infer":
+        model.eval()
+        fn = infer_ours(model) if impl == "ours" else infer_hf(model)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        fn = step_ours(model, opt) if impl == "ours" else step_hf(model, opt)
+    for b in batches:
+        fn(b)
+    q.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # peak RSS of the whole process
+
+
+def peak_memory_mb(shape: Shape, impl: str, mode: str) -> float:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_peak_rss_child, args=(shape, impl, mode, q))
+    p.start()
+    p.join()
+    return float(q.get()) if not q.empty() else float("nan")
+
+
+def bench_shape(shape: Shape, repeats: int, memory: bool) -> list[dict]:
+    rows = []
+    calib = matmul_gflops(min(1024, 4 * shape.emb_dim))
+    for mode in ("train", "tlm", "infer"):
+        ours, hf = build_pair(shape, 0.1)
+        batches = make_batches(shape, 4, padded=mode == "tlm")
+        if mode == "infer":
+            ours.eval(), hf.eval()
+            fns = {"ours": infer_ours(ours), "hf": infer_hf(hf)}
+        else:
+            fns = {
+                "ours": step_ours(ours, torch.optim.AdamW(ours.parameters(), lr=1e-4, foreach=True)),
+                "hf": step_hf(hf, torch.optim.AdamW(hf.parameters(), lr=1e-4, foreach=True)),
+            }
+        times = interleaved(fns, batches, repeats)
+        n_tok = sum(int(b["lengths"].sum()) for b in batches) / len(batches)
+        calib_after = matmul_gflops(min(1024, 4 * shape.emb_dim))
+        cal = (calib + calib_after) / 2
+        flops = model_flops_per_token(shape, 0.15 if mode != "infer" else 0.0, mode != "infer")
+        row = {"shape": shape.name, "mode": mode, "matmul_gflops": cal}
+        for impl in ("ours", "hf"):
+            tps = n_tok / statistics.median(times[impl])
+            row[f"{impl}_tok_s"] = tps
+            row[f"{impl}_gflops"] = tps * flops / 1e9
+            row[f"{impl}_frac_peak"] = tps * flops / 1e9 / cal
+            if memory:
+                row[f"{impl}_peak_mb"] = peak_memory_mb(shape, impl, mode)
+        row["ratio"] = row["ours_tok_s"] / row["hf_tok_s"]
+        row["flops_per_token"] = flops
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="demo,paper", help=f"comma-separated, of {sorted(SHAPES)}")
+    ap.add_argument("--repeats", type=int, default=10, help="timed steps per implementation (medians reported)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    ap.add_argument("--json", help="write the rows as JSON")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.shapes.split(","):
+        s = SHAPES[name]
+        print(f"# {name}: {asdict(s)}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+        for r in bench_shape(s, args.repeats, not args.no_memory):
+            rows.append(r)
+            mem = f"  mem ours/hf {r.get('ours_peak_mb', float('nan')):.0f}/{r.get('hf_peak_mb', float('nan')):.0f} MB" if "ours_peak_mb" in r else ""
+            print(
+                f"{r['shape']:6s} {r['mode']:5s}  ours {r['ours_tok_s']:9,.0f} tok/s  hf {r['hf_tok_s']:9,.0f} tok/s  "
+                f"ratio {r['ratio']:.2f}x  ours {r['ours_gflops']:.1f} GFLOP/s = {100 * r['ours_frac_peak']:.0f}% of "
+                f"matmul {r['matmul_gflops']:.0f}  (hf {100 * r['hf_frac_peak']:.0f}%){mem}",
+                flush=True,
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
