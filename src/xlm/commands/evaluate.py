@@ -7,7 +7,7 @@ import argparse
 import importlib
 
 # evaluation modules under xlm.commands, named evaluate_<task>
-EVALUATIONS: list[str] = []
+EVALUATIONS: list[str] = ["ppl", "retrieval", "words"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

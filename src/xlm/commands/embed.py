@@ -1,0 +1,85 @@
+"""``xlm embed CHECKPOINT --lang fr < sentences.txt > vectors.npy``: one sentence per input
+line -> a float32 ``.npy`` array ``(N, D)`` (row i embeds line i; no pickle).
+
+The text is normalized and BPE-encoded as ``xlm prepare`` does, with the checkpoint's
+vocabulary. ``--output FILE`` writes the file atomically; without it the array goes to
+standard output in one write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xlm.errors import DataError
+
+
+def add_embedding_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that embed sentences."""
+    p.add_argument("--pooling", choices=("first", "mean"), default="first",
+                   help="first token's state (default) or mean over the real tokens")
+    p.add_argument("--layers", default="-1",
+                   help="layers to pool and average: 0 = embeddings, -1 = last (default), e.g. '2,3,4' or '2-4'")
+    p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch (default 8000)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")  # fmt: skip
+
+
+def embed_options(args: argparse.Namespace, progress: bool | None = None):
+    from xlm.evaluation.embeddings import EmbedOptions, parse_layers
+
+    if args.max_tokens < 1:
+        raise DataError("--max-tokens must be positive")
+    return EmbedOptions(args.pooling, parse_layers(args.layers), args.max_tokens, progress=progress)
+
+
+def load_model(checkpoint: Path, device: str):
+    from xlm.model.pretrained import load_pretrained
+    from xlm.training.distributed import pick_device
+
+    return load_pretrained(checkpoint, pick_device(device))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="sentence embeddings of text lines (stdin) as a .npy array")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint directory (e.g. runs/demo/best)")
+    p.add_argument("--lang", required=True, help="language of the input sentences")
+    p.add_argument("--input", type=Path, help="text file, one sentence a line (default: standard input)")
+    p.add_argument("--output", type=Path, help=".npy file written atomically (default: standard output)")
+    add_embedding_options(p)
+    p.set_defaults(func=run)
+
+
+def _read_lines(stream, source: str) -> list[str]:
+    lines = []
+    for n, raw in enumerate(stream, 1):
+        try:
+            lines.append(raw.rstrip(b"\r\n").decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{source}:{n}: invalid UTF-8 ({e.reason} at byte {e.start} of the line)") from None
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.evaluation.embeddings import SentenceEncoder, npy_bytes, save_npy
+
+    options = embed_options(args)
+    if args.output is None and sys.stdout.isatty():
+        raise DataError("refusing to write binary .npy data to a terminal: redirect the output or use --output")
+    pretrained = load_model(args.checkpoint, args.device)
+    encoder = SentenceEncoder(pretrained, args.lang, options)
+    if args.input is not None:
+        if not args.input.is_file():
+            raise DataError(f"{args.input}: input file not found")
+        with open(args.input, "rb") as f:
+            lines = _read_lines(f, str(args.input))
+    else:
+        lines = _read_lines(sys.stdin.buffer, "<stdin>")
+    vectors = encoder.encode_text(lines)
+    if args.output is not None:
+        save_npy(args.output, vectors)
+        print(f"{args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(npy_bytes(vectors))
+        sys.stdout.buffer.flush()
+    return 0

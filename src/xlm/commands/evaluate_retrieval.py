@@ -1,0 +1,94 @@
+"""``xlm evaluate retrieval CHECKPOINT --pairs en-fr=FILE.tsv [...]`` or ``--prepared DIR
+--split test``: cross-lingual sentence retrieval P@1, both directions, cosine and margin."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from xlm.commands.embed import add_embedding_options, embed_options, load_model
+from xlm.errors import XLMError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrieval", help="cross-lingual sentence retrieval precision@1")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--pairs", action="append", default=[], metavar="SRC-TGT=FILE",
+                   help="TSV of translation pairs (source<TAB>target), repeatable")
+    p.add_argument("--prepared", type=Path, help="use the binarized parallel splits of this `xlm prepare` directory")
+    p.add_argument("--split", default="test", help="split of --prepared (default test)")
+    p.add_argument("--langs", default="", help="with --prepared: only these pairs, e.g. en-fr,en-de")
+    p.add_argument("--max-sentences", type=int, default=0, help="first N pairs of each set (0: all)")
+    p.add_argument("--margin", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score with the ratio margin (k=4), default on")
+    p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
+    p.add_argument("--plot", type=Path, help="write a PNG heat-map of P@1 over language pairs")
+    add_embedding_options(p)
+    p.set_defaults(func=run)  # fmt: skip
+
+
+def _prepared_pairs(directory: Path, split: str, model_langs: set[str], only: set[str]) -> list[tuple[str, str]]:
+    pattern = re.compile(rf"^{re.escape(split)}\.([a-z]{{2,3}})-([a-z]{{2,3}})\.\1\.json$")
+    found = []
+    for path in sorted(directory.glob(f"{split}.*-*.*.json")):
+        m = pattern.match(path.name)
+        if m and m.group(1) in model_langs and m.group(2) in model_langs:
+            a, b = m.group(1), m.group(2)
+            if not only or f"{a}-{b}" in only or f"{b}-{a}" in only:
+                found.append((a, b))
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.data.dataset import PreparedData
+    from xlm.evaluation.embeddings import SentenceEncoder
+    from xlm.evaluation.retrieval import parse_pair_spec, plot_heatmap, read_pairs_tsv, retrieval_metrics
+    from xlm.reports import format_table, write_json
+
+    if not args.pairs and args.prepared is None:
+        raise XLMError("give --pairs SRC-TGT=FILE.tsv (repeatable) or --prepared DIR")
+    options = embed_options(args)
+    specs = [parse_pair_spec(s) for s in args.pairs]  # validate before loading the model
+    pretrained = load_model(args.checkpoint, args.device)
+    limit = args.max_sentences if args.max_sentences > 0 else None
+    metrics: dict[str, float] = {}
+    order: list[tuple[str, str]] = []
+
+    def score(a: str, b: str, src_vecs, tgt_vecs) -> None:
+        metrics.update(retrieval_metrics(src_vecs, tgt_vecs, a, b, margin=args.margin))
+        order.append((a, b))
+
+    for a, b, path in specs:
+        src, tgt = read_pairs_tsv(path)
+        src, tgt = src[:limit], tgt[:limit]
+        enc_a, enc_b = SentenceEncoder(pretrained, a, options), SentenceEncoder(pretrained, b, options)
+        score(a, b, enc_a.encode_text(src), enc_b.encode_text(tgt))
+    if args.prepared is not None:
+        prepared = PreparedData.open(args.prepared)
+        if prepared.vocab.hash != pretrained.vocab.hash:
+            raise XLMError(f"{args.prepared} was prepared with another vocabulary than {args.checkpoint}")
+        only = {s.strip() for s in args.langs.split(",") if s.strip()}
+        pairs = _prepared_pairs(prepared.directory, args.split, set(pretrained.info.lang2id), only)
+        if not pairs:
+            raise XLMError(f"{args.prepared}: no {args.split} parallel split in the model's languages")
+        for a, b in pairs:
+            data = prepared.para(args.split, a, b)
+            n = len(data) if limit is None else min(limit, len(data))
+            vec_a = SentenceEncoder(pretrained, a, options).encode_data(data.src, n)
+            vec_b = SentenceEncoder(pretrained, b, options).encode_data(data.tgt, n)
+            score(a, b, vec_a, vec_b)
+    headers = ["pair", "sentences", "P@1 ->", "P@1 <-"] + (["margin P@1 ->", "margin P@1 <-"] if args.margin else [])
+    rows = []
+    for a, b in order:
+        f, r = f"{a}-{b}", f"{b}-{a}"
+        row = [f, int(metrics[f"{f}/n"]), metrics[f"{f}/p@1"], metrics[f"{r}/p@1"]]
+        if args.margin:
+            row += [metrics[f"{f}/margin/p@1"], metrics[f"{r}/margin/p@1"]]
+        rows.append(row)
+    print(format_table(headers, rows, floatfmt="{:.3f}"))
+    if args.json:
+        write_json(args.json, metrics)
+    if args.plot:
+        plot_heatmap(metrics, args.plot, "p@1", "sentence retrieval P@1 (cosine)")
+    return 0
