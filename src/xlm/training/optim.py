@@ -41,19 +41,28 @@ def learning_rate(step: int, cfg: OptimConfig, max_steps: int = 0) -> float:
 
 def build_optimizer(modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[int, float] | None = None) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases, LayerNorm weights and embeddings' padding row is
-    untouched by the zero gradient anyway. ``lr_scale`` is unused here (see fine-tuning)."""
-    decay, no_decay = [], []
+    untouched by the zero gradient anyway. ``lr_scale`` maps the index of a module in
+    ``modules`` to a factor of the learning rate for its parameters (e.g. a fine-tuning head
+    faster than the encoder); :func:`set_lr` applies it at every step."""
+    scales = lr_scale or {}
+    groups: list[dict] = []
     seen: set[int] = set()
-    for m in modules:
-        for name, p in m.named_parameters():
-            if not p.requires_grad or id(p) in seen:
+    # modules sharing a scale share parameter groups; without lr_scale: two groups, as always
+    for scale in sorted({scales.get(i, 1.0) for i in range(len(modules))}, reverse=True):
+        decay, no_decay = [], []
+        for i, m in enumerate(modules):
+            if scales.get(i, 1.0) != scale:
                 continue
-            seen.add(id(p))
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            for name, p in m.named_parameters():
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                (no_decay if p.ndim < 2 else decay).append(p)
+        extra = {"lr_scale": scale} if lr_scale is not None else {}
+        groups += [
+            {"params": decay, "weight_decay": cfg.weight_decay, **extra},
+            {"params": no_decay, "weight_decay": 0.0, **extra},
+        ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
 
 

@@ -1,0 +1,62 @@
+"""``xlm classify FINETUNED --lang fr [--probs] < texts``: the predicted label of each input
+line, one output line per input line. A line with a tab is a pair (premise<TAB>hypothesis).
+With ``--probs`` every label's probability follows, as ``label:probability``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xlm.errors import DataError
+
+BATCH_LINES = 512
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify text from stdin with a fine-tuned model")
+    p.add_argument("model", type=Path, help="a fine-tuned model (or its run folder: best/ is used)")
+    p.add_argument("--lang", required=True, help="language of the input")
+    p.add_argument("--probs", action="store_true", help="also print every label's probability")
+    p.add_argument("--pretokenized", action="store_true", help="input is already normalized and BPE-split")
+    p.add_argument("--max-len", type=int, default=256, help="tokens per example (longer texts are truncated)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.data.classification import build_row
+    from xlm.tasks.classification import load_classifier, text_encoder
+
+    clf = load_classifier(args.model, args.device)
+    clf.info.lang_id(args.lang)
+    encode = text_encoder(clf.pretrained.directory, args.lang, clf.info.lowercase_and_remove_accent, args.pretokenized)
+    max_len = min(args.max_len, clf.info.config.max_positions)
+    out = sys.stdout
+    batch: list[str] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        parts = [line.split("\t", 1) for line in batch]
+        ids_a = encode([p[0] for p in parts])
+        ids_b = iter(encode([p[1] for p in parts if len(p) == 2]))
+        rows = [build_row(a, next(ids_b) if len(p) == 2 else None, max_len) for p, a in zip(parts, ids_a)]
+        for probs in clf.predict_probs(rows, args.lang):
+            label = clf.labels[int(probs.argmax())]
+            if args.probs:
+                label += "\t" + " ".join(f"{name}:{p:.4f}" for name, p in zip(clf.labels, probs))
+            out.write(label + "\n")
+        out.flush()
+        batch.clear()
+
+    for n, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            batch.append(raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as e:
+            flush()
+            raise DataError(f"<stdin>:{n}: invalid UTF-8 ({e.reason} at byte {e.start} of the line)") from None
+        if len(batch) == BATCH_LINES:
+            flush()
+    flush()
+    return 0

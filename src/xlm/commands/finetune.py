@@ -1,0 +1,162 @@
+"""``xlm finetune classify CHECKPOINT --train en=FILE --valid en=FILE --test fr=FILE ... --out DIR``:
+fine-tune a pretrained model for classification on some languages, test on all of them.
+
+The same settings can come from a TOML file (``--config configs/classify_libreoffice.toml``)
+and ``key=value`` overrides (``train.max_minutes=3``); options given on the command line
+win over both. Prints the accuracy per test language and their average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from xlm.config import ConfigError, load_config, validate_config
+from xlm.data.classification import FORMATS
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Positionals (CHECKPOINT, key=value) may come before, between and after options."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._inside:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on a downstream task")
+    tasks = p.add_subparsers(dest="task", metavar="TASK", parser_class=_IntermixedParser)
+    c = tasks.add_parser(
+        "classify",
+        help="sentence / sentence-pair classification with zero-shot cross-lingual transfer",
+        description="Fine-tune on the --train languages, evaluate on every --test language.",
+    )
+    c.add_argument("args", nargs="*", metavar="CHECKPOINT | key=value", help="pretrained model directory; config overrides")
+    c.add_argument("--config", type=Path, help="TOML config (see configs/classify_libreoffice.toml)")
+    c.add_argument("--train", action="append", default=[], metavar="LANG=FILE", help="training file (repeat: translate-train)")
+    c.add_argument("--valid", action="append", default=[], metavar="LANG=FILE", help="validation file (best epoch)")
+    c.add_argument("--test", action="append", default=[], metavar="LANG=FILE", help="test file (repeat per language)")
+    c.add_argument("--format", choices=FORMATS, help="format of every file (default tsv)")
+    c.add_argument("--train-format", choices=FORMATS, help="format of the training files (e.g. mnli-jsonl)")
+    c.add_argument("--eval-format", choices=FORMATS, help="format of the valid/test files (e.g. xnli)")
+    c.add_argument("--pretokenized", action="store_true", default=None, help="text is already normalized and BPE-split")
+    c.add_argument("--random-init", action="store_true", default=None, help="baseline: the same architecture, fresh weights")
+    c.add_argument("--epochs", type=int, help="passes over the training data")
+    c.add_argument("--out", help="run folder: checkpoints, best/ (the best epoch), final/")
+    c.add_argument("--json", help="write {language: accuracy, ..., 'average': ...} (accuracy in %%)")
+    c.add_argument("--plot", help="write a PNG bar chart of the accuracies")
+    c.add_argument("--resume", nargs="?", const="latest", help="continue an interrupted fine-tuning run")
+    c.set_defaults(func=run_classify)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _lang_files(items: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        lang, sep, path = item.partition("=")
+        if not sep or not lang or not path:
+            raise ConfigError(f"{option} {item!r}: expected LANG=FILE, e.g. {option} en=data/train.en.tsv")
+        if lang in out:
+            raise ConfigError(f"{option}: language {lang!r} given twice")
+        out[lang] = path
+    return out
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """TOML file < key=value overrides < command-line options."""
+    from xlm.tasks.classification import ClassifyConfig
+
+    overrides = [a for a in args.args if _OVERRIDE.match(a)]
+    positional = [a for a in args.args if not _OVERRIDE.match(a)]
+    if len(positional) > 1:
+        raise ConfigError(f"expected one CHECKPOINT, got {positional}")
+    cfg = load_config(ClassifyConfig, args.config, overrides)
+    data = cfg.model_dump(mode="json")
+    if positional:
+        data["checkpoint"] = positional[0]
+    for split in ("train", "valid", "test"):
+        files = getattr(args, split)
+        if files:
+            data["data"][split] = _lang_files(files, f"--{split}")
+    for option, key in (("format", "format"), ("train_format", "train_format"), ("eval_format", "eval_format")):
+        if getattr(args, option):
+            data["data"][key] = getattr(args, option)
+    if args.pretokenized:
+        data["data"]["pretokenized"] = True
+    if args.random_init:
+        data["finetune"]["random_init"] = True
+    if args.epochs is not None:
+        data["finetune"]["epochs"] = args.epochs
+    if args.out:
+        data["train"]["out_dir"] = args.out
+    if args.json:
+        data["output"]["json_file"] = args.json
+    if args.plot:
+        data["output"]["plot_file"] = args.plot
+    return validate_config(ClassifyConfig, data, "command line")
+
+
+def plot_accuracy(accuracy: dict[str, float], path: str | Path, title: str) -> Path:
+    from xlm.reports import pyplot, save_figure
+
+    plt = pyplot()
+    langs = [k for k in accuracy if k != "average"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(langs), 3.5))
+    bars = ax.bar(langs, [accuracy[k] for k in langs], color="#4C72B0")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    if "average" in accuracy:
+        ax.axhline(accuracy["average"], color="#C44E52", ls="--", lw=1, label=f"average {accuracy['average']:.1f}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def result_table(accuracy: dict[str, float], examples: dict[str, int], train_langs: list[str]) -> str:
+    from xlm.reports import format_table
+
+    rows: list[list[Any]] = []
+    for lang, n in examples.items():
+        setting = "fine-tuned" if lang in train_langs else "zero-shot"
+        rows.append([lang, setting, accuracy[lang], n])
+    rows.append(["average", "", accuracy["average"], sum(examples.values())])
+    return format_table(["language", "transfer", "accuracy %", "examples"], rows)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from xlm.reports import write_json
+    from xlm.tasks.classification import run_finetune
+
+    cfg = build_config(args)
+    result = run_finetune(cfg, resume=args.resume)
+    if not result.accuracy:
+        print(f"fine-tuned model: {result.model_dir} (no test files given)")
+        return 0
+    table = result_table(result.accuracy, result.examples, sorted(cfg.data.train))
+    print(table)
+    print(f"fine-tuned model: {result.model_dir}")
+    out = Path(cfg.train.out_dir)
+    write_json(out / "results.json", {"accuracy": result.accuracy, "examples": result.examples, "labels": result.labels})
+    if cfg.output.json_file:
+        write_json(cfg.output.json_file, result.accuracy)
+    if cfg.output.plot_file:
+        init = "random init" if cfg.finetune.random_init else Path(cfg.checkpoint).as_posix()
+        title = f"{init}, fine-tuned on {'+'.join(sorted(cfg.data.train))}"
+        print(f"plot: {plot_accuracy(result.accuracy, cfg.output.plot_file, title)}")
+    return 0

@@ -1,0 +1,504 @@
+"""Cross-lingual classification (XNLI-style): a pretrained encoder, dropout and a linear layer
+on the first hidden state (the ``</s>`` that starts every input), fine-tuned on one or more
+languages and evaluated on all of them (zero-shot transfer / translate-train).
+
+The fine-tuning is a :class:`~xlm.training.trainer.Task`: the generic trainer does the
+optimizer (separate learning rates for encoder and head), checkpoints, one evaluation per
+epoch on the valid set and the best epoch (``best/``). A fine-tuned directory holds the
+encoder (``model.safetensors``, ``model.json``, vocabulary: loadable by ``load_pretrained``),
+the head (``head.safetensors``) and ``labels.json``; :func:`load_classifier` reads it all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import field_validator
+from torch import Tensor, nn
+
+from xlm.config import Config, ConfigError, to_toml
+from xlm.data.batching import pad_rows, token_budget_batches
+from xlm.data.classification import (
+    EncodedSet,
+    ExampleSet,
+    encode_set,
+    label_mapping,
+    pretokenized_encoder,
+    read_examples,
+)
+from xlm.errors import CheckpointError, DataError
+from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained, write_model_files
+from xlm.model.transformer import TransformerModel
+from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
+from xlm.training.checkpoint import write_json as write_plain_json
+from xlm.training.distributed import init_distributed, pick_device, shutdown
+from xlm.training.optim import OptimConfig, build_optimizer
+from xlm.training.trainer import StepOutput, TrainConfig, Trainer, seed_everything
+
+HEAD_WEIGHTS = "head.safetensors"
+LABELS_JSON = "labels.json"
+FormatName = Literal["tsv", "xnli", "mnli-jsonl", "mnli-tsv"]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class ClassifyDataConfig(Config):
+    train: dict[str, str] = {}  # language -> file; several languages = translate-train
+    valid: dict[str, str] = {}
+    test: dict[str, str] = {}
+    format: FormatName = "tsv"
+    train_format: FormatName | None = None  # e.g. "mnli-jsonl" with format = "xnli"
+    eval_format: FormatName | None = None  # valid and test files
+    pretokenized: bool = False  # text is already normalized + BPE (``xlm encode`` output)
+    max_len: int = 256  # tokens per example, </s> included (longer texts are truncated)
+    max_tokens: int = 2048  # padded tokens per batch
+    max_train_examples: int = 0  # per training file; 0: all
+
+    @field_validator("train", "valid", "test")
+    @classmethod
+    def _langs(cls, v: dict[str, str]) -> dict[str, str]:
+        for lang, path in v.items():
+            if not lang or not path:
+                raise ValueError(f"expected language = file, got {lang!r} = {path!r}")
+        return v
+
+    def format_of(self, split: str) -> str:
+        own = self.train_format if split == "train" else self.eval_format
+        return own or self.format
+
+
+class FinetuneOptimConfig(OptimConfig):
+    lr: float = 2.5e-5  # encoder (the paper's XNLI setting)
+    schedule: Literal["inverse_sqrt", "constant", "linear"] = "linear"
+    warmup_steps: int = 50
+
+
+class FinetuneTrainConfig(TrainConfig):
+    out_dir: str = "runs/classify"
+    max_steps: int = 0  # 0: epochs x batches per epoch; otherwise a cap
+    eval_every: int = 0  # 0: once per epoch
+    save_every: int = 0  # 0: once per epoch
+    keep_last: int = 1
+    stopping_metric: str = "valid/acc"
+    stopping_mode: Literal["min", "max"] = "max"
+    eval_at_start: bool = False
+    log_every: int = 10
+
+
+class FinetuneConfig(Config):
+    epochs: int = 2
+    dropout: float = 0.1  # before the linear layer
+    head_lr: float = 0.0  # learning rate of the head; 0: the encoder's (optim.lr)
+    random_init: bool = False  # same architecture and vocabulary, fresh weights (baseline)
+
+
+class OutputConfig(Config):
+    json_file: str = ""  # accuracy per test language and "average"
+    plot_file: str = ""  # PNG bar chart
+
+
+class ClassifyConfig(Config):
+    checkpoint: str = ""  # a pretrained model directory
+    data: ClassifyDataConfig = ClassifyDataConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    optim: FinetuneOptimConfig = FinetuneOptimConfig()
+    train: FinetuneTrainConfig = FinetuneTrainConfig()
+    output: OutputConfig = OutputConfig()
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ClassifierHead(nn.Module):
+    """Dropout and a linear layer on the first hidden state: ``(B, T, D) -> (B, C)``."""
+
+    def __init__(self, dim: int, n_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(dim, n_labels)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.proj(self.dropout(hidden[:, 0]))
+
+
+@dataclass
+class Batch:
+    tokens: Tensor  # (B, T)
+    lengths: Tensor  # (B,)
+    langs: Tensor  # (B,)
+    labels: Tensor  # (B,)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.tokens, self.lengths, self.langs, self.labels)))
+
+
+def make_batch(rows: list[np.ndarray], lang_ids: list[int], labels: list[int]) -> Batch:
+    tokens, lengths = pad_rows(rows)
+    return Batch(tokens, lengths, torch.tensor(lang_ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
+
+
+def classify_logits(encoder: nn.Module, head: nn.Module, batch: Batch) -> Tensor:
+    hidden = encoder(batch.tokens, lengths=batch.lengths, langs=batch.langs)
+    return head(hidden)
+
+
+def eval_batches(data: EncodedSet, max_tokens: int) -> list[np.ndarray]:
+    order = np.argsort(data.lengths, kind="stable")
+    return token_budget_batches(data.lengths, order, max_tokens)
+
+
+@torch.no_grad()
+def evaluate_set(
+    encoder: nn.Module, head: nn.Module, data: EncodedSet, device: torch.device, max_tokens: int
+) -> tuple[float, float]:
+    """(accuracy in %, mean loss) on one encoded set (modules must be in eval mode)."""
+    correct, loss_sum = 0, 0.0
+    for ids in eval_batches(data, max_tokens):
+        batch = make_batch([data.rows[i] for i in ids], [data.lang_id] * len(ids), data.labels[ids].tolist())
+        batch = batch.to(device)
+        logits = classify_logits(encoder, head, batch).float()
+        loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == batch.labels).sum())
+    n = max(len(data), 1)
+    return 100.0 * correct / n, loss_sum / n
+
+
+# --------------------------------------------------------------------------- data loading
+
+
+def text_encoder(directory: Path, lang: str, lowercase_and_remove_accent: bool, pretokenized: bool):
+    """``lines -> id lists`` for ``lang`` with the vocabulary in ``directory``: Moses
+    normalization + BPE (as ``xlm prepare``), or a plain token lookup for pre-tokenized text."""
+    from xlm.text.bpe import BPETokenizer, TextEncoder
+
+    tokenizer = BPETokenizer.from_dir(directory)
+    if pretokenized:
+        return pretokenized_encoder(tokenizer.vocab)
+    return TextEncoder(directory, lang, lowercase_and_remove_accent, tokenizer=tokenizer).encode_batch
+
+
+def load_split(
+    cfg: ClassifyDataConfig, split: str, pretrained: Pretrained, label2id: dict[str, int] | None
+) -> tuple[list[ExampleSet], dict[str, int]]:
+    """Read one split's files; the labels come from the training split when ``label2id`` is None."""
+    files: dict[str, str] = getattr(cfg, split)
+    sets = []
+    for lang, path in files.items():
+        pretrained.info.lang_id(lang)  # an unknown language fails before reading anything
+        data = read_examples(path, lang, cfg.format_of(split))
+        if not data.examples:
+            raise DataError(f"{path}: no {split} examples of language {lang!r}")
+        if split == "train" and cfg.max_train_examples:
+            data.examples = data.examples[: cfg.max_train_examples]
+        sets.append(data)
+    if label2id is None:
+        label2id = {label: i for i, label in enumerate(label_mapping(sets))}
+    return sets, label2id
+
+
+def encode_sets(sets: list[ExampleSet], cfg: ClassifyDataConfig, pretrained: Pretrained, label2id: dict[str, int]) -> list[EncodedSet]:
+    out = []
+    for s in sets:
+        encode = text_encoder(pretrained.directory, s.lang, pretrained.info.lowercase_and_remove_accent, cfg.pretokenized)
+        out.append(encode_set(s, encode, label2id, pretrained.info.lang_id(s.lang), cfg.max_len))
+    return out
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class ClassifyTask:
+    """Implements the trainer's Task protocol: batches of the training sets by a token budget,
+    shuffled each epoch; evaluation = accuracy on each valid language and their mean."""
+
+    def __init__(
+        self,
+        cfg: ClassifyConfig,
+        pretrained: Pretrained,
+        labels: list[str],
+        train: list[EncodedSet],
+        valid: list[EncodedSet],
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        if pretrained.info.config.max_positions < cfg.data.max_len:
+            raise ConfigError(
+                f"data.max_len={cfg.data.max_len} exceeds the model's max_positions={pretrained.info.config.max_positions}"
+            )
+        self.cfg, self.pretrained, self.labels = cfg, pretrained, labels
+        self.encoder: TransformerModel = pretrained.model
+        self.head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), cfg.finetune.dropout)
+        self.forward_encoder: nn.Module = self.encoder
+        self.forward_head: nn.Module = self.head
+        self.device = torch.device("cpu")
+        self.seed, self.rank, self.world = seed, rank, world
+        self.valid = valid
+        self.rows = [r for s in train for r in s.rows]
+        self.row_langs = np.concatenate([np.full(len(s), s.lang_id) for s in train]).astype(np.int64)
+        self.row_labels = np.concatenate([s.labels for s in train]).astype(np.int64)
+        self.row_lengths = np.asarray([len(r) for r in self.rows], dtype=np.int64)
+        self.epoch, self.pos = 0, 0
+        self._batches = self._make_batches()
+        if not self._batches:
+            raise DataError(f"{len(self.rows)} training examples cannot feed {world} processes")
+
+    def steps_per_epoch(self) -> int:
+        return len(self._batches)
+
+    def _make_batches(self) -> list[np.ndarray]:
+        """Shuffle, sort by length within windows (little padding), cut by the token budget,
+        shuffle the batch order; rank r of W takes batches r, r+W, ..."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.rows))
+        window = 1024
+        grouped = [
+            order[w : w + window][np.argsort(self.row_lengths[order[w : w + window]], kind="stable")]
+            for w in range(0, len(order), window)
+        ]
+        batches = token_budget_batches(self.row_lengths, np.concatenate(grouped), self.cfg.data.max_tokens)
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        per_rank = len(batches) // self.world
+        return batches[self.rank :: self.world][:per_rank]
+
+    # --- Task protocol --------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.encoder, "head": self.head}
+
+    def bind(self, wrapped: dict[str, nn.Module], device: torch.device) -> None:
+        self.forward_encoder, self.forward_head, self.device = wrapped["model"], wrapped["head"], device
+
+    def train_batch(self, micro_step: int) -> StepOutput:
+        if self.pos >= len(self._batches):
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._batches = self._make_batches()
+        ids = self._batches[self.pos]
+        self.pos += 1
+        batch = make_batch([self.rows[i] for i in ids], self.row_langs[ids].tolist(), self.row_labels[ids].tolist())
+        batch = batch.to(self.device)
+        logits = classify_logits(self.forward_encoder, self.forward_head, batch)
+        loss = F.cross_entropy(logits.float(), batch.labels)
+        return StepOutput(loss, "cls", int(batch.lengths.sum()))
+
+    def evaluate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        accs = []
+        for s in self.valid:
+            acc, loss = evaluate_set(self.encoder, self.head, s, self.device, self.cfg.data.max_tokens)
+            metrics[f"valid/{s.lang}/acc"] = acc
+            metrics[f"valid/{s.lang}/loss"] = loss
+            accs.append(acc)
+        if accs:
+            metrics["valid/acc"] = float(np.mean(accs))
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._batches = self._make_batches()
+
+    def model_info(self) -> ModelInfo:
+        info = self.pretrained.info
+        extra = dict(info.extra)
+        extra["classifier"] = {
+            "labels": self.labels,
+            "dropout": self.cfg.finetune.dropout,
+            "pooling": "first",
+            "finetuned_from": str(self.pretrained.directory),
+            "random_init": self.cfg.finetune.random_init,
+            "train_languages": sorted(self.cfg.data.train),
+        }
+        return ModelInfo(info.config, info.lang2id, info.lowercase_and_remove_accent, extra)
+
+    def write_model_files(self, directory: Path) -> None:
+        write_model_files(directory, self.encoder, self.model_info(), self.pretrained.directory)
+        write_classifier_files(directory, self.head, self.labels)
+
+
+def write_classifier_files(directory: Path, head: nn.Module, labels: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    from xlm.training.checkpoint import state_dict_for_saving
+
+    save_file(state_dict_for_saving(head), str(directory / HEAD_WEIGHTS))
+    write_plain_json(directory / LABELS_JSON, {"labels": labels})
+
+
+# --------------------------------------------------------------------------- loading and prediction
+
+
+@dataclass
+class Classifier:
+    """A fine-tuned classifier: encoder, head, labels, languages and vocabulary."""
+
+    pretrained: Pretrained
+    head: ClassifierHead
+    labels: list[str]
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.pretrained.info
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
+    @torch.no_grad()
+    def predict_probs(self, rows: list[np.ndarray], lang: str, max_tokens: int = 4096) -> np.ndarray:
+        """Class probabilities ``(N, C)`` of encoded rows (see ``build_row``) of language ``lang``."""
+        lang_id = self.info.lang_id(lang)
+        lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
+        out = np.zeros((len(rows), len(self.labels)), dtype=np.float32)
+        if not rows:
+            return out
+        self.pretrained.model.eval()
+        self.head.eval()
+        for ids in token_budget_batches(lengths, np.argsort(lengths, kind="stable"), max_tokens):
+            batch = make_batch([rows[i] for i in ids], [lang_id] * len(ids), [0] * len(ids)).to(self.device)
+            probs = classify_logits(self.pretrained.model, self.head, batch).float().softmax(-1)
+            out[ids] = probs.cpu().numpy()
+        return out
+
+
+def resolve_classifier_dir(directory: str | Path) -> Path:
+    """A fine-tuned checkpoint, or a fine-tuning run folder (its ``best/``, else ``final/``)."""
+    d = Path(directory)
+    if (d / LABELS_JSON).is_file():
+        return d
+    for sub in ("best", "final"):
+        if (d / sub / LABELS_JSON).is_file():
+            return d / sub
+    if not d.exists():
+        raise CheckpointError(f"{d}: no such fine-tuned model")
+    raise CheckpointError(f"{d}: not a fine-tuned classifier (no {LABELS_JSON} in it, nor in best/ or final/)")
+
+
+def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    """Load a directory written by ``xlm finetune classify`` (checksums verified)."""
+    d = resolve_classifier_dir(directory)
+    verify_checkpoint(d)
+    pretrained = load_pretrained(d, device)
+    data = read_json(d / LABELS_JSON)
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise CheckpointError(f"{d / LABELS_JSON}: expected {{\"labels\": [at least two strings]}}")
+    dropout = float(pretrained.info.extra.get("classifier", {}).get("dropout", 0.1))
+    head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), dropout)
+    state = load_tensors(d / HEAD_WEIGHTS)
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{d / HEAD_WEIGHTS}: does not match {len(labels)} labels: {e}") from None
+    head.to(device).eval()
+    return Classifier(pretrained, head, labels)
+
+
+def fresh_model(pretrained: Pretrained) -> Pretrained:
+    """The same architecture, languages and vocabulary with newly initialised weights."""
+    model = TransformerModel(pretrained.info.config)
+    model.to(next(pretrained.model.parameters()).device)
+    return Pretrained(model, pretrained.info, pretrained.vocab, pretrained.directory)
+
+
+def summarize(results: dict[str, float]) -> dict[str, float]:
+    """Per-language accuracies plus ``average`` (of the languages only)."""
+    out = dict(results)
+    values = [v for v in results.values() if not math.isnan(v)]
+    out["average"] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- fine-tuning run
+
+
+@dataclass
+class FinetuneResult:
+    accuracy: dict[str, float]  # test language -> accuracy (%), and "average"
+    examples: dict[str, int]  # test language -> number of examples
+    valid: dict[str, float]  # the last evaluation's metrics
+    labels: list[str]
+    model_dir: Path  # the fine-tuned model that produced ``accuracy``
+
+
+def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = print) -> FinetuneResult:
+    """Fine-tune ``cfg.checkpoint`` (or a fresh model of its shape) on the training files,
+    keep the best epoch by valid accuracy, and measure accuracy on every test file."""
+    if not cfg.checkpoint:
+        raise ConfigError("checkpoint: give the directory of a pretrained model")
+    if not cfg.data.train:
+        raise ConfigError("data.train: give at least one training file (--train en=FILE)")
+    if cfg.finetune.epochs < 1:
+        raise ConfigError(f"finetune.epochs must be >= 1, got {cfg.finetune.epochs}")
+    tcfg = cfg.train
+    env = init_distributed(pick_device(tcfg.device))
+    device = pick_device(tcfg.device, env.local_rank)
+    try:
+        seed_everything(tcfg.seed)  # the same head (and fresh encoder) on every process
+        pretrained = load_pretrained(cfg.checkpoint)
+        if cfg.finetune.random_init:
+            pretrained = fresh_model(pretrained)
+        train_sets, label2id = load_split(cfg.data, "train", pretrained, None)
+        valid_sets, _ = load_split(cfg.data, "valid", pretrained, label2id)
+        test_sets, _ = load_split(cfg.data, "test", pretrained, label2id)
+        labels = list(label2id)
+        train = encode_sets(train_sets, cfg.data, pretrained, label2id)
+        valid = encode_sets(valid_sets, cfg.data, pretrained, label2id)
+        test = encode_sets(test_sets, cfg.data, pretrained, label2id)
+        for s in train_sets + valid_sets + test_sets:
+            note = f" ({s.skipped} without a gold label skipped)" if s.skipped else ""
+            log(f"{s.path} [{s.lang}]: {len(s)} examples{note}")
+        task = ClassifyTask(cfg, pretrained, labels, train, valid, tcfg.seed, env.rank, env.world)
+        per_epoch = task.steps_per_epoch()
+        total = cfg.finetune.epochs * per_epoch
+        run_cfg = tcfg.model_copy(
+            update={
+                "max_steps": min(total, tcfg.max_steps) if tcfg.max_steps else total,
+                "eval_every": tcfg.eval_every or per_epoch,
+                "save_every": tcfg.save_every or per_epoch,
+                "stopping_metric": tcfg.stopping_metric if valid else "",
+            }
+        )
+        out = Path(run_cfg.out_dir)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+            init = "random initialisation" if cfg.finetune.random_init else cfg.checkpoint
+            log(
+                f"classifier: {len(labels)} labels {labels}; encoder from {init}; "
+                f"{per_epoch} batches per epoch, {run_cfg.max_steps} steps; device {device}"
+            )
+        trainer = Trainer(task, run_cfg, cfg.optim, env, device, cfg.model_dump(mode="json"), log)
+        head_lr = cfg.finetune.head_lr or cfg.optim.lr
+        # the head (module 1) learns at its own rate; set_lr applies the scale every step
+        trainer.optimizer = build_optimizer(list(trainer.modules.values()), cfg.optim, {1: head_lr / cfg.optim.lr})
+        if resume is not None:
+            found = trainer.resume(None if resume == "latest" else Path(resume))
+            if not found:
+                log(f"no checkpoint in {trainer.ckpt_dir}: starting from scratch")
+        valid_metrics = trainer.train()
+        model_dir = out / "final"
+        if run_cfg.stopping_metric and trainer.best is not None and (out / "best" / LABELS_JSON).is_file():
+            model_dir = out / "best"
+            task.encoder.load_state_dict(load_tensors(model_dir / "model.safetensors"))
+            task.head.load_state_dict(load_tensors(model_dir / HEAD_WEIGHTS))
+        accuracy: dict[str, float] = {}
+        examples: dict[str, int] = {}
+        if env.is_main:
+            task.encoder.eval()
+            task.head.eval()
+            for s in test:
+                accuracy[s.lang], _ = evaluate_set(task.encoder, task.head, s, device, cfg.data.max_tokens)
+                examples[s.lang] = len(s)
+        return FinetuneResult(summarize(accuracy) if accuracy else {}, examples, valid_metrics, labels, model_dir)
+    finally:
+        shutdown(env)
