@@ -161,6 +161,8 @@ def test_rerun_invalidates_previous_marker(raw: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError):
         prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"]), log=lambda m: None)
     assert not (out / PREPARE_FILE).exists()  # a failed re-run is never mistaken for a finished one
+    with pytest.raises(DataError, match="not a finished `xlm prepare` output"):
+        PreparedData.open(out)
 
 
 def test_shipped_corpus_subset(tmp_path: Path) -> None:

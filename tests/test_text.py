@@ -181,6 +181,8 @@ def test_bpe_unknown_characters(small_vocab: Path) -> None:
     ids = bpe.encode("the жук")
     assert ids.count(UNK_INDEX) == 3
     assert bpe.unknown_words("the жук and the ж") == ["жук", "ж"]
+    # \x1f is whitespace for Python's str.split but not for the Rust pre-tokenizer
+    assert bpe.unknown_words("\x1f\r\x1b the") == ["\x1f", "\x1b"]
 
 
 def test_bpe_rejects_inconsistent_files(tmp_path: Path, small_vocab: Path) -> None:

@@ -66,7 +66,10 @@ class MonolingualData:
         if n_items * dtype.itemsize != bin_path.stat().st_size or n_items == 0:
             raise DataError(f"{bin_path}: size is not a whole number of {dtype} tokens")
         tokens = np.memmap(bin_path, dtype=dtype, mode="r", shape=(n_items,))
-        bounds = np.load(idx_path, mmap_mode="r", allow_pickle=False)
+        try:  # allow_pickle=False: an index holding Python objects (code when unpickled) is refused
+            bounds = np.load(idx_path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(f"{idx_path}: not a plain int64 .npy index ({e})") from None
         if bounds.ndim != 2 or bounds.shape[1] != 2 or bounds.shape[0] != meta["n_sentences"]:
             raise DataError(f"{idx_path}: index shape {bounds.shape} does not match {meta['n_sentences']} sentences")
         if len(bounds) and (bounds[-1, 1] >= n_items or bounds[0, 0] < 1):
@@ -140,9 +143,16 @@ class PreparedData:
         d = Path(directory)
         if not d.is_dir():
             raise DataError(f"{d}: prepared data directory not found (run `xlm prepare` first)")
-        vocab = Vocabulary.from_dir(d)
         info_path = d / PREPARE_FILE
-        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+        if not info_path.is_file():  # written last by `xlm prepare`: the directory's commit marker
+            raise DataError(f"{info_path} not found: {d} is not a finished `xlm prepare` output (run it again)")
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{info_path}: unreadable: {e}") from None
+        if not isinstance(info, dict):
+            raise DataError(f"{info_path}: expected a JSON object")
+        vocab = Vocabulary.from_dir(d)
         return cls(d, vocab, info)
 
     @property

@@ -266,9 +266,16 @@ class BPETokenizer:
     def unknown_words(self, line: str) -> list[str]:
         """The whitespace-separated words of ``line`` that contain at least one ``<unk>``."""
         enc = self._tok.encode(line, add_special_tokens=False)
-        words = line.split()
-        bad = {w for i, w in zip(enc.ids, enc.word_ids) if i == UNK_INDEX and w is not None}
-        return [words[w] for w in sorted(bad)]
+        spans: dict[int, tuple[int, int]] = {}  # word -> character span, from the pieces' offsets
+        bad: set[int] = set()
+        for i, w, (start, end) in zip(enc.ids, enc.word_ids, enc.offsets):
+            if w is None:
+                continue
+            s0, e0 = spans.get(w, (start, end))
+            spans[w] = (min(s0, start), max(e0, end))
+            if i == UNK_INDEX:
+                bad.add(w)
+        return [line[spans[w][0] : spans[w][1]] for w in sorted(bad)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Join the pieces, ``</w>`` -> space (as HF does); special tokens are dropped, except
