@@ -7,7 +7,7 @@ import argparse
 import importlib
 
 # evaluation modules under xlm.commands, named evaluate_<task>
-EVALUATIONS: list[str] = ["ppl", "retrieval", "words"]
+EVALUATIONS: list[str] = ["ppl", "retrieval", "words", "bleu"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

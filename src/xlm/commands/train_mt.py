@@ -1,0 +1,30 @@
+"""``xlm train-mt --config FILE [key=value ...] [--resume]``: supervised and unsupervised
+machine translation from a pretrained XLM (steps ``mt``, ``ae``, ``bt``), in one process or
+under ``torchrun`` (``torchrun --nproc_per_node K -m xlm train-mt ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from xlm.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-mt", help="train a translation model (supervised MT, auto-encoding, back-translation)")
+    p.add_argument("--config", type=Path, help="TOML config (see configs/mt_*.toml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
+    p.add_argument("--resume", nargs="?", const="latest", help="continue a run (its newest intact checkpoint, or a path)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.tasks.translation import MTConfig, run_mt_training
+
+    cfg = load_config(MTConfig, args.config, args.overrides)
+    metrics = run_mt_training(cfg, resume=args.resume)
+    if metrics and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1))
+    return 0

@@ -1,0 +1,71 @@
+"""``xlm translate CHECKPOINT --src en --tgt fr [--beam N] < input.txt > output.txt``: raw text
+in (one sentence per line), normalized and BPE-encoded with the checkpoint's vocabulary,
+translated in batches, and written back as detokenized text, one line per input line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("translate", help="translate text with a model trained by `xlm train-mt`")
+    p.add_argument("checkpoint", type=Path, help="a translation checkpoint (e.g. runs/mt/best)")
+    p.add_argument("--src", required=True, help="source language code")
+    p.add_argument("--tgt", required=True, help="target language code")
+    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam scores are log p / length**this")
+    p.add_argument("--early-stopping", action="store_true", help="stop a sentence once BEAM hypotheses are finished")
+    p.add_argument("--max-len-a", type=float, default=1.5, help="outputs are at most A * source length + B tokens")
+    p.add_argument("--max-len-b", type=int, default=10)
+    p.add_argument("--max-tokens", type=int, default=4000, help="source tokens per batch")
+    p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
+    p.add_argument("--input", type=Path, help="read this file instead of standard input")
+    p.add_argument("--output", type=Path, help="write this file instead of standard output")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from xlm.model.generation import DecodeConfig, translate_rows
+    from xlm.model.seq2seq import load_translator
+    from xlm.text.bpe import BPETokenizer, TextEncoder
+    from xlm.text.vocab import EOS_INDEX
+    from xlm.training.distributed import pick_device
+
+    device = pick_device(args.device)
+    tr = load_translator(args.checkpoint, device)
+    src_id, tgt_id = tr.info.lang_id(args.src), tr.info.lang_id(args.tgt)
+    lower = tr.info.lowercase_and_remove_accent
+    bpe = BPETokenizer.from_dir(args.checkpoint)
+    src_enc = TextEncoder(args.checkpoint, args.src, lower, bpe)
+    tgt_enc = TextEncoder(args.checkpoint, args.tgt, lower, bpe)
+    if args.input is not None:
+        lines = args.input.read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+    else:
+        lines = [line.rstrip("\n") for line in sys.stdin]
+    limit = tr.model.encoder.cfg.max_positions - 2
+    ids = src_enc.encode_batch(lines)
+    n_cut = sum(len(x) > limit for x in ids)
+    if n_cut:
+        print(f"xlm translate: {n_cut} line(s) longer than {limit} tokens were truncated", file=sys.stderr)
+    todo = [i for i, x in enumerate(ids) if x]  # an empty line stays empty
+    rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
+    decode = DecodeConfig(args.beam, args.length_penalty, args.early_stopping, args.max_len_a, args.max_len_b)
+    words = translate_rows(tr.model, rows, src_id, tgt_id, decode, device, args.max_tokens)
+    out = [""] * len(lines)
+    for i, w in zip(todo, words):
+        out[i] = tgt_enc.bpe.decode(w) if args.tokenized else tgt_enc.decode(w)
+    text = "".join(o + "\n" for o in out)
+    if args.output is not None:
+        from xlm.reports import write_atomic
+
+        write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0

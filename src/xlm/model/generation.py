@@ -1,0 +1,263 @@
+"""Decoding with an :class:`~xlm.model.seq2seq.EncoderDecoder`: greedy and beam search,
+batched, with the decoder's key/value cache.
+
+With the cache each step feeds only the newest token and attends to the stored keys and
+values, so producing T tokens costs O(T) decoder passes of one position instead of
+re-running the whole prefix (O(T^2) positions); ``use_cache=False`` does the latter and
+exists to check the former. Outputs are ``</s> w1 .. wn </s>`` rows padded with ``<pad>``;
+a row that reaches ``max_len`` without ``</s>`` gets one as its last token.
+
+Beam search keeps ``beam_size`` running hypotheses per sentence; a hypothesis that emits
+``</s>`` is finished and scored ``sum log p / length ** length_penalty``. A sentence is done
+when it has ``beam_size`` finished hypotheses and either ``early_stopping`` is set or no
+running hypothesis can still score better. Beam size 1 gives the greedy output (with
+``early_stopping`` or ``length_penalty=0``, where the bound is exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xlm.data.batching import pad_rows, token_budget_batches
+from xlm.model.seq2seq import EncoderDecoder
+from xlm.model.transformer import KVCache
+from xlm.text.vocab import EOS_INDEX, PAD_INDEX
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam_size: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    max_len_a: float = 1.3  # output length limit: a * source length + b (the original's 1.3 L + 5)
+    max_len_b: int = 5
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+
+
+def max_output_length(src_lengths: Tensor, a: float, b: int, max_positions: int) -> int:
+    """``a * L + b`` for the longest source ``L`` (delimiters included), within the model's positions."""
+    return max(2, min(int(a * int(src_lengths.max()) + b), max_positions))
+
+
+def _next_logits(
+    model: EncoderDecoder, inputs: Tensor, lang: Tensor, memory: Tensor, memory_lengths: Tensor, cache: KVCache | None
+) -> Tensor:
+    """Log-probabilities ``(B, V)`` of the next token: ``inputs`` is the newest token ``(B, 1)``
+    with a cache, else the whole prefix ``(B, t)``."""
+    h = model.decoder(inputs, langs=lang, causal=True, memory=memory, memory_lengths=memory_lengths, cache=cache)
+    return F.log_softmax(model.decoder.predict(h[:, -1]).float(), dim=-1)
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: EncoderDecoder,
+    src: Tensor,
+    src_lengths: Tensor,
+    src_lang: int,
+    tgt_lang: int,
+    max_len: int,
+    use_cache: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Argmax decoding; returns ``(tokens (B, T), lengths (B,))``. Finished rows leave the
+    batch (and the cache), so a batch costs what its unfinished sentences cost."""
+    bs, device = src.shape[0], src.device
+    memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
+    out = torch.full((bs, max_len), PAD_INDEX, dtype=torch.long, device=device)
+    out[:, 0] = EOS_INDEX
+    lengths = torch.full((bs,), max_len, dtype=torch.long, device=device)
+    active = torch.arange(bs, device=device)
+    mem_len = src_lengths
+    cache = KVCache() if use_cache else None
+    for t in range(1, max_len):
+        inputs = out[active, t - 1 : t] if cache is not None else out[active, :t]
+        logp = _next_logits(model, inputs, torch.full((len(active),), tgt_lang, device=device), memory, mem_len, cache)
+        word = logp.argmax(-1) if t < max_len - 1 else torch.full_like(active, EOS_INDEX)
+        out[active, t] = word
+        finished = word == EOS_INDEX
+        lengths[active[finished]] = t + 1
+        if bool(finished.all()):
+            break
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(1)
+            active, memory, mem_len = active[keep], memory[keep], mem_len[keep]
+            if cache is not None:
+                cache.reorder(keep)
+    return out[:, : int(lengths.max())], lengths
+
+
+class _Finished:
+    """The best ``n`` finished hypotheses of one sentence."""
+
+    def __init__(self, n: int, length_penalty: float, early_stopping: bool, max_steps: int):
+        self.n, self.lp, self.early, self.max_steps = n, length_penalty, early_stopping, max_steps
+        self.items: list[tuple[float, list[int]]] = []
+
+    def score(self, logprob: float, n_tokens: int) -> float:
+        return logprob / n_tokens**self.lp
+
+    def worst(self) -> float:
+        return min(s for s, _ in self.items) if self.items else -float("inf")
+
+    def add(self, words: list[int], logprob: float) -> None:
+        s = self.score(logprob, len(words) + 1)  # the words and the final </s>
+        if len(self.items) < self.n or s > self.worst():
+            self.items.append((s, words))
+            if len(self.items) > self.n:
+                self.items.remove(min(self.items, key=lambda x: x[0]))
+
+    def is_done(self, best_running: float, n_tokens: int) -> bool:
+        """No running hypothesis (best log-probability ``best_running`` after ``n_tokens``
+        tokens) can finish with a better score than the worst kept one."""
+        if len(self.items) < self.n:
+            return False
+        if self.early:
+            return True
+        # log-probabilities only decrease; the most favourable future length depends on the sign of lp
+        length = self.max_steps if self.lp > 0 else n_tokens + 1
+        return self.worst() >= self.score(best_running, length)
+
+    def best(self) -> list[int]:
+        return max(self.items, key=lambda x: x[0])[1]
+
+
+@torch.no_grad()
+def beam_search(
+    model: EncoderDecoder,
+    src: Tensor,
+    src_lengths: Tensor,
+    src_lang: int,
+    tgt_lang: int,
+    max_len: int,
+    beam_size: int,
+    length_penalty: float = 1.0,
+    early_stopping: bool = False,
+    use_cache: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Batched beam search; returns the best hypothesis of each sentence as ``(tokens, lengths)``."""
+    bs, n, device = src.shape[0], beam_size, src.device
+    memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
+    memory = memory.repeat_interleave(n, dim=0)
+    mem_len = src_lengths.repeat_interleave(n)
+    lang = torch.full((bs * n,), tgt_lang, device=device)
+    seqs = torch.full((bs * n, max_len), PAD_INDEX, dtype=torch.long, device=device)
+    seqs[:, 0] = EOS_INDEX
+    scores = torch.zeros(bs, n, device=device)
+    scores[:, 1:] = -float("inf")  # all beams start identical: expand only the first one
+    finished = [_Finished(n, length_penalty, early_stopping, max_len - 1) for _ in range(bs)]
+    done = [False] * bs
+    cache = KVCache() if use_cache else None
+    for t in range(1, max_len):
+        inputs = seqs[:, t - 1 : t] if cache is not None else seqs[:, :t]
+        logp = _next_logits(model, inputs, lang, memory, mem_len, cache)  # (B*n, V)
+        if t == max_len - 1:  # no room left: every running hypothesis ends here
+            final = (scores.view(-1) + logp[:, EOS_INDEX]).tolist()
+            for b in range(bs):
+                for k in range(n):
+                    if not done[b] and final[b * n + k] > -float("inf"):
+                        finished[b].add(seqs[b * n + k, 1:t].tolist(), final[b * n + k])
+            break
+        vocab = logp.shape[-1]
+        cand = (scores.view(-1, 1) + logp).view(bs, n * vocab)
+        top_scores, top_ids = cand.topk(min(2 * n, n * vocab), dim=1)
+        top_scores_l, top_ids_l = top_scores.tolist(), top_ids.tolist()
+        next_scores: list[float] = []
+        next_words: list[int] = []
+        next_rows: list[int] = []
+        for b in range(bs):
+            beam: list[tuple[float, int, int]] = []
+            if not done[b]:
+                for s, idx in zip(top_scores_l[b], top_ids_l[b]):
+                    if s == -float("inf"):
+                        break
+                    row, word = b * n + idx // vocab, idx % vocab
+                    if word == EOS_INDEX:
+                        finished[b].add(seqs[row, 1:t].tolist(), s)
+                    else:
+                        beam.append((s, word, row))
+                    if len(beam) == n:
+                        break
+                done[b] = not beam or finished[b].is_done(beam[0][0], t)
+            if done[b]:
+                beam = []
+            beam += [(-float("inf") if not done[b] else 0.0, PAD_INDEX, b * n)] * (n - len(beam))
+            for s, word, row in beam:
+                next_scores.append(s)
+                next_words.append(word)
+                next_rows.append(row)
+        if all(done):
+            break
+        rows = torch.tensor(next_rows, device=device)
+        seqs = seqs.index_select(0, rows)
+        seqs[:, t] = torch.tensor(next_words, device=device)
+        scores = torch.tensor(next_scores, device=device).view(bs, n)
+        if cache is not None:
+            cache.reorder(rows)
+    best = [np.asarray([EOS_INDEX, *f.best(), EOS_INDEX], dtype=np.int64) for f in finished]
+    tokens, lengths = pad_rows(best)
+    return tokens.to(device), lengths.to(device)
+
+
+def generate(
+    model: EncoderDecoder, src: Tensor, src_lengths: Tensor, src_lang: int, tgt_lang: int, cfg: DecodeConfig = DecodeConfig()
+) -> tuple[Tensor, Tensor]:
+    """Translate one batch (greedy for beam size 1, else beam search)."""
+    max_len = max_output_length(src_lengths, cfg.max_len_a, cfg.max_len_b, model.decoder.cfg.max_positions)
+    if cfg.beam_size == 1:
+        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache)
+    return beam_search(
+        model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping, cfg.use_cache
+    )
+
+
+def output_words(tokens: Tensor, lengths: Tensor) -> list[list[int]]:
+    """The word ids of each generated row, without the ``</s>`` delimiters."""
+    return [row[1 : int(n) - 1] for row, n in zip(tokens.tolist(), lengths.tolist())]
+
+
+def translate_rows(
+    model: EncoderDecoder,
+    rows: Sequence[np.ndarray],
+    src_lang: int,
+    tgt_lang: int,
+    cfg: DecodeConfig,
+    device: torch.device | str,
+    max_tokens: int = 4000,
+) -> list[list[int]]:
+    """Translate ``</s> w .. </s>`` rows (in any number), batched by a token budget with
+    similar lengths together; returns the output words of each row, in the input order."""
+    out: list[list[int]] = [[] for _ in rows]
+    for ids, words in _translate_batches(model, rows, src_lang, tgt_lang, cfg, device, max_tokens):
+        for i, w in zip(ids, words):
+            out[int(i)] = w
+    return out
+
+
+def _translate_batches(
+    model: EncoderDecoder,
+    rows: Sequence[np.ndarray],
+    src_lang: int,
+    tgt_lang: int,
+    cfg: DecodeConfig,
+    device: torch.device | str,
+    max_tokens: int,
+) -> Iterator[tuple[np.ndarray, list[list[int]]]]:
+    if not rows:
+        return
+    lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    # the decoder side grows to ~1.3 x the source and beam search multiplies the rows
+    budget = max(1, max_tokens // (2 * cfg.beam_size))
+    for ids in token_budget_batches(lengths, order, budget):
+        src, src_len = pad_rows([np.asarray(rows[i], dtype=np.int64) for i in ids])
+        tokens, lens = generate(model, src.to(device), src_len.to(device), src_lang, tgt_lang, cfg)
+        yield ids, output_words(tokens.cpu(), lens.cpu())

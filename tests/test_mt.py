@@ -1,0 +1,254 @@
+"""Machine translation: auto-encoder noise, weight schedules, initialisation from a
+pretrained model, a tiny model that learns a handful of pairs, and exact resume."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xlm.cli import main
+from xlm.config import ConfigError, load_config
+from xlm.model.pretrained import ModelInfo, write_model_files
+from xlm.model.seq2seq import EncoderDecoder, load_translator
+from xlm.model.transformer import ModelConfig, TransformerModel
+from xlm.objectives.translation import NoiseConfig, add_noise, blank_words, drop_words, shuffle_words
+from xlm.tasks.translation import MTConfig, MTTask, parse_schedule, run_mt_training, schedule_value
+from xlm.text.vocab import EOS_INDEX, MASK_INDEX
+from xlm.training.checkpoint import save_checkpoint
+
+from conftest import make_tiny_prepared
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a busy shared CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def test_shuffle_never_moves_a_word_k_positions_or_more():
+    rng = np.random.default_rng(0)
+    moved = 0
+    for k in (1, 2, 3, 5):
+        for n in range(1, 30):
+            words = np.arange(100, 100 + n)
+            out = shuffle_words(words, k, rng)
+            assert sorted(out.tolist()) == words.tolist()  # a permutation
+            displacement = np.abs(np.argsort(out) - np.arange(n))
+            assert displacement.max() < k
+            moved += int((displacement > 0).sum())
+    assert moved > 0
+    assert shuffle_words(np.arange(5), 0, rng).tolist() == list(range(5))
+
+
+def test_drop_and_blank_rates():
+    rng = np.random.default_rng(1)
+    words = np.arange(14, 214)
+    n, dropped, blanked = 0, 0, 0
+    for _ in range(100):
+        kept = drop_words(words, 0.1, rng)
+        dropped += len(words) - len(kept)
+        blanked += int((blank_words(words, 0.1, MASK_INDEX, rng) == MASK_INDEX).sum())
+        n += len(words)
+    assert dropped / n == pytest.approx(0.1, abs=0.01)  # 20,000 words: sd of the rate ~0.002
+    assert blanked / n == pytest.approx(0.1, abs=0.01)
+    # a sentence never loses all its words
+    for _ in range(50):
+        assert len(drop_words(np.array([20, 21]), 0.95, rng)) >= 1
+
+
+def test_noise_keeps_sentence_boundaries():
+    rng = np.random.default_rng(2)
+    cfg = NoiseConfig()
+    for n in range(1, 25):
+        row = np.concatenate(([EOS_INDEX], np.arange(20, 20 + n), [EOS_INDEX]))
+        out = add_noise(row, cfg, rng)
+        assert out[0] == EOS_INDEX and out[-1] == EOS_INDEX
+        assert EOS_INDEX not in out[1:-1].tolist()
+        assert 1 <= len(out) - 2 <= n
+        assert set(out[1:-1].tolist()) <= set(row[1:-1].tolist()) | {MASK_INDEX}
+    plain = NoiseConfig(word_shuffle=0, word_dropout=0, word_blank=0)
+    row = np.array([EOS_INDEX, 20, 21, 22, EOS_INDEX])
+    assert add_noise(row, plain, rng).tolist() == row.tolist()
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_weight_schedules():
+    points = parse_schedule("0:1,100:0.1,300:0")
+    assert schedule_value(points, 0) == 1.0
+    assert schedule_value(points, 50) == pytest.approx(0.55)
+    assert schedule_value(points, 100) == pytest.approx(0.1)
+    assert schedule_value(points, 200) == pytest.approx(0.05)
+    assert schedule_value(points, 10_000) == 0.0
+    assert parse_schedule(0.5) == [(0, 0.5)] and parse_schedule("2") == [(0, 2.0)]
+    for bad in ("0:1,0:2", "a:b", "0:1;5:2", "0:-1"):
+        with pytest.raises(ValueError):
+            parse_schedule(bad)
+
+
+def test_config_errors_name_the_field(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"objectives\.bt.*a-b-a"):
+        load_config(MTConfig, None, ['objectives.bt=["en-fr-de"]'])
+    with pytest.raises(ConfigError, match=r"objectives\.mt.*must differ"):
+        load_config(MTConfig, None, ['objectives.mt=["en-en"]'])
+    with pytest.raises(ConfigError, match=r"objectives\.ae_weight"):
+        load_config(MTConfig, None, ['objectives.ae=["en"]', 'objectives.ae_weight="0:1,10"'])
+    cfg = load_config(MTConfig, None, mt_overrides(tiny_data, tmp_path, ['objectives.mt=["en-de"]']))
+    with pytest.raises(ConfigError, match="'de' is not one of"):
+        MTTask(cfg, 0)
+
+
+# --------------------------------------------------------------------------- pretrained initialisation
+
+
+def mt_overrides(data: Path, out: Path, extra=(), steps: int = 6) -> list[str]:
+    return [
+        f'data.path="{data}"',
+        "data.max_tokens=300",
+        "data.max_len=30",
+        "model.emb_dim=32",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.max_positions=64",
+        f"train.max_steps={steps}",
+        f'train.out_dir="{out}"',
+        "train.eval_every=0",
+        "train.save_every=3",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.eval_at_start=false",
+        'eval.splits=["valid"]',
+        "eval.max_sentences=8",
+        "optim.warmup_steps=2",
+        "optim.lr=0.001",
+        *extra,
+    ]
+
+
+def fake_pretrained(data: Path, out: Path) -> Path:
+    """A pretraining checkpoint (random weights) over the tiny corpus' vocabulary."""
+    torch.manual_seed(0)
+    vocab_size = len(json.loads((data / "vocab.json").read_text()))
+    cfg = ModelConfig(vocab_size=vocab_size, n_langs=2, emb_dim=32, n_layers=2, n_heads=2, max_positions=64)
+    model = TransformerModel(cfg)
+    info = ModelInfo(cfg, {"en": 0, "fr": 1})
+    return save_checkpoint(out, lambda tmp: write_model_files(tmp, model, info, data))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_init_from_pretrained_reports_loaded_and_new_weights(tiny_data, tmp_path, capsys, share):
+    pre = fake_pretrained(tiny_data, tmp_path / "pretrained")
+    extra = ['objectives.mt=["en-fr"]', f'init.pretrained="{pre}"', f"model.share_embeddings={str(share).lower()}"]
+    task = MTTask(load_config(MTConfig, None, mt_overrides(tiny_data, tmp_path / "run", extra)), 0)
+    report = task.report
+    assert report is not None
+    printed = capsys.readouterr().out
+    assert "encoder: 30 tensors loaded, 0 new" in printed
+    assert "decoder: 30 tensors loaded, 16 new (freshly initialised: layers.*.cross_attn.q.weight (x2)" in printed
+    parts = ("cross_attn.q", "cross_attn.kv", "cross_attn.out", "norm_cross")
+    assert set(report.new["decoder"]) == {f"layers.{i}.{m}.{p}" for i in range(2) for m in parts for p in ("weight", "bias")}
+    assert report.new["encoder"] == [] and report.unused == {"encoder": [], "decoder": []}
+    from safetensors.torch import load_file
+
+    source = load_file(str(pre / "model.safetensors"))
+    for side in (task.model.encoder, task.model.decoder):
+        state = side.state_dict()
+        assert all(torch.equal(state[k], source[k]) for k in source)
+    assert (task.model.encoder.embeddings.weight is task.model.decoder.embeddings.weight) == share
+
+
+def test_shared_embeddings_survive_a_checkpoint(tiny_data, tmp_path):
+    extra = ['objectives.mt=["en-fr"]', "model.share_embeddings=true"]
+    cfg = load_config(MTConfig, None, mt_overrides(tiny_data, tmp_path / "run", extra))
+    task = MTTask(cfg, 0)
+    folder = save_checkpoint(tmp_path / "ckpt", task.write_model_files)
+    loaded = load_translator(folder)
+    assert loaded.model.decoder.embeddings.weight is loaded.model.encoder.embeddings.weight
+    ref, got = task.model.state_dict(), loaded.model.state_dict()
+    assert "decoder.embeddings.weight" not in got and set(ref) == set(got)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_language_model_is_not_a_translator(tiny_data, tmp_path):
+    pre = fake_pretrained(tiny_data, tmp_path / "pretrained")
+    with pytest.raises(Exception, match="not a translation model"):
+        load_translator(pre)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def handful_of_pairs(root: Path) -> Path:
+    """Eight en-fr pairs, used for training and as the valid and test sets."""
+    data = make_tiny_prepared(root, n_train=8, n_valid=8, seed=3)
+    for split in ("valid", "test"):
+        for path in data.glob("train.*"):
+            shutil.copyfile(path, data / path.name.replace("train.", f"{split}.", 1))
+    return data
+
+
+def test_tiny_model_learns_a_handful_of_pairs(tmp_path, capsys):
+    data = handful_of_pairs(tmp_path / "data")
+    run = tmp_path / "run"
+    extra = [
+        'objectives.mt=["en-fr"]',
+        "model.dropout=0.0",
+        "model.attention_dropout=0.0",
+        "optim.lr=0.003",
+        "optim.warmup_steps=10",
+        "optim.schedule=\"constant\"",
+        "train.save_every=0",
+        "train.eval_every=50",
+        'train.stopping_metric="valid/bleu/en-fr"',
+        'train.stopping_mode="max"',
+    ]
+    metrics = run_mt_training(load_config(MTConfig, None, mt_overrides(data, run, extra, steps=100)))
+    assert metrics["valid/bleu/en-fr"] > 90 and metrics["valid/bleu_tok/en-fr"] > 90
+    assert metrics["valid/ppl/en-fr"] < 1.5
+    assert (run / "best" / "model.safetensors").is_file() and (run / "hypotheses" / "valid.en-fr.txt").is_file()
+    # the same figure from the command line, with beam search, on the test split
+    out = tmp_path / "bleu.json"
+    capsys.readouterr()
+    assert main(["evaluate", "bleu", str(run / "final"), "--data", str(data), "--beam", "3", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"en-fr/bleu", "en-fr/bleu_tok"} and figures["en-fr/bleu"] > 90
+    assert "en-fr" in capsys.readouterr().out
+
+
+def losses(run: Path) -> dict[int, dict[str, float]]:
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["type"] == "train":
+            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss/")}
+    return out
+
+
+def test_resume_reproduces_the_same_losses(tiny_data, tmp_path):
+    extra = [
+        'objectives.mt=["en-fr"]',
+        'objectives.ae=["en","fr"]',
+        'objectives.bt=["en-fr-en"]',
+        'objectives.ae_weight="0:1,4:0.5"',
+        "eval.max_sentences=4",
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, straight, extra, steps=8)))
+    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, split, extra, steps=4)))
+    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, split, extra, steps=8)), resume="latest")
+    a, b = losses(straight), losses(split)
+    assert sorted(a) == list(range(1, 9)) and a == b
+    assert {k for v in a.values() for k in v} == {"loss/mt/en-fr", "loss/ae/en", "loss/ae/fr", "loss/bt/en-fr-en"}
+    wa = load_translator(straight / "final").model.state_dict()
+    wb = load_translator(split / "final").model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
