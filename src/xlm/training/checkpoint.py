@@ -92,10 +92,39 @@ def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metada
         else:
             os.replace(tmp, directory)
         _fsync_dir(directory.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+        if old.exists() and not directory.exists():  # failed between the two renames: put the old one back
+            os.replace(old, directory)
+        if isinstance(e, OSError):  # e.g. disk full
+            raise CheckpointError(
+                f"{directory}: could not write the checkpoint ({e}); previous checkpoints are untouched"
+            ) from e
         raise
     return directory
+
+
+def remove_stale_temporaries(folder: Path, log: Callable[[str], None] = print) -> None:
+    """Clean up after a process killed inside :func:`save_checkpoint`: delete the half-written
+    ``.NAME.tmp-*`` folders, and put back a ``.NAME.old-*`` folder whose replacement never
+    arrived (killed between the two renames of an in-place overwrite). Call it only while no
+    other process writes checkpoints in ``folder``."""
+    if not Path(folder).is_dir():
+        return
+    for p in sorted(Path(folder).iterdir()):
+        if not (p.is_dir() and p.name.startswith(".")):
+            continue
+        if ".tmp-" in p.name:
+            log(f"removing {p}: an unfinished checkpoint left by an interrupted run")
+            shutil.rmtree(p, ignore_errors=True)
+        elif ".old-" in p.name:
+            target = p.parent / p.name[1:].rsplit(".old-", 1)[0]
+            if target.exists():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                log(f"restoring {target} from {p.name}: its replacement was interrupted")
+                os.replace(p, target)
 
 
 def verify_checkpoint(directory: Path) -> dict[str, Any]:

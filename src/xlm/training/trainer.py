@@ -193,9 +193,14 @@ class Trainer:
 
     def resume(self, directory: Path | None = None) -> bool:
         """Load the given checkpoint, or the newest intact one of this run. False if none."""
+        if self.env.is_main:  # half-written checkpoints of a killed run (never visible as checkpoints)
+            for folder in (self.ckpt_dir, self.out_dir):
+                ckpt.remove_stale_temporaries(folder, self.log)
         if directory is None:
             directory = ckpt.latest_intact(self.ckpt_dir, self.log)
             if directory is None:
+                if self.env.is_main:  # starting over: the log of a lost run does not describe this one
+                    self._truncate_metrics(-1)
                 return False
             newest = ckpt.list_checkpoints(self.ckpt_dir)[-1]
             if newest != directory:
@@ -250,6 +255,8 @@ class Trainer:
     def _emit(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
             return
+        # NaN/inf are not JSON (strict readers fail; a NaN would poison moving averages): null
+        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
         if self.tb is not None:
