@@ -89,6 +89,18 @@ class PretrainConfig(Config):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="after")
+    def _tlm_budget(self) -> "PretrainConfig":
+        # a TLM batch holds at least one pair of up to 2 * max_len words plus 4 delimiters;
+        # a smaller budget could never be met (every batch would be one over-budget pair)
+        longest = 2 * self.data.max_len + 4
+        if any("-" in e for e in self.objectives.mlm) and self.data.tlm_max_tokens < longest:
+            raise ConfigError(
+                f"data.tlm_max_tokens={self.data.tlm_max_tokens} is smaller than one maximal TLM pair "
+                f"(2 * data.max_len + 4 = {longest} tokens): raise data.tlm_max_tokens or lower data.max_len"
+            )
+        return self
+
 
 def _pair(entry: str) -> tuple[str, str]:
     a, b = entry.split("-")
