@@ -240,7 +240,7 @@ def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny
 def test_sigterm_saves_at_the_step_boundary_exits_0_and_resumes_exactly(tiny_data, reference, tmp_path):
     run = tmp_path / "run"
     args = overrides(tiny_data, run)
-    proc, _ = start_child(args, tmp_path, TEST_STEP_DELAY="0.15")
+    proc, _ = start_child(args, tmp_path, TEST_STEP_DELAY="0.25")
     wait_for(lambda: logged_steps(run) >= 4, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
