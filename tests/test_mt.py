@@ -252,3 +252,33 @@ def test_resume_reproduces_the_same_losses(tiny_data, tmp_path):
     wa = load_translator(straight / "final").model.state_dict()
     wb = load_translator(split / "final").model.state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+EN = ["The cat sat on the mat.", "Mr. Smith's dog barked!", "It rains in London, doesn't it?", "A small test."]
+FR = ["Le chat est sur le tapis.", "Le chien de M. Smith aboie !", "Il pleut à Londres, n'est-ce pas ?", "Un petit test."]
+
+
+def test_raw_text_end_to_end_prepare_train_translate(tmp_path, capsys):
+    """Raw text -> `xlm prepare` -> `xlm train-mt` -> `xlm translate` (normalize + BPE in,
+    detokenized text out) and `xlm evaluate bleu --hyp --ref`, on four memorised pairs."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split in ("train", "valid", "test"):
+        for lang, lines in (("en", EN), ("fr", FR)):
+            (raw / f"{split}.{lang}").write_text("\n".join(lines * (20 if split == "train" else 1)) + "\n")
+            (raw / f"{split}.en-fr.{lang}").write_text("\n".join(lines) + "\n")
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["prepare", str(raw), str(data), "--vocab-size", "200", "--workers", "1"]) == 0
+    extra = ['objectives.mt=["en-fr"]', "model.dropout=0.0", "optim.lr=0.003", "optim.warmup_steps=10"]
+    overrides = mt_overrides(data, run, [*extra, "train.save_every=0"], steps=80)
+    assert main(["train-mt", *overrides]) == 0
+    source, output = tmp_path / "in.en", tmp_path / "out.fr"
+    source.write_text("\n".join([EN[0], "", EN[2]]) + "\n")
+    capsys.readouterr()
+    args = ["--src", "en", "--tgt", "fr", "--input", str(source), "--output", str(output), "--beam", "2"]
+    assert main(["translate", str(run / "final"), *args]) == 0
+    assert output.read_text().split("\n") == [FR[0], "", FR[2], ""]
+    ref = tmp_path / "ref.fr"
+    ref.write_text("\n".join([FR[0], "", FR[2]]) + "\n")
+    assert main(["evaluate", "bleu", "--hyp", str(output), "--ref", str(ref), "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["hyp/bleu"] == pytest.approx(100.0)
