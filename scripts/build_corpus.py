@@ -700,13 +700,13 @@ def collect(pk: Packages) -> Collected:
             kept.append(p)
         pairs[xx] = kept
         counts[xx] = Counter(p.src for p in kept)
-        log(f"  en-{xx}: {len(kept)} pairs  {dict(counts[xx])}")
+        log(f"  en-{xx}: {len(kept)} pairs")
 
     mono: dict[str, list[str]] = {}
     for lang in CORPUS_LANGS:
         mono[lang], c = _dedup_mono(mono_raw[lang], lang, english)
         counts[f"mono:{lang}"] = c
-        log(f"  mono {lang}: {len(mono[lang])} lines  {dict(c)}")
+        log(f"  mono {lang}: {len(mono[lang])} lines")
 
     # Nepali (monolingual; the English msgid is only used to detect untranslated strings)
     ne_cands = []
@@ -718,7 +718,7 @@ def collect(pk: Packages) -> Collected:
         ne_cands.append((x, tag))
     ne_lines, c = _dedup_mono(ne_cands, LOWRES_LANG, english)
     counts[f"mono:{LOWRES_LANG}"] = c
-    log(f"  mono ne: {len(ne_lines)} lines  {dict(c)}")
+    log(f"  mono ne: {len(ne_lines)} lines")
     return Collected(pairs, mono, lohelp, ne_lines, counts)
 
 
@@ -746,7 +746,7 @@ def _dedup_mono(cands: list[tuple[str, str]], lang: str, english: set[str]):
                 continue
             seen_tpl.add(tk)
         out.append((text, src))
-        c[src.split(":")[0]] += 1
+        c[src] += 1
     return out, c
 
 
@@ -898,7 +898,8 @@ def draw_heldout(pairs: dict[str, list[Pair]], n: int, hasher: Hasher, exclude: 
 # --------------------------------------------------------------------------------------
 
 def is_word(w: str) -> bool:
-    if not w or " " in w or "~" in w:
+    """A single word of at least two letters (combining marks allowed), nothing else."""
+    if len(w) < 2 or " " in w or "~" in w:
         return False
     return all(unicodedata.category(ch)[0] in "LM" for ch in w)
 
@@ -1033,6 +1034,11 @@ def attribution_md(pk: Packages, counts: dict[str, Counter]) -> str:
         "- Dictionaries: FreeDict headwords and translations, lower-cased, single words only,",
         "  kept only where both words occur at least 5 times in the corpus training text.",
         "",
+        "The shipped files mix text from several of the sources below; each part remains",
+        "under the licence of its source (no further restriction is added).  The Handbook is",
+        "used under its GPL-2+ / CC-BY-SA-3.0 terms, LibreOffice text under MPL-2.0, the",
+        "gettext catalogs under their packages' (mostly GPL/LGPL) licences.",
+        "",
         "## Packages",
         "",
         "| package | version | used for | main licence | copyright (Files: *) |",
@@ -1053,11 +1059,18 @@ def attribution_md(pk: Packages, counts: dict[str, Counter]) -> str:
     lines += ["", "## Other licences named in the copyright files", "",
               "Packages list per-file licences for parts not used here as well (code, images);",
               "for completeness:", ""] + details
-    lines += ["", "## Contribution of each source (kept pairs / lines before held-out split and caps)", ""]
-    for key in sorted(counts):
-        if counts[key]:
-            items = ", ".join(f"{k}: {v}" for k, v in sorted(counts[key].items()))
-            lines.append(f"- {key if key.startswith('mono') else 'en-' + key}: {items}")
+    cols = [xx for xx in PAIR_LANGS] + [f"mono:{lang}" for lang in CORPUS_LANGS + (LOWRES_LANG,)]
+    tags = sorted({t for key in cols for t in counts.get(key, {})},
+                  key=lambda t: (t.startswith("gettext:"), t))
+    lines += ["", "## Contribution of each source",
+              "",
+              "Kept pairs (en-xx) and monolingual lines per source, after filtering and",
+              "deduplication, before the held-out split and the size caps.",
+              "",
+              "| source | " + " | ".join(f"en-{c}" if ":" not in c else c.split(":")[1] + " (mono)" for c in cols) + " |",
+              "|---|" + "---:|" * len(cols)]
+    for t in tags:
+        lines.append(f"| {t} | " + " | ".join(str(counts.get(c, {}).get(t, 0)) for c in cols) + " |")
     lines += [
         "",
         "Sources: Debian Administrator's Handbook by Raphaël Hertzog and Roland Mas and its",
@@ -1234,7 +1247,7 @@ def dicts_readme(dicts: dict, args) -> str:
         "different targets.  They were extracted from the FreeDict English-X dictionaries",
         "(`dict-freedict-eng-*` Debian packages, GPL) by `scripts/build_corpus.py`:",
         "",
-        "- only single-word entries (letters only) are kept, both sides lower-cased;",
+        "- only single-word entries (letters only, at least two) are kept, both sides lower-cased;",
         f"- both words must occur at least {args.dict_min_count} times in the corpus training text",
         "  of their language (`data/corpus/train.{lang}.gz`), so a model trained on the",
         "  shipped corpus has seen them;",
