@@ -1,0 +1,93 @@
+"""``xlm import hf DIR OUT`` and ``xlm import original CHECKPOINT.pth --vocab V --codes C OUT``:
+models from Hugging Face transformers or from the original XLM code, as checkpoints of ours."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="make a checkpoint of ours from a Hugging Face or original XLM model")
+    kinds = p.add_subparsers(dest="source", metavar="SOURCE")
+
+    hf = kinds.add_parser(
+        "hf",
+        help="a local Hugging Face XLM directory (config.json, weights, vocab.json, merges.txt)",
+        description="Convert a local directory in transformers' XLM format (e.g. written by save_pretrained).",
+    )
+    hf.add_argument("directory", type=Path, help="Hugging Face model directory")
+    hf.add_argument("out", type=Path, help="checkpoint directory to create")
+    hf.add_argument("--langs", help="comma-separated languages in id order, when the directory does not name them")
+    hf.add_argument("--trust-pickle", action="store_true", help="allow pytorch_model.bin files that need arbitrary unpickling (runs code from the file)")
+    hf.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    hf.set_defaults(func=run_hf)
+
+    orig = kinds.add_parser(
+        "original",
+        help="a checkpoint of the original XLM code (.pth) with its fastBPE vocabulary and codes",
+        description="Convert an original XLM checkpoint. It is read without running code from the file "
+        "(torch.load weights_only=True); a file that needs more is refused unless --trust-pickle.",
+    )
+    orig.add_argument("checkpoint", type=Path, help="original checkpoint (.pth)")
+    orig.add_argument("--vocab", type=Path, required=True, help="fastBPE vocabulary ('token count' lines)")
+    orig.add_argument("--codes", type=Path, required=True, help="fastBPE codes ('a b count' lines)")
+    orig.add_argument("out", type=Path, help="checkpoint directory to create")
+    orig.add_argument(
+        "--lowercase-and-remove-accent",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="whether the model's text was lowercased and stripped of accents (true for the 15-language "
+        "and pair models; use --no-lowercase-and-remove-accent for the 17- and 100-language models)",
+    )
+    orig.add_argument(
+        "--encoder-only",
+        action="store_true",
+        help="of a translation checkpoint (encoder + decoder), import only the encoder, as a language model",
+    )
+    orig.add_argument("--trust-pickle", action="store_true", help="allow files that need arbitrary unpickling (runs code from the file)")
+    orig.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    orig.set_defaults(func=run_original)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _describe(cfg, lang2id: dict[str, int], lower: bool) -> str:
+    langs = ",".join(sorted(lang2id, key=lang2id.__getitem__))
+    return (
+        f"emb_dim={cfg.emb_dim} n_layers={cfg.n_layers} n_heads={cfg.n_heads} vocab={cfg.vocab_size} "
+        f"langs={langs} lang_emb={'yes' if cfg.use_lang_emb and cfg.n_langs > 1 else 'no'} "
+        f"lowercase_and_remove_accent={lower}"
+    )
+
+
+def run_hf(args: argparse.Namespace) -> int:
+    from xlm.interop.huggingface import import_hf
+
+    langs = [s.strip() for s in args.langs.split(",") if s.strip()] if args.langs else None
+    report = import_hf(args.directory, args.out, langs=langs, overwrite=args.overwrite, trust_pickle=args.trust_pickle)
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"imported {args.directory} -> {report.directory} ({_describe(report.config, report.lang2id, report.lowercase_and_remove_accent)})")
+    return 0
+
+
+def run_original(args: argparse.Namespace) -> int:
+    from xlm.interop.original import import_original
+
+    report = import_original(
+        args.checkpoint,
+        args.vocab,
+        args.codes,
+        args.out,
+        lowercase_and_remove_accent=args.lowercase_and_remove_accent,
+        trust_pickle=args.trust_pickle,
+        overwrite=args.overwrite,
+        encoder_only=args.encoder_only,
+    )
+    for note in report.notes:
+        print(f"note: {note}")
+    print(
+        f"imported {args.checkpoint} [{', '.join(report.parts)}] -> {report.directory} "
+        f"({_describe(report.config, report.lang2id, args.lowercase_and_remove_accent)})"
+    )
+    return 0
