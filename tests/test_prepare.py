@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import pytest
 
 from xlm.cli import main
 from xlm.data.dataset import PREPARE_FILE, PreparedData
-from xlm.data.prepare import PrepareOptions, discover, language_table, prepare, same_settings
+from xlm.data.prepare import LineCache, PrepareOptions, discover, language_table, prepare, same_settings
 from xlm.errors import DataError
 from xlm.text.bpe import BPETokenizer, TextEncoder
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+# the shipped corpus (XLM_TEST_CORPUS points elsewhere, e.g. at a fresh build)
+CORPUS = Path(os.environ.get("XLM_TEST_CORPUS", Path(__file__).resolve().parents[1] / "data" / "corpus"))
 
 EN = ["The cat sat on the mat.", "Mr. Smith's dog barked!", "It rains in London, doesn't it?", "A small test."]
 FR = ["Le chat est sur le tapis.", "Le chien de M. Smith aboie !", "Il pleut à Paris, n'est-ce pas ?", "Un petit test."]
@@ -129,6 +131,24 @@ def test_reuse_vocabulary(raw: Path, tmp_path: Path) -> None:
         prepare(raw, tmp_path / "d", PrepareOptions(), log=lambda m: None)
 
 
+def test_line_cache_changes_nothing(raw: Path, tmp_path: Path) -> None:
+    a = prepare(raw, tmp_path / "a", PrepareOptions(vocab_size=200, workers=1, chunk_lines=3), log=lambda m: None)
+    b = prepare(raw, tmp_path / "b", PrepareOptions(vocab_size=200, workers=1, cache_mb=0), log=lambda m: None)
+    assert a.info["vocab_hash"] == b.info["vocab_hash"]
+    for name in a.info["files"]:
+        for ext in (".bin", ".idx.npy"):
+            assert (tmp_path / "a" / f"{name}{ext}").read_bytes() == (tmp_path / "b" / f"{name}{ext}").read_bytes()
+
+
+def test_line_cache_stays_within_budget() -> None:
+    cache = LineCache(max_bytes=3 * (LineCache.ENTRY_OVERHEAD + 2))
+    for i in range(10):
+        cache.put("en", bytes([65 + i]), "x")
+    assert cache.n_bytes <= cache.max_bytes
+    assert cache.get("en", b"A") is None and cache.get("en", b"J") == "x" and cache.get("fr", b"J") is None
+    assert cache.hits == 1
+
+
 def test_max_lines_and_settings(raw: Path, tmp_path: Path) -> None:
     opts = PrepareOptions(vocab_size=200, workers=1, max_lines=10, langs=["en"])
     res = prepare(raw, tmp_path / "o", opts, log=lambda m: None)
@@ -169,13 +189,13 @@ def test_shipped_corpus_subset(tmp_path: Path) -> None:
     if not (CORPUS / "train.en.gz").is_file():
         pytest.skip(f"shipped corpus not built yet ({CORPUS})")
     out = tmp_path / "out"
-    res = prepare(CORPUS, out, PrepareOptions(vocab_size=2000, max_lines=150, workers=2), log=lambda m: None)
+    res = prepare(CORPUS, out, PrepareOptions(vocab_size=1000, max_lines=25, workers=2), log=lambda m: None)
     langs = res.info["languages"]
     assert {"en", "fr", "de", "es", "ru", "hi"} <= set(langs)
     data = PreparedData.open(out)
     bpe = BPETokenizer.from_dir(out)
     for lang in ("en", "fr", "de", "es", "ru", "hi"):
         mono = data.mono("train", lang)
-        assert 100 <= len(mono) <= 150
+        assert 20 <= len(mono) <= 25
         assert bpe.decode(mono.sentence(0))
-    assert res.info["files"]["train.en"]["n_unk"] / res.info["files"]["train.en"]["n_tokens"] < 0.01
+    assert res.info["files"]["train.en"]["n_unk"] / res.info["files"]["train.en"]["n_tokens"] < 0.03

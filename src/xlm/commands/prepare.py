@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--invalid-utf8", choices=("error", "replace"), default="error",
         help="invalid UTF-8 input: stop with the file and line (default) or replace by U+FFFD",
     )  # fmt: skip
+    p.add_argument("--cache-mb", type=int, default=128, help="memory for normalized lines seen before (0: off)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the normalized text in OUT_DIR/tmp")
     p.set_defaults(func=run)
 
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         errors="strict" if args.invalid_utf8 == "error" else "replace",
         keep_tmp=args.keep_tmp,
+        cache_mb=args.cache_mb,
     )
     result = prepare(args.raw_dir, args.out_dir, opts, log=lambda m: print(m, file=sys.stderr, flush=True))
     info = result.info

@@ -32,7 +32,7 @@ from xlm.data.binarize import BinarizeStats, Errors, binarize, binarize_parallel
 from xlm.data.dataset import PREPARE_FILE
 from xlm.errors import DataError
 from xlm.text.bpe import BPE_INFO_FILE, BPETokenizer, learn_bpe, vocab_settings
-from xlm.text.normalize import Normalizer, normalize_raw_chunk
+from xlm.text.normalize import Normalizer, normalize_raw_lines
 from xlm.text.vocab import MERGES_FILE, VOCAB_FILE
 
 SPLITS = ("train", "valid", "test")
@@ -77,6 +77,7 @@ class PrepareOptions:
     workers: int = 2
     seed: int = 0
     chunk_lines: int = 2_000
+    cache_mb: int = 128  # normalized lines kept to skip repeated lines (0: no cache)
     errors: Errors = "strict"
     keep_tmp: bool = False
 
@@ -161,15 +162,58 @@ def check_parallel(files: list[RawFile]) -> None:
 # --------------------------------------------------------------------------- normalization
 
 
+class LineCache:
+    """Normalized text of raw lines already seen, per language, within a byte budget.
+
+    Corpora in the XLM layout repeat many lines (the English side of every ``en-xx`` pair,
+    valid/test sets that are also parallel sides): each distinct line is normalized once.
+    The oldest entries are dropped first when the budget is exceeded, so memory stays bounded.
+    """
+
+    ENTRY_OVERHEAD = 160  # bytes of Python objects per entry, roughly
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.n_bytes = 0
+        self.hits = 0
+        self._data: dict[tuple[str, bytes], str] = {}
+
+    def get(self, lang: str, raw: bytes) -> str | None:
+        value = self._data.get((lang, raw))
+        if value is not None:
+            self.hits += 1
+        return value
+
+    def put(self, lang: str, raw: bytes, value: str) -> None:
+        if self.max_bytes <= 0 or (lang, raw) in self._data:
+            return
+        self._data[(lang, raw)] = value
+        self.n_bytes += len(raw) + len(value) + self.ENTRY_OVERHEAD
+        while self.n_bytes > self.max_bytes and self._data:
+            (old_lang, old_raw), old = next(iter(self._data.items()))
+            del self._data[(old_lang, old_raw)]
+            self.n_bytes -= len(old_raw) + len(old) + self.ENTRY_OVERHEAD
+
+
+@dataclass
+class _Chunk:
+    """Lines of one file on their way through the workers: cached ones filled in already."""
+
+    file_index: int
+    lang: str
+    out: list[str | None]
+    misses: dict[bytes, list[int]]  # distinct raw line -> positions in ``out``
+
+
 def _raw_chunks(f: RawFile, chunk_lines: int, max_lines: int | None) -> Iterator[tuple[int, list[bytes]]]:
-    """(number of the first line, raw lines) chunks of a file, streaming."""
+    """(number of the first line, raw lines without their newline) chunks of a file, streaming."""
     chunk: list[bytes] = []
     first = 1
     with open_binary(f.path) as fh:
         for n, raw in enumerate(fh, 1):
             if max_lines is not None and n > max_lines:
                 break
-            chunk.append(raw)
+            chunk.append(raw.rstrip(b"\n"))
             if len(chunk) == chunk_lines:
                 yield first, chunk
                 first, chunk = n + 1, []
@@ -177,52 +221,68 @@ def _raw_chunks(f: RawFile, chunk_lines: int, max_lines: int | None) -> Iterator
         yield first, chunk
 
 
-def normalize_files(
-    files: list[RawFile], tmp_dir: Path, opts: PrepareOptions
-) -> dict[str, Path]:
+def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -> dict[str, Path]:
     """Normalize every file to ``tmp_dir/{name}.tok`` (one line out per line in).
 
     Chunks of all files go through one pool of ``opts.workers`` processes, at most
-    ``2 * workers`` chunks in flight, results written in order: memory stays bounded.
+    ``2 * workers`` chunks in flight, results written in order; lines seen before are
+    taken from a :class:`LineCache`. Memory stays bounded.
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
     outputs = {f.name: tmp_dir / f"{f.name}.tok" for f in files}
     for f in files:  # build (and validate) the normalizers before starting workers
         Normalizer(f.lang, opts.lowercase)
+    cache = LineCache(opts.cache_mb * 1_000_000)
 
-    def tasks() -> Iterator[tuple[int, tuple[Any, ...]]]:
+    def chunks() -> Iterator[tuple[_Chunk, tuple[Any, ...] | None]]:
+        """Each chunk with the worker task for its lines missing from the cache (or None)."""
         for i, f in enumerate(files):
-            for first, chunk in _raw_chunks(f, opts.chunk_lines, opts.max_lines):
-                yield i, (f.lang, opts.lowercase, chunk, str(f.path), first, opts.errors)
+            for first, raw_lines in _raw_chunks(f, opts.chunk_lines, opts.max_lines):
+                chunk = _Chunk(i, f.lang, [], {})
+                numbers: list[int] = []
+                for k, raw in enumerate(raw_lines):
+                    hit = cache.get(f.lang, raw)
+                    chunk.out.append(hit)
+                    if hit is None:
+                        if raw not in chunk.misses:
+                            numbers.append(first + k)
+                        chunk.misses.setdefault(raw, []).append(k)
+                task = (f.lang, opts.lowercase, list(chunk.misses), str(f.path), numbers, opts.errors)
+                yield chunk, task if chunk.misses else None
 
     handles: dict[int, Any] = {}
 
-    def write(i: int, lines: list[str]) -> None:
-        if i not in handles:
+    def finish(chunk: _Chunk, results: list[str]) -> None:
+        for raw, text in zip(chunk.misses, results):
+            cache.put(chunk.lang, raw, text)
+            for k in chunk.misses[raw]:
+                chunk.out[k] = text
+        i = chunk.file_index
+        if i not in handles:  # files come in order: close the previous one
             for h in handles.values():
                 h.close()
             handles.clear()
             handles[i] = open(outputs[files[i].name], "w", encoding="utf-8", newline="\n")
-        handles[i].writelines(line + "\n" for line in lines)
+        handles[i].writelines(f"{line}\n" for line in chunk.out)
 
     try:
-        for i in range(len(files)):  # every file gets an output, even an empty one
-            outputs[files[i].name].write_bytes(b"")
+        for f in files:  # every file gets an output, even an empty one
+            outputs[f.name].write_bytes(b"")
         if opts.workers <= 1:
-            for i, args in tasks():
-                write(i, normalize_raw_chunk(*args))
+            for chunk, task in chunks():
+                finish(chunk, normalize_raw_lines(*task) if task else [])
         else:
             ctx = multiprocessing.get_context("spawn")  # no fork of a process with Rust/torch threads
             with ctx.Pool(opts.workers) as pool:
-                pending: collections.deque[tuple[int, Any]] = collections.deque()
-                for i, args in tasks():
-                    pending.append((i, pool.apply_async(normalize_raw_chunk, args)))
-                    if len(pending) >= 2 * opts.workers:
-                        j, res = pending.popleft()
-                        write(j, res.get())
+                pending: collections.deque[tuple[_Chunk, Any]] = collections.deque()
+                for chunk, task in chunks():
+                    pending.append((chunk, pool.apply_async(normalize_raw_lines, task) if task else None))
+                    while len(pending) >= 2 * opts.workers or (pending and pending[0][1] is None):
+                        done, res = pending.popleft()
+                        finish(done, res.get() if res is not None else [])
                 while pending:
-                    j, res = pending.popleft()
-                    write(j, res.get())
+                    done, res = pending.popleft()
+                    finish(done, res.get() if res is not None else [])
     finally:
         for h in handles.values():
             h.close()

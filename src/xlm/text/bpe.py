@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,19 @@ def _iter_files(paths: Sequence[Path]) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- learning
 
+# Rust's char::is_whitespace (Unicode White_Space), which the WhitespaceSplit pre-tokenizer uses.
+_RUST_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_WORD_FINAL_RE = re.compile(f"([^{_RUST_WHITESPACE}])(?=[{_RUST_WHITESPACE}]|$)")
+
+
+def word_final_chars(lines: Iterable[str]) -> list[str]:
+    """The characters that end a word somewhere in ``lines``, sorted."""
+    found: set[str] = set()
+    for line in lines:
+        found.update(_WORD_FINAL_RE.findall(line))
+    return sorted(found)
+
+
 
 @dataclass
 class LearnReport:
@@ -139,19 +153,24 @@ def learn_bpe(
     counts = {lang: sum(_count_lines(p) for p in ps) for lang, ps in paths.items()}
     total = min(max_sentences, sum(counts.values()))
     sizes = sample_sizes(counts, alpha, total)
-    rng = np.random.default_rng(seed)
 
-    def sample() -> Iterator[str]:
+    def sample() -> Iterator[str]:  # the same sentences every time it is called
+        rng = np.random.default_rng(seed)
         for lang in sorted(paths):
             reps = sample_line_counts(counts[lang], sizes[lang], rng)
             yield from iter_sampled(_iter_files(paths[lang]), reps)
 
+    # The trainer gives the word-final symbols ("e</w>") ids in the iteration order of a Rust
+    # HashMap, which changes from run to run, and it breaks ties between equally frequent
+    # pairs by id: the merges would differ between two runs on the same text. Declaring
+    # those symbols up front, sorted, fixes their ids and makes learning reproducible.
+    end_symbols = [c + END_OF_WORD for c in word_final_chars(sample())]
     tokenizer = Tokenizer(models.BPE(unk_token=UNK_WORD, end_of_word_suffix=END_OF_WORD))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(SPECIAL_TOKENS) + end_symbols,
         end_of_word_suffix=END_OF_WORD,
         show_progress=False,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from sacremoses import MosesPunctNormalizer, MosesTokenizer
 
@@ -109,13 +109,21 @@ class Normalizer:
             raise XLMError(f"language code {lang!r} is not a 2- or 3-letter lowercase ISO code")
         self.lang = lang
         self.lowercase_and_remove_accent = lowercase_and_remove_accent
-        self._punct = MosesPunctNormalizer(lang=lang)
         self._moses = MosesTokenizer(lang=lang)
+        # MosesPunctNormalizer(lang).normalize() runs ``re.sub(pattern_string, ...)`` for each
+        # of its ~45 rules; the same rules compiled once give the same text, a little faster.
+        self._punct_rules = [(re.compile(p), r) for p, r in MosesPunctNormalizer(lang=lang).substitutions]
+
+    def punct_normalize(self, text: str) -> str:
+        """Exactly ``sacremoses.MosesPunctNormalizer(lang).normalize(text)``."""
+        for pattern, repl in self._punct_rules:
+            text = pattern.sub(repl, text)
+        return text.strip()
 
     def clean(self, line: str) -> str:
         """Steps 1-3 (and the Romanian clean-up): the text before word tokenization."""
         text = replace_unicode_punct(line)
-        text = self._punct.normalize(text)
+        text = self.punct_normalize(text)
         text = remove_non_printing_char(text)
         if self.lang == "ro":
             text = text.translate(_ROMANIAN_TABLE)
@@ -145,27 +153,27 @@ def normalize_lines(lines: Iterable[str], lang: str, lowercase_and_remove_accent
         yield normalizer(line.rstrip("\n"))
 
 
-def normalize_raw_chunk(
+def normalize_raw_lines(
     lang: str,
     lowercase_and_remove_accent: bool,
-    raw_lines: list[bytes],
+    raw_lines: Sequence[bytes],
     source: str,
-    first_line: int,
+    line_numbers: Sequence[int],
     errors: str = "strict",
 ) -> list[str]:
-    """Decode (UTF-8) and normalize a chunk of raw lines; a worker task of ``xlm prepare``.
+    """Decode (UTF-8) and normalize raw lines; a worker task of ``xlm prepare``.
 
-    Invalid UTF-8 raises :class:`~xlm.errors.DataError` naming ``source`` and the line number
-    (``first_line`` is the number of ``raw_lines[0]``), unless ``errors="replace"``.
+    Invalid UTF-8 raises :class:`~xlm.errors.DataError` naming ``source`` and the line's
+    number (from ``line_numbers``), unless ``errors="replace"``.
     """
     normalizer = cached_normalizer(lang, lowercase_and_remove_accent)
     out: list[str] = []
-    for k, raw in enumerate(raw_lines):
+    for raw, n in zip(raw_lines, line_numbers):
         try:
             text = raw.rstrip(b"\n").decode("utf-8", errors=errors)
         except UnicodeDecodeError as e:
             raise DataError(
-                f"{source}:{first_line + k}: invalid UTF-8 ({e.reason} at byte {e.start} of the line); "
+                f"{source}:{n}: invalid UTF-8 ({e.reason} at byte {e.start} of the line); "
                 "re-encode the file as UTF-8 (invalid input is an error by default)"
             ) from None
         out.append(normalizer(text))
