@@ -11,7 +11,20 @@ from xlm import __version__
 from xlm.errors import XLMError
 
 # Module names under xlm.commands, each with a ``register(subparsers)`` function.
-COMMANDS: list[str] = ["prepare", "encode", "pretrain", "evaluate", "embed", "finetune", "classify", "train_mt", "translate", "export", "import_model"]
+COMMANDS: list[str] = [
+    "prepare",
+    "encode",
+    "pretrain",
+    "plot",
+    "evaluate",
+    "embed",
+    "finetune",
+    "classify",
+    "train_mt",
+    "translate",
+    "export",
+    "import_model",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
