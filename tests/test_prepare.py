@@ -172,11 +172,15 @@ def test_invalid_utf8_reports_file_and_line(raw: Path, tmp_path: Path, capsys) -
     assert rc == 1
     assert "valid.en:3: invalid UTF-8" in capsys.readouterr().err
     assert not (tmp_path / "out" / PREPARE_FILE).exists()
+    assert not (tmp_path / "out" / "tmp").exists()  # the normalized text is removed on failure too
 
 
 def test_rerun_invalidates_previous_marker(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
+    prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en", "fr"]), log=lambda m: None)
+    assert (out / "train.fr.json").is_file()
     prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"]), log=lambda m: None)
+    assert not (out / "train.fr.json").exists()  # files of the previous run do not linger
     _write(raw / "valid.en", b"\xff\n")
     with pytest.raises(DataError):
         prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"]), log=lambda m: None)

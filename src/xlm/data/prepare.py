@@ -325,7 +325,18 @@ def _reuse_vocabulary(vocab_dir: Path, out_dir: Path, lowercase: bool) -> None:
 
 
 def _clean_stale(out_dir: Path) -> None:
-    (out_dir / PREPARE_FILE).unlink(missing_ok=True)
+    """Forget a previous run in ``out_dir``: its commit marker first, then its binarized files
+    (a file it wrote that this run would not rewrite must not linger), then temp files."""
+    marker = out_dir / PREPARE_FILE
+    try:
+        old_files = list(json.loads(marker.read_text(encoding="utf-8")).get("files", {}))
+    except (OSError, ValueError, AttributeError):
+        old_files = []
+    marker.unlink(missing_ok=True)
+    for name in old_files:
+        if "/" not in name and not name.startswith("."):
+            for ext in (".json", ".bin", ".idx.npy"):
+                (out_dir / f"{name}{ext}").unlink(missing_ok=True)
     for p in out_dir.glob(".*.tmp-*"):
         p.unlink(missing_ok=True)
 
@@ -345,8 +356,28 @@ def prepare(
     out_dir.mkdir(parents=True, exist_ok=True)
     _clean_stale(out_dir)
     tmp_dir = out_dir / "tmp"
-    timings: dict[str, float] = {}
+    try:
+        info, stats = _run(files, languages, out_dir, tmp_dir, opts, log)
+    finally:
+        if not opts.keep_tmp:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    info["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
+    tmp = out_dir / f".{PREPARE_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / PREPARE_FILE)  # last: the commit marker of the whole directory
+    return PrepareResult(info, stats)
 
+
+def _run(
+    files: list[RawFile],
+    languages: list[str],
+    out_dir: Path,
+    tmp_dir: Path,
+    opts: PrepareOptions,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, BinarizeStats]]:
+    """Normalize, learn (or copy) the vocabulary, binarize: everything but the commit marker."""
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     log(f"normalizing {len(files)} files ({', '.join(languages)}) with {opts.workers} worker(s) ...")
     tok = normalize_files(files, tmp_dir, opts)
@@ -399,13 +430,7 @@ def prepare(
             for f in files
         },
     }
-    if not opts.keep_tmp:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    info["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
-    tmp = out_dir / f".{PREPARE_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out_dir / PREPARE_FILE)  # last: the commit marker of the whole directory
-    return PrepareResult(info, stats)
+    return info, stats
 
 
 # --------------------------------------------------------------------------- reporting

@@ -277,7 +277,8 @@ class BPETokenizer:
 
     def encode_batch(self, lines: Sequence[str]) -> list[list[int]]:
         """Encode many lines at once (parallel in Rust)."""
-        return [e.ids for e in self._tok.encode_batch_fast(list(lines), add_special_tokens=False)]
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)  # _fast: tokenizers >= 0.20
+        return [e.ids for e in encode(list(lines), add_special_tokens=False)]
 
     def tokens(self, line: str) -> list[str]:
         return self._tok.encode(line, add_special_tokens=False).tokens
