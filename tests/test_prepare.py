@@ -155,6 +155,8 @@ def test_max_lines_and_settings(raw: Path, tmp_path: Path) -> None:
     assert res.info["files"]["train.en"]["n_lines"] == 10
     assert same_settings(tmp_path / "o", opts.settings(["en"]))
     assert not same_settings(tmp_path / "o", {**opts.settings(["en"]), "max_lines": 11})
+    _write(raw / "valid.en", EN[:2])  # the corpus changed: prepare again
+    assert not same_settings(tmp_path / "o", opts.settings(["en"]))
     assert "en" in language_table(res.info)
 
 

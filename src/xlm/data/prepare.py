@@ -361,6 +361,7 @@ def prepare(
     finally:
         if not opts.keep_tmp:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+    info["raw_dir"] = str(raw_dir)
     info["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
     tmp = out_dir / f".{PREPARE_FILE}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -423,6 +424,7 @@ def _run(
         "vocab_hash": tokenizer.vocab.hash,
         "n_merges": tokenizer.n_merges,
         "bpe": bpe_info,
+        "inputs": input_fingerprint(files),
         "workers": opts.workers,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "files": {
@@ -461,13 +463,23 @@ def _row(name: str, r: list[int]) -> str:
     return f"{name:<6}{r[0]:>6}{r[1]:>12,}{r[2]:>13,}{unk:>9.3f}{r[4]:>9,}"
 
 
+def input_fingerprint(files: list[RawFile]) -> dict[str, int]:
+    """Path -> size in bytes of every input file: enough to notice a rebuilt corpus."""
+    return {str(f.path): f.path.stat().st_size for f in files}
+
+
 def same_settings(out_dir: str | Path, settings: dict[str, Any]) -> bool:
-    """True when ``out_dir`` holds a finished preparation made with these settings."""
+    """True when ``out_dir`` holds a finished preparation made with these settings, from
+    input files that are still there with the same sizes (and no new ones)."""
     p = Path(out_dir) / PREPARE_FILE
     if not p.is_file():
         return False
     try:
         info = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        if not all(info.get(k) == v for k, v in settings.items()):
+            return False
+        if "inputs" in info and "raw_dir" in info:
+            return input_fingerprint(discover(info["raw_dir"], info.get("languages"))) == info["inputs"]
+    except (UnicodeDecodeError, json.JSONDecodeError, DataError, OSError):
         return False
-    return all(info.get(k) == v for k, v in settings.items())
+    return True
