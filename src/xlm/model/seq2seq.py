@@ -15,7 +15,6 @@ A translation checkpoint has the layout of every xlm checkpoint (``model.safeten
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,10 +118,16 @@ class LoadReport:
         return {"source": self.source, "loaded": self.loaded, "new": self.new, "unused": self.unused}
 
 
+def _module_of(name: str) -> str:
+    """``layers.3.cross_attn.q.weight`` -> ``layers.*.cross_attn``; ``embeddings.weight`` -> ``embeddings``."""
+    parts = name.split(".")
+    return f"layers.*.{parts[2]}" if parts[0] == "layers" and len(parts) > 2 else parts[0]
+
+
 def _compress(names: list[str]) -> list[str]:
-    """``layers.0.x``, ``layers.1.x`` -> ``layers.*.x (x2)``, in first-seen order."""
-    counts = Counter(re.sub(r"^layers\.\d+\.", "layers.*.", n) for n in names)
-    return [f"{k} (x{c})" if c > 1 else k for k, c in counts.items()]
+    """Tensor names grouped by module across layers: ``layers.*.cross_attn (24 tensors)``."""
+    counts = Counter(_module_of(n) for n in names)
+    return [f"{k} ({c} tensor{'s' if c > 1 else ''})" for k, c in counts.items()]
 
 
 def init_from_pretrained(
