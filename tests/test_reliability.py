@@ -535,6 +535,7 @@ def test_pickled_config_is_refused(tmp_path, payload, protocol):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("kind", ["torch.save", "raw pickle"])
 def test_original_xlm_checkpoint_loader_refuses_code(tmp_path, payload, kind):
     original = pytest.importorskip("xlm.interop.original")
