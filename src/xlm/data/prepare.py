@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 import os
 import re
 import shutil
@@ -272,17 +273,19 @@ def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -
             for chunk, task in chunks():
                 finish(chunk, normalize_raw_lines(*task) if task else [])
         else:
-            ctx = multiprocessing.get_context("spawn")  # no fork of a process with Rust/torch threads
-            with ctx.Pool(opts.workers) as pool:
+            # spawn: no fork of a process with Rust/torch threads; an executor (unlike Pool) raises
+            # BrokenProcessPool instead of waiting forever when a worker dies (e.g. killed for memory)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(opts.workers, mp_context=ctx) as pool:
                 pending: collections.deque[tuple[_Chunk, Any]] = collections.deque()
                 for chunk, task in chunks():
-                    pending.append((chunk, pool.apply_async(normalize_raw_lines, task) if task else None))
+                    pending.append((chunk, pool.submit(normalize_raw_lines, *task) if task else None))
                     while len(pending) >= 2 * opts.workers or (pending and pending[0][1] is None):
                         done, res = pending.popleft()
-                        finish(done, res.get() if res is not None else [])
+                        finish(done, res.result() if res is not None else [])
                 while pending:
                     done, res = pending.popleft()
-                    finish(done, res.get() if res is not None else [])
+                    finish(done, res.result() if res is not None else [])
     finally:
         for h in handles.values():
             h.close()

@@ -63,7 +63,11 @@ def build_optimizer(modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[i
             {"params": decay, "weight_decay": cfg.weight_decay, **extra},
             {"params": no_decay, "weight_decay": 0.0, **extra},
         ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+    # the fused kernel (CPU and CUDA) is several times faster than the multi-tensor one on CPU
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for g in groups for p in g["params"])
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None, foreach=None if fused else True
+    )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
