@@ -222,8 +222,10 @@ def test_bpe_rejects_inconsistent_files(tmp_path: Path, small_vocab: Path) -> No
     d = tmp_path / "bad"
     d.mkdir()
     (d / VOCAB_FILE).write_bytes((small_vocab / VOCAB_FILE).read_bytes())
-    (d / MERGES_FILE).write_text("zz qq\n")
-    with pytest.raises(DataError, match="merges"):
+    (d / MERGES_FILE).write_text("zz qq\n")  # outside the vocabulary: accepted as HF does, gives <unk>
+    assert BPETokenizer.from_dir(d).n_extra == 3  # zz, qq and zzqq map to <unk> (see the HF test below)
+    (d / MERGES_FILE).write_bytes(b"\xff\xfe a\n")
+    with pytest.raises(DataError, match="not UTF-8"):
         BPETokenizer.from_dir(d)
     (d / MERGES_FILE).write_text("lonely\n")
     with pytest.raises(DataError, match="merges.txt:1"):
@@ -318,3 +320,24 @@ def test_equivalent_to_hf_on_shipped_corpus(corpus_vocabs: dict[bool, Path], low
         lines[lang] = _head(path, 200)
     n = _assert_same_as_hf(corpus_vocabs[lowercase], lines, lowercase)
     assert n == sum(len(v) for v in lines.values()) and n >= 6 * 100
+
+
+def test_merges_outside_the_vocabulary_give_unk_like_hf(tmp_path):
+    """Released vocabularies can hold merges whose result is not in vocab.json: HF's
+    XLMTokenizer applies them and maps the piece to <unk>; so must we (and not crash)."""
+    import json
+
+    from transformers import XLMTokenizer
+
+    from xlm.text.bpe import BPETokenizer
+    from xlm.text.vocab import SPECIAL_TOKENS
+
+    tokens = SPECIAL_TOKENS + ["a", "b", "c</w>", "ab", "abc</w>", "b</w>", "a</w>"]
+    (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    # "b c</w>" -> "bc</w>" is not in the vocabulary
+    (tmp_path / "merges.txt").write_text("b c</w>\na b\nab c</w>\n")
+    ours = BPETokenizer.from_dir(tmp_path)
+    hf = XLMTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), do_lowercase_and_remove_accent=False)
+    for line in ["abc", "bc", "ab", "a b"]:
+        assert ours.encode(line) == hf.convert_tokens_to_ids(hf._tokenize(line, lang="en")), line
+    assert ours.encode("bc") == [3]

@@ -226,7 +226,10 @@ def read_merges(path: Path) -> list[tuple[str, str]]:
     """Read ``merges.txt`` as HF's ``XLMTokenizer`` does (a ``#version`` header is tolerated)."""
     if not path.is_file():
         raise DataError(f"{path}: merges file not found")
-    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if lines and lines[-1] == "":
         lines = lines[:-1]
     merges: list[tuple[str, str]] = []
@@ -250,9 +253,18 @@ class BPETokenizer:
         self.vocab = vocab
         self.directory = directory
         self.n_merges = len(merges)
+        # Released vocabularies may hold merges whose pieces or result are not in the vocabulary
+        # (HF's XLMTokenizer applies them and maps the result to <unk>). The `tokenizers` library
+        # refuses such merges, so those strings get ids past the vocabulary, mapped to <unk> below.
+        table = dict(vocab.token_to_id)
+        for a, b in merges:
+            for piece in (a, b, a + b):
+                if piece not in table:
+                    table[piece] = len(table)
+        self.n_extra = len(table) - len(vocab)
         try:
             model = models.BPE(
-                vocab=dict(vocab.token_to_id),
+                vocab=table,
                 merges=list(merges),
                 unk_token=UNK_WORD,
                 end_of_word_suffix=END_OF_WORD,
@@ -272,16 +284,22 @@ class BPETokenizer:
     def __len__(self) -> int:
         return len(self.vocab)
 
+    def _known(self, ids: list[int]) -> list[int]:
+        if not self.n_extra:
+            return ids
+        n = len(self.vocab)
+        return [i if i < n else UNK_INDEX for i in ids]
+
     def encode(self, line: str) -> list[int]:
-        return self._tok.encode(line, add_special_tokens=False).ids
+        return self._known(self._tok.encode(line, add_special_tokens=False).ids)
 
     def encode_batch(self, lines: Sequence[str]) -> list[list[int]]:
         """Encode many lines at once (parallel in Rust)."""
         encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)  # _fast: tokenizers >= 0.20
-        return [e.ids for e in encode(list(lines), add_special_tokens=False)]
+        return [self._known(e.ids) for e in encode(list(lines), add_special_tokens=False)]
 
     def tokens(self, line: str) -> list[str]:
-        return self._tok.encode(line, add_special_tokens=False).tokens
+        return [self.vocab.token(i) for i in self.encode(line)]
 
     def unknown_words(self, line: str) -> list[str]:
         """The whitespace-separated words of ``line`` that contain at least one ``<unk>``."""
@@ -293,7 +311,7 @@ class BPETokenizer:
                 continue
             s0, e0 = spans.get(w, (start, end))
             spans[w] = (min(s0, start), max(e0, end))
-            if i == UNK_INDEX:
+            if i == UNK_INDEX or i >= len(self.vocab):
                 bad.add(w)
         return [line[spans[w][0] : spans[w][1]] for w in sorted(bad)]
 
