@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TSV of translation pairs (source<TAB>target), repeatable")
     p.add_argument("--prepared", type=Path, help="use the binarized parallel splits of this `xlm prepare` directory")
     p.add_argument("--split", default="test", help="split of --prepared (default test)")
-    p.add_argument("--langs", default="", help="with --prepared: only these pairs, e.g. en-fr,en-de")
+    p.add_argument("--langs", default="", help="with --prepared: only these pairs, in this direction, e.g. en-fr,en-de")
     p.add_argument("--max-sentences", type=int, default=0, help="first N pairs of each set (0: all)")
     p.add_argument("--margin", action=argparse.BooleanOptionalAction, default=True,
                    help="also score with the ratio margin (k=4), default on")
@@ -35,7 +35,9 @@ def _prepared_pairs(directory: Path, split: str, model_langs: set[str], only: se
         m = pattern.match(path.name)
         if m and m.group(1) in model_langs and m.group(2) in model_langs:
             a, b = m.group(1), m.group(2)
-            if not only or f"{a}-{b}" in only or f"{b}-{a}" in only:
+            if f"{b}-{a}" in only:  # the order asked for: queries in b
+                found.append((b, a))
+            elif not only or f"{a}-{b}" in only:
                 found.append((a, b))
     return found
 

@@ -18,11 +18,11 @@ def bar_chart(
 
     if not groups:
         raise XLMError("nothing to plot")
-    series = sorted({s for values in groups.values() for s in values})
+    series = list(dict.fromkeys(s for values in groups.values() for s in values))  # first-seen order
     labels = list(groups)
     width = 0.8 / max(1, len(series))
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) * max(1, len(series)) ** 0.5 + 2), 4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(4.0, 0.35 * len(labels) * len(series) + 2)), 4))
     x = np.arange(len(labels))
     for i, s in enumerate(series):
         values = [groups[g].get(s, float("nan")) for g in labels]

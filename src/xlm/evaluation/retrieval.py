@@ -141,7 +141,7 @@ def plot_heatmap(metrics: Mapping[str, float], path: str | Path, metric: str = "
     for i in range(len(langs)):
         for j in range(len(langs)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w" if grid[i, j] < 0.6 else "k")
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="w" if grid[i, j] < 0.6 else "k")
     ax.set_title(title or f"sentence retrieval {metric}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     out = save_figure(fig, path)
