@@ -233,3 +233,16 @@ def test_finetune_end_to_end(tmp_path, tiny_checkpoint, monkeypatch, capsys):
 def test_shipped_config_is_valid():
     cfg = load_config(ClassifyConfig, ROOT / "configs" / "classify_libreoffice.toml")
     assert cfg.data.train and "fr" in cfg.data.test and cfg.train.stopping_metric == "valid/acc"
+
+
+def test_encoder_and_head_learning_rates():
+    from xlm.training.optim import OptimConfig, build_optimizer, set_lr
+
+    encoder, head = torch.nn.Linear(4, 4), ClassifierHead(4, 2)
+    plain = build_optimizer([encoder, head], OptimConfig())
+    assert len(plain.param_groups) == 2 and all("lr_scale" not in g for g in plain.param_groups)
+    opt = build_optimizer([encoder, head], OptimConfig(), lr_scale={1: 10.0})
+    set_lr(opt, 1e-4)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(encoder.weight)] == pytest.approx(1e-4) and lr_of[id(encoder.bias)] == pytest.approx(1e-4)
+    assert lr_of[id(head.proj.weight)] == pytest.approx(1e-3) and lr_of[id(head.proj.bias)] == pytest.approx(1e-3)
