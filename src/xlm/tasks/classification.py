@@ -11,7 +11,6 @@ the head (``head.safetensors``) and ``labels.json``; :func:`load_classifier` rea
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
