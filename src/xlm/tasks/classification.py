@@ -38,7 +38,7 @@ from xlm.model.transformer import TransformerModel
 from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
 from xlm.training.checkpoint import write_json as write_plain_json
 from xlm.training.distributed import init_distributed, pick_device, shutdown
-from xlm.training.optim import OptimConfig, build_optimizer
+from xlm.training.optim import OptimConfig
 from xlm.training.trainer import StepOutput, TrainConfig, Trainer, seed_everything
 
 HEAD_WEIGHTS = "head.safetensors"
@@ -476,10 +476,11 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
                 f"classifier: {len(labels)} labels {labels}; encoder from {init}; "
                 f"{per_epoch} batches per epoch, {run_cfg.max_steps} steps; device {device}"
             )
-        trainer = Trainer(task, run_cfg, cfg.optim, env, device, cfg.model_dump(mode="json"), log)
         head_lr = cfg.finetune.head_lr or cfg.optim.lr
-        # the head (module 1) learns at its own rate; set_lr applies the scale every step
-        trainer.optimizer = build_optimizer(list(trainer.modules.values()), cfg.optim, {1: head_lr / cfg.optim.lr})
+        # the head learns at its own rate; set_lr applies the scale every step
+        trainer = Trainer(
+            task, run_cfg, cfg.optim, env, device, cfg.model_dump(mode="json"), log, {"head": head_lr / cfg.optim.lr}
+        )
         if resume is not None:
             found = trainer.resume(None if resume == "latest" else Path(resume))
             if not found:

@@ -130,7 +130,9 @@ class Trainer:
         device: torch.device,
         config_dump: dict[str, Any] | None = None,
         log: Any = print,
+        lr_scale: dict[str, float] | None = None,
     ):
+        """``lr_scale`` multiplies the learning rate of named modules (e.g. a fine-tuning head)."""
         self.task, self.cfg, self.optim_cfg, self.env, self.device = task, train_cfg, optim_cfg, env, device
         self.config_dump = config_dump or {}
         self.log = log if env.is_main else (lambda *a, **k: None)
@@ -141,7 +143,9 @@ class Trainer:
             m.to(device)
         self.wrapped = {k: wrap_ddp(m, env, device) for k, m in self.modules.items()}
         task.bind(self.wrapped, device)
-        self.optimizer = build_optimizer(list(self.modules.values()), optim_cfg)
+        names = list(self.modules)
+        scales = {names.index(k): v for k, v in lr_scale.items()} if lr_scale else None
+        self.optimizer = build_optimizer(list(self.modules.values()), optim_cfg, scales)
         self.amp_dtype = resolve_precision(train_cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
