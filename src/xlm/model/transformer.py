@@ -8,7 +8,6 @@ Tensors are batch-first: tokens ``(B, T)``, hidden states ``(B, T, D)``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch

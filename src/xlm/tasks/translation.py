@@ -24,7 +24,7 @@ import torch
 from pydantic import field_validator, model_validator
 from torch import nn
 
-from xlm.config import Config, ConfigError, to_toml
+from xlm.config import Config, ConfigError
 from xlm.data.batching import PairBatcher, sentence_rows
 from xlm.data.dataset import ParallelData, PreparedData
 from xlm.errors import CheckpointError
@@ -36,9 +36,10 @@ from xlm.model.transformer import ModelConfig
 from xlm.objectives.translation import NoiseConfig, PairBatch, add_noise_rows, make_pair_batch, translation_loss
 from xlm.reports import write_atomic
 from xlm.text.bpe import BPETokenizer
-from xlm.training.distributed import init_distributed, pick_device, shutdown
+from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig
-from xlm.training.trainer import StepOutput, TrainConfig, Trainer, TrainingError, seed_everything
+from xlm.training.runner import run_task
+from xlm.training.trainer import StepOutput, TrainConfig, TrainingError
 
 # --------------------------------------------------------------------------- weight schedules
 
@@ -405,32 +406,21 @@ class MTTask:
 def run_mt_training(cfg: MTConfig, resume: str | None = None) -> dict[str, float]:
     """Train with ``cfg``; ``resume`` is None, "latest" or a checkpoint path. One process, or
     one per device under ``torchrun``."""
-    tcfg = cfg.train
-    env = init_distributed(pick_device(tcfg.device))
-    device = pick_device(tcfg.device, env.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    try:
-        seed_everything(tcfg.seed + env.rank)
+
+    def make(env: DistEnv) -> "MTTask":
         log = print if env.is_main else (lambda *a, **k: None)
-        task = MTTask(cfg, tcfg.seed, env.rank, env.world, log)
-        out = Path(tcfg.out_dir)
-        if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-            if task.report is not None:
-                write_atomic(out / "init_report.json", json.dumps(task.report.to_json(), indent=1))
-            n = task.model.num_parameters()
-            steps = ", ".join(s.name for s in task.steps)
-            print(f"model: {n / 1e6:.2f}M parameters; steps {steps}; languages {task.lang2id}; device {device}; "
-                  f"processes {env.world}")
-        trainer = Trainer(task, tcfg, cfg.optim, env, device, cfg.model_dump(mode="json"))
-        if resume is not None:
-            found = trainer.resume(None if resume == "latest" else Path(resume))
-            if not found and env.is_main:
-                print(f"no checkpoint in {trainer.ckpt_dir}: starting from scratch")
-        return trainer.train()
-    finally:
-        shutdown(env)
+        return MTTask(cfg, cfg.train.seed, env.rank, env.world, log)
+
+    def on_start(task: "MTTask", out: Path) -> None:
+        if task.report is not None:
+            write_atomic(out / "init_report.json", json.dumps(task.report.to_json(), indent=1))
+
+    def describe(task: "MTTask", device: torch.device, env: DistEnv) -> str:
+        n = task.model.num_parameters()
+        steps = ", ".join(s.name for s in task.steps)
+        return (
+            f"model: {n / 1e6:.2f}M parameters; steps {steps}; languages {task.lang2id}; device {device}; "
+            f"processes {env.world}"
+        )
+
+    return run_task(cfg, make, describe, resume, on_start)

@@ -1,38 +1,46 @@
-"""Wires a pretraining config to the trainer: device, process group, seeds, run folder."""
+"""Wires a config to the trainer: device, process group, seeds, run folder, resume."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from xlm.config import to_toml
-from xlm.training.distributed import init_distributed, pick_device, shutdown
-from xlm.training.trainer import Trainer, seed_everything
+from xlm.config import Config, to_toml
+from xlm.training.distributed import DistEnv, init_distributed, pick_device, shutdown
+from xlm.training.trainer import Task, Trainer, seed_everything
 
 
-def run_training(cfg, resume: str | None = None) -> dict[str, float]:
-    """Pretrain with ``cfg`` (a PretrainConfig); ``resume`` is None, "latest" or a checkpoint path."""
-    from xlm.tasks.pretraining import PretrainTask
-
-    tcfg = cfg.train
-    probe_env = init_distributed(pick_device(tcfg.device))
-    device = pick_device(tcfg.device, probe_env.local_rank)
+def run_task(
+    cfg: Config,
+    make_task: Callable[[DistEnv], Task],
+    describe: Callable[[Task, torch.device, DistEnv], str],
+    resume: str | None = None,
+    on_start: Callable[[Task, Path], None] | None = None,
+) -> dict[str, float]:
+    """Train the task built by ``make_task`` with ``cfg.train`` / ``cfg.optim`` in one process,
+    or one per device under ``torchrun``; ``resume`` is None, "latest" or a checkpoint path.
+    Rank 0 writes ``config.toml`` into the run folder and prints ``describe(task, ...)``."""
+    tcfg = cfg.train  # type: ignore[attr-defined]
+    env = init_distributed(pick_device(tcfg.device))
+    device = pick_device(tcfg.device, env.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    env = probe_env
     try:
         seed_everything(tcfg.seed + env.rank)
-        task = PretrainTask(cfg, tcfg.seed, env.rank, env.world)
+        task = make_task(env)
         out = Path(tcfg.out_dir)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-            n = task.model.num_parameters()
-            print(f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}")
-        trainer = Trainer(task, tcfg, cfg.optim, env, device, cfg.model_dump(mode="json"))
+            if on_start is not None:
+                on_start(task, out)
+            print(describe(task, device, env))
+        trainer = Trainer(task, tcfg, cfg.optim, env, device, cfg.model_dump(mode="json"))  # type: ignore[attr-defined]
         if resume is not None:
             found = trainer.resume(None if resume == "latest" else Path(resume))
             if not found and env.is_main:
@@ -40,3 +48,14 @@ def run_training(cfg, resume: str | None = None) -> dict[str, float]:
         return trainer.train()
     finally:
         shutdown(env)
+
+
+def run_training(cfg: Any, resume: str | None = None) -> dict[str, float]:
+    """Pretrain with ``cfg`` (a PretrainConfig)."""
+    from xlm.tasks.pretraining import PretrainTask
+
+    def describe(task: Any, device: torch.device, env: DistEnv) -> str:
+        n = task.model.num_parameters()
+        return f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
+
+    return run_task(cfg, lambda env: PretrainTask(cfg, cfg.train.seed, env.rank, env.world), describe, resume)
