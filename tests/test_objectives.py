@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from xlm.data.batching import concat_pair, language_probabilities, token_budget_batches
