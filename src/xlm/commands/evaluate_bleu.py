@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-hypotheses", type=Path, help="folder for the translations ({split}.{src}-{tgt}.txt)")
     p.add_argument("--json", type=Path, help="also write the figures as one JSON object")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.set_defaults(func=run)
 
 
@@ -42,12 +43,14 @@ def _files(args: argparse.Namespace) -> tuple[dict[str, float], list[list[object
     r = bleu_files(args.hyp, args.ref, args.tokenize, args.lowercase)
     metrics = {f"{args.name}/bleu": r.score, f"{args.name}/bp": r.brevity_penalty}
     row = [args.name, r.sys_len, r.score, *r.precisions, r.brevity_penalty]
-    headers = ["pair", "hyp words", "BLEU", "p1", "p2", "p3", "p4", "BP"]
+    headers = ["pair", "hyp tokens", "BLEU", "p1", "p2", "p3", "p4", "BP"]
     print(r.signature)
     return metrics, [row], headers
 
 
 def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[object]], list[str]]:
+    import torch
+
     from xlm.data.dataset import PreparedData
     from xlm.errors import XLMError
     from xlm.evaluation.bleu import translate_and_score
@@ -59,6 +62,8 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
 
     if args.data is None:
         raise XLMError("give --data PREPARED_DIR with the checkpoint (or --hyp and --ref to score files)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     tr = load_translator(args.checkpoint, device)
     prepared = PreparedData.open(args.data)

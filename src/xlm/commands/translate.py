@@ -24,11 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=Path, help="read this file instead of standard input")
     p.add_argument("--output", type=Path, help="write this file instead of standard output")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
     from xlm.model.generation import DecodeConfig, translate_rows
     from xlm.model.seq2seq import load_translator
@@ -36,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from xlm.text.vocab import EOS_INDEX
     from xlm.training.distributed import pick_device
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     tr = load_translator(args.checkpoint, device)
     src_id, tgt_id = tr.info.lang_id(args.src), tr.info.lang_id(args.tgt)

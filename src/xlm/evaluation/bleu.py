@@ -58,7 +58,8 @@ def corpus_bleu(hyps: list[str], refs: list[str], tokenize: str = DETOKENIZED, l
         raise DataError(f"{len(hyps)} hypotheses but {len(refs)} references: the files must align line by line")
     if tokenize not in BLEU.TOKENIZERS:
         raise DataError(f"unknown BLEU tokenization {tokenize!r}; choose one of {sorted(BLEU.TOKENIZERS)}")
-    metric = BLEU(tokenize=tokenize, lowercase=lowercase)
+    # on tokenized text (tokenize="none") sacreBLEU would warn that the text looks tokenized: it is meant to
+    metric = BLEU(tokenize=tokenize, lowercase=lowercase, force=tokenize == TOKENIZED)
     s = metric.corpus_score(hyps, [refs])
     precisions = [float(p) for p in s.precisions]
     return BleuResult(float(s.score), precisions, float(s.bp), int(s.sys_len), int(s.ref_len), str(metric.get_signature()))
