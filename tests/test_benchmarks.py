@@ -52,3 +52,10 @@ def _tiny_task(data):
     from conftest import tiny_config_overrides
 
     return PretrainTask(load_config(PretrainConfig, None, tiny_config_overrides(data, data.parent / "unused")), seed=0)
+
+
+def test_decode_throughput_runs_tiny(capsys):
+    bench = load("decode_throughput")
+    assert bench.main(["--tiny", "--lengths", "6", "--repeats", "1", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy" in out and "beam 4" in out
