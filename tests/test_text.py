@@ -341,3 +341,17 @@ def test_merges_outside_the_vocabulary_give_unk_like_hf(tmp_path):
     for line in ["abc", "bc", "ab", "a b"]:
         assert ours.encode(line) == hf.convert_tokens_to_ids(hf._tokenize(line, lang="en")), line
     assert ours.encode("bc") == [3]
+
+
+def test_line_batches_name_the_bad_line_after_yielding_the_good_ones():
+    import io
+
+    from xlm.text.lines import line_batches, read_lines
+
+    stream = io.BytesIO(b"a\r\nb\nc\n\xff\nd\n")
+    batches = line_batches(stream, 2)
+    assert next(batches) == ["a", "b"]
+    assert next(batches) == ["c"]
+    with pytest.raises(DataError, match=r"<stdin>:4: invalid UTF-8"):
+        next(batches)
+    assert read_lines(io.BytesIO(b"x\ny\n"), "f.txt") == ["x", "y"]

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xlm.errors import DataError
+from xlm.text.lines import line_batches
 
 BATCH_LINES = 512
 
@@ -33,11 +33,7 @@ def run(args: argparse.Namespace) -> int:
     encode = text_encoder(clf.pretrained.directory, args.lang, clf.info.lowercase_and_remove_accent, args.pretokenized)
     max_len = min(args.max_len, clf.info.config.max_positions)
     out = sys.stdout
-    batch: list[str] = []
-
-    def flush() -> None:
-        if not batch:
-            return
+    for batch in line_batches(sys.stdin.buffer, BATCH_LINES):
         parts = [line.split("\t", 1) for line in batch]
         ids_a = encode([p[0] for p in parts])
         ids_b = iter(encode([p[1] for p in parts if len(p) == 2]))
@@ -48,15 +44,4 @@ def run(args: argparse.Namespace) -> int:
                 label += "\t" + " ".join(f"{name}:{p:.4f}" for name, p in zip(clf.labels, probs))
             out.write(label + "\n")
         out.flush()
-        batch.clear()
-
-    for n, raw in enumerate(sys.stdin.buffer, 1):
-        try:
-            batch.append(raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8"))
-        except UnicodeDecodeError as e:
-            flush()
-            raise DataError(f"<stdin>:{n}: invalid UTF-8 ({e.reason} at byte {e.start} of the line)") from None
-        if len(batch) == BATCH_LINES:
-            flush()
-    flush()
     return 0

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from xlm.errors import DataError
+from xlm.text.lines import read_lines
 
 
 def add_embedding_options(p: argparse.ArgumentParser) -> None:
@@ -50,16 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_lines(stream, source: str) -> list[str]:
-    lines = []
-    for n, raw in enumerate(stream, 1):
-        try:
-            lines.append(raw.rstrip(b"\r\n").decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{source}:{n}: invalid UTF-8 ({e.reason} at byte {e.start} of the line)") from None
-    return lines
-
-
 def run(args: argparse.Namespace) -> int:
     from xlm.evaluation.embeddings import SentenceEncoder, npy_bytes, save_npy
 
@@ -72,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.input.is_file():
             raise DataError(f"{args.input}: input file not found")
         with open(args.input, "rb") as f:
-            lines = _read_lines(f, str(args.input))
+            lines = read_lines(f, str(args.input))
     else:
-        lines = _read_lines(sys.stdin.buffer, "<stdin>")
+        lines = read_lines(sys.stdin.buffer)
     vectors = encoder.encode_text(lines)
     if args.output is not None:
         save_npy(args.output, vectors)

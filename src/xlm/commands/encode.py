@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xlm.errors import DataError
+from xlm.text.lines import line_batches
 
 BATCH_LINES = 1_000
 
@@ -29,9 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     encoder = TextEncoder(args.vocab, args.lang, args.lowercase)
     out = sys.stdout
-    batch: list[str] = []
-
-    def flush() -> None:
+    for batch in line_batches(sys.stdin.buffer, BATCH_LINES):
         normalized = [encoder.normalize(line) for line in batch]
         for ids in encoder.bpe.encode_batch(normalized):
             if args.ids:
@@ -39,15 +37,4 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out.write(" ".join(encoder.vocab.token(i) for i in ids) + "\n")
         out.flush()
-        batch.clear()
-
-    for n, raw in enumerate(sys.stdin.buffer, 1):
-        try:
-            batch.append(raw.rstrip(b"\n").decode("utf-8"))
-        except UnicodeDecodeError as e:
-            flush()
-            raise DataError(f"<stdin>:{n}: invalid UTF-8 ({e.reason} at byte {e.start} of the line)") from None
-        if len(batch) == BATCH_LINES:
-            flush()
-    flush()
     return 0

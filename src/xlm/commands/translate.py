@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.model.generation import DecodeConfig, translate_rows
     from xlm.model.seq2seq import load_translator
     from xlm.text.bpe import BPETokenizer, TextEncoder
+    from xlm.text.lines import read_lines
     from xlm.text.vocab import EOS_INDEX
     from xlm.training.distributed import pick_device
 
@@ -48,11 +49,10 @@ def run(args: argparse.Namespace) -> int:
     src_enc = TextEncoder(args.checkpoint, args.src, lower, bpe)
     tgt_enc = TextEncoder(args.checkpoint, args.tgt, lower, bpe)
     if args.input is not None:
-        lines = args.input.read_text(encoding="utf-8").split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
+        with open(args.input, "rb") as f:
+            lines = read_lines(f, str(args.input))
     else:
-        lines = [line.rstrip("\n") for line in sys.stdin]
+        lines = read_lines(sys.stdin.buffer)
     limit = tr.model.encoder.cfg.max_positions - 2
     ids = src_enc.encode_batch(lines)
     n_cut = sum(len(x) > limit for x in ids)
