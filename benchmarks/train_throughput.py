@@ -242,6 +242,23 @@ def bench_shape(shape: Shape, repeats: int, memory: bool) -> list[dict]:
     return rows
 
 
+def plot_rows(rows: list[dict], path: str) -> None:
+    """Bar chart of ours vs HF tokens/s, one group per shape and mode (ratio on top)."""
+    from xlm.reports import pyplot, save_figure
+
+    plt = pyplot()
+    labels = [f"{r['shape']} {r['mode']}" for r in rows]
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.0 * len(rows), 3.6))
+    for ax, r, label in zip(axes, rows, labels):
+        ax.bar(["ours", "HF"], [r["ours_tok_s"], r["hf_tok_s"]], color=["tab:blue", "tab:gray"])
+        ax.set_title(f"{label}\n{r['ratio']:.2f}x", fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0].set_ylabel("tokens / s")
+    fig.suptitle("XLM: ours vs transformers (same weights, interleaved, 2-core CPU)", fontsize=10, y=1.04)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="demo,paper", help=f"comma-separated, of {sorted(SHAPES)}")
@@ -249,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--json", help="write the rows as JSON")
+    ap.add_argument("--plot", help="write a PNG bar chart of ours vs HF")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -268,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+    if args.plot:
+        plot_rows(rows, args.plot)
     return 0
 
 

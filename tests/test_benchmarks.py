@@ -19,7 +19,7 @@ def load(name: str):
 def test_train_throughput_runs_tiny(tmp_path):
     bench = load("train_throughput")
     out = tmp_path / "rows.json"
-    assert bench.main(["--shapes", "tiny", "--repeats", "1", "--no-memory", "--json", str(out)]) == 0
+    assert bench.main(["--shapes", "tiny", "--repeats", "1", "--no-memory", "--json", str(out), "--plot", str(tmp_path / "c.png")]) == 0
     rows = json.loads(out.read_text())
     assert {r["mode"] for r in rows} == {"train", "tlm", "infer"}
     assert all(r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0 and r["flops_per_token"] > 0 for r in rows)
