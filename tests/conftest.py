@@ -98,3 +98,13 @@ def tiny_config_overrides(data: Path, out: Path, steps: int = 6) -> list[str]:
         "optim.warmup_steps=2",
         "optim.lr=0.001",
     ]
+
+
+def train_losses(run: Path) -> dict[int, dict[str, float]]:
+    """Step -> logged training losses, from a run's metrics.jsonl."""
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["type"] == "train":
+            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss/")}
+    return out

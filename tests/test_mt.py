@@ -12,14 +12,14 @@ import torch
 from xlm.cli import main
 from xlm.config import ConfigError, load_config
 from xlm.model.pretrained import ModelInfo, write_model_files
-from xlm.model.seq2seq import EncoderDecoder, load_translator
+from xlm.model.seq2seq import load_translator
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.objectives.translation import NoiseConfig, add_noise, blank_words, drop_words, shuffle_words
 from xlm.tasks.translation import MTConfig, MTTask, parse_schedule, run_mt_training, schedule_value
 from xlm.text.vocab import EOS_INDEX, MASK_INDEX
 from xlm.training.checkpoint import save_checkpoint
 
-from conftest import make_tiny_prepared
+from conftest import make_tiny_prepared, train_losses
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -226,15 +226,6 @@ def test_tiny_model_learns_a_handful_of_pairs(tmp_path, capsys):
     assert "en-fr" in capsys.readouterr().out
 
 
-def losses(run: Path) -> dict[int, dict[str, float]]:
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["type"] == "train":
-            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss/")}
-    return out
-
-
 def test_resume_reproduces_the_same_losses(tiny_data, tmp_path):
     extra = [
         'objectives.mt=["en-fr"]',
@@ -247,7 +238,7 @@ def test_resume_reproduces_the_same_losses(tiny_data, tmp_path):
     run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, straight, extra, steps=8)))
     run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, split, extra, steps=4)))
     run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, split, extra, steps=8)), resume="latest")
-    a, b = losses(straight), losses(split)
+    a, b = train_losses(straight), train_losses(split)
     assert sorted(a) == list(range(1, 9)) and a == b
     assert {k for v in a.values() for k in v} == {"loss/mt/en-fr", "loss/ae/en", "loss/ae/fr", "loss/bt/en-fr-en"}
     wa = load_translator(straight / "final").model.state_dict()

@@ -1,7 +1,5 @@
 """Checkpoints resume exactly: N steps straight == N/2 steps + resume + N/2 steps."""
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,16 +10,7 @@ from xlm.tasks.pretraining import PretrainConfig
 from xlm.training.checkpoint import verify_checkpoint
 from xlm.training.runner import run_training
 
-from conftest import tiny_config_overrides
-
-
-def losses(run: Path) -> dict[int, dict[str, float]]:
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["type"] == "train":
-            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss/")}
-    return out
+from conftest import tiny_config_overrides, train_losses
 
 
 def cfg(data, out, steps, extra=()):
@@ -33,7 +22,7 @@ def test_resume_is_exact(tiny_data, tmp_path):
     run_training(cfg(tiny_data, straight, 6))
     run_training(cfg(tiny_data, split, 3))
     run_training(cfg(tiny_data, split, 6), resume="latest")
-    a, b = losses(straight), losses(split)
+    a, b = train_losses(straight), train_losses(split)
     assert sorted(a) == list(range(1, 7)) and a == b
     assert {k.split("/")[1] for v in a.values() for k in v} >= {"mlm", "tlm", "clm"}
     wa = load_file(str(straight / "checkpoints/step-00000006/model.safetensors"))

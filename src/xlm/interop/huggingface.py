@@ -15,9 +15,7 @@ English Moses rules); ``_tokenize(text, lang=...)`` honours it (see the model ca
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +55,7 @@ from xlm.text.vocab import (
     UNK_WORD,
     VOCAB_FILE,
 )
-from xlm.training.checkpoint import read_json, state_dict_for_saving, write_json
+from xlm.training.checkpoint import read_json, replace_directory, state_dict_for_saving, write_json
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"
@@ -229,21 +227,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
 def write_directory(out: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
     """Fill a temporary sibling folder with ``write`` and rename it to ``out`` when complete."""
     check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        write(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return replace_directory(out, write)
 
 
 # --------------------------------------------------------------------------- import

@@ -66,13 +66,36 @@ def state_dict_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
 
 
-def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metadata: dict[str, Any] | None = None) -> Path:
-    """Create ``directory`` atomically: ``write_files(tmp)`` fills a temporary folder, the
-    manifest with checksums is added, and the folder is renamed into place."""
+def replace_directory(directory: Path, fill: Callable[[Path], None]) -> Path:
+    """Create or replace ``directory`` atomically: ``fill(tmp)`` writes a temporary sibling
+    folder, which is renamed into place when complete. On failure the temporary folder is
+    removed and a replaced folder is put back."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    old = directory.parent / f".{directory.name}.old-{os.getpid()}"
     try:
+        fill(tmp)
+        if directory.exists():
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not directory.exists():  # failed between the two renames: put the old one back
+            os.replace(old, directory)
+        raise
+    return directory
+
+
+def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metadata: dict[str, Any] | None = None) -> Path:
+    """Create ``directory`` atomically: ``write_files(tmp)`` fills a temporary folder, the
+    manifest with checksums is added, and the folder is renamed into place."""
+
+    def fill(tmp: Path) -> None:
         write_files(tmp)
         files = {}
         for p in sorted(tmp.iterdir()):
@@ -84,25 +107,13 @@ def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metada
         write_json(tmp / MANIFEST, manifest)
         with open(tmp / MANIFEST, "rb") as f:
             os.fsync(f.fileno())
-        if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-        _fsync_dir(directory.parent)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-        if old.exists() and not directory.exists():  # failed between the two renames: put the old one back
-            os.replace(old, directory)
-        if isinstance(e, OSError):  # e.g. disk full
-            raise CheckpointError(
-                f"{directory}: could not write the checkpoint ({e}); previous checkpoints are untouched"
-            ) from e
-        raise
-    return directory
+
+    try:
+        return replace_directory(directory, fill)
+    except OSError as e:  # e.g. disk full
+        raise CheckpointError(
+            f"{directory}: could not write the checkpoint ({e}); previous checkpoints are untouched"
+        ) from e
 
 
 def remove_stale_temporaries(folder: Path, log: Callable[[str], None] = print) -> None:
