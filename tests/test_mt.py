@@ -274,3 +274,13 @@ def test_raw_text_end_to_end_prepare_train_translate(tmp_path, capsys):
     ref.write_text("\n".join([FR[0], "", FR[2]]) + "\n")
     assert main(["evaluate", "bleu", "--hyp", str(output), "--ref", str(ref), "--json", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["hyp/bleu"] == pytest.approx(100.0)
+
+
+def test_load_pretrained_refuses_a_translation_checkpoint_clearly(tiny_data, tmp_path):
+    from xlm.errors import CheckpointError
+    from xlm.model.pretrained import load_pretrained
+
+    run = tmp_path / "mt"
+    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, run, ['objectives.mt=["en-fr"]'], steps=2)))
+    with pytest.raises(CheckpointError, match="is a translation model"):
+        load_pretrained(run / "final")

@@ -17,6 +17,7 @@ from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, Vocabulary
 from xlm.training.checkpoint import load_tensors, read_json, state_dict_for_saving, verify_checkpoint, write_json
 
 MODEL_JSON = "model.json"
+ENCODER_DECODER = "encoder-decoder"  # model.json "architecture" of a translation model
 WEIGHTS = "model.safetensors"
 
 
@@ -67,11 +68,18 @@ class Pretrained:
     directory: Path
 
 
+def read_model_info(directory: Path) -> ModelInfo:
+    """Verify a checkpoint's checksums and read its ``model.json``."""
+    verify_checkpoint(directory)
+    return ModelInfo.from_json(read_json(directory / MODEL_JSON))
+
+
 def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Pretrained:
     """Load a checkpoint written by ``xlm pretrain`` (or ``xlm import``), checksums verified."""
     d = Path(directory)
-    verify_checkpoint(d)
-    info = ModelInfo.from_json(read_json(d / MODEL_JSON))
+    info = read_model_info(d)
+    if info.extra.get("architecture") == ENCODER_DECODER:
+        raise CheckpointError(f"{d} is a translation model (encoder-decoder): use it with `xlm translate`")
     model = TransformerModel(info.config)
     state = load_tensors(d / WEIGHTS)
     missing, unexpected = model.load_state_dict(state, strict=False)

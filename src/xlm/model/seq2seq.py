@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from xlm.errors import CheckpointError
-from xlm.model.pretrained import MODEL_JSON, WEIGHTS, ModelInfo, Pretrained
+from xlm.model.pretrained import ENCODER_DECODER, MODEL_JSON, WEIGHTS, ModelInfo, Pretrained, read_model_info
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.vocab import Vocabulary
-from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
+from xlm.training.checkpoint import load_tensors
 
-ARCHITECTURE = "encoder-decoder"
+ARCHITECTURE = ENCODER_DECODER
 _SHARED_KEY = "decoder.embeddings.weight"
 _SOURCE_KEY = "encoder.embeddings.weight"
 
@@ -187,8 +187,7 @@ class Translator:
 def load_translator(directory: str | Path, device: str | torch.device = "cpu") -> Translator:
     """Load a checkpoint written by ``xlm train-mt`` (checksums verified)."""
     d = Path(directory)
-    verify_checkpoint(d)
-    info = ModelInfo.from_json(read_json(d / MODEL_JSON))
+    info = read_model_info(d)
     if info.extra.get("architecture") != ARCHITECTURE:
         raise CheckpointError(
             f"{d} is a language model, not a translation model: train one from it with `xlm train-mt` "
