@@ -54,6 +54,12 @@ SHAPES = {
 }
 
 
+# train: MLM streams (full rows); tlm: MLM on padded rows of varied length (as TLM pairs);
+# infer: encoding full rows without gradient; infer-pad: encoding padded rows of varied length
+MODES = ("train", "tlm", "infer", "infer-pad")
+PADDED = ("tlm", "infer-pad")
+
+
 def model_flops_per_token(s: Shape, predicted_fraction: float, training: bool) -> float:
     """Useful FLOPs per input token: linear layers (12 d^2 per layer), attention scores and
     values (2 * 2 * T * d per layer), the output layer at the predicted positions.
@@ -63,8 +69,8 @@ def model_flops_per_token(s: Shape, predicted_fraction: float, training: bool) -
     return fwd * (3 if training else 1)
 
 
-def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(2 * n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 1024, reps: int = 20, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(2 * n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     t = time.perf_counter()
@@ -160,6 +166,18 @@ def infer_hf(model):
     return run
 
 
+def with_precision(fn: Callable, precision: str) -> Callable:
+    """``fn`` under bf16 autocast (both implementations alike), or unchanged for fp32."""
+    if precision == "fp32":
+        return fn
+
+    def run(b):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fn(b)
+
+    return run
+
+
 def interleaved(fns: dict[str, Callable], batches: list, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
@@ -182,8 +200,8 @@ def optimizer_for(impl: str, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def _peak_rss_child(shape: Shape, impl: str, mode: str, q) -> None:
     model = build_ours(shape, 0.1) if impl == "ours" else build_hf(shape, 0.1)
-    batches = make_batches(shape, 2, padded=mode == "tlm")
-    if mode == "infer":
+    batches = make_batches(shape, 2, padded=mode in PADDED)
+    if mode.startswith("infer"):
         model.eval()
         fn = infer_ours(model) if impl == "ours" else infer_hf(model)
     else:
@@ -212,29 +230,32 @@ def peak_memory_mb(shape: Shape, impl: str, mode: str) -> float:
     return float(q.get()) if not q.empty() else float("nan")
 
 
-def bench_shape(shape: Shape, repeats: int, memory: bool) -> list[dict]:
+def bench_shape(shape: Shape, repeats: int, memory: bool, precision: str = "fp32", modes=MODES) -> list[dict]:
     rows = []
-    calib = matmul_gflops(min(1024, 4 * shape.emb_dim))
-    for mode in ("train", "tlm", "infer"):
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    calib = matmul_gflops(min(1024, 4 * shape.emb_dim), dtype=dtype)
+    for mode in modes:
         ours, hf = build_pair(shape, 0.1)
-        batches = make_batches(shape, 4, padded=mode == "tlm")
-        if mode == "infer":
+        batches = make_batches(shape, 4, padded=mode in PADDED)
+        if mode.startswith("infer"):
             ours.eval(), hf.eval()
             fns = {"ours": infer_ours(ours), "hf": infer_hf(hf)}
         else:
             fns = {"ours": step_ours(ours, optimizer_for("ours", ours)), "hf": step_hf(hf, optimizer_for("hf", hf))}
+        fns = {k: with_precision(fn, precision) for k, fn in fns.items()}
         times = interleaved(fns, batches, repeats)
         n_tok = sum(int(b["lengths"].sum()) for b in batches) / len(batches)
-        calib_after = matmul_gflops(min(1024, 4 * shape.emb_dim))
+        calib_after = matmul_gflops(min(1024, 4 * shape.emb_dim), dtype=dtype)
         cal = (calib + calib_after) / 2
-        flops = model_flops_per_token(shape, 0.15 if mode != "infer" else 0.0, mode != "infer")
-        row = {"shape": shape.name, "mode": mode, "matmul_gflops": cal}
+        training = not mode.startswith("infer")
+        flops = model_flops_per_token(shape, 0.15 if training else 0.0, training)
+        row = {"shape": shape.name, "mode": mode, "precision": precision, "matmul_gflops": cal}
         for impl in ("ours", "hf"):
             tps = n_tok / statistics.median(times[impl])
             row[f"{impl}_tok_s"] = tps
             row[f"{impl}_gflops"] = tps * flops / 1e9
             row[f"{impl}_frac_peak"] = tps * flops / 1e9 / cal
-            if memory:
+            if memory and precision == "fp32":
                 row[f"{impl}_peak_mb"] = peak_memory_mb(shape, impl, mode)
         row["ratio"] = row["ours_tok_s"] / row["hf_tok_s"]
         row["flops_per_token"] = flops
@@ -247,7 +268,7 @@ def plot_rows(rows: list[dict], path: str) -> None:
     from xlm.reports import pyplot, save_figure
 
     plt = pyplot()
-    labels = [f"{r['shape']} {r['mode']}" for r in rows]
+    labels = [f"{r['shape']} {r['mode']}" + (" bf16" if r.get("precision") == "bf16" else "") for r in rows]
     fig, axes = plt.subplots(1, len(rows), figsize=(2.0 * len(rows), 3.6))
     for ax, r, label in zip(axes, rows, labels):
         ax.bar(["ours", "HF"], [r["ours_tok_s"], r["hf_tok_s"]], color=["tab:blue", "tab:gray"])
@@ -264,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", default="demo,paper", help=f"comma-separated, of {sorted(SHAPES)}")
     ap.add_argument("--repeats", type=int, default=10, help="timed steps per implementation (medians reported)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precision", default="fp32", help="fp32, bf16 (CPU autocast, both implementations), or fp32,bf16")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {MODES}")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--json", help="write the rows as JSON")
     ap.add_argument("--plot", help="write a PNG bar chart of ours vs HF")
@@ -274,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.shapes.split(","):
         s = SHAPES[name]
         print(f"# {name}: {asdict(s)}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-        for r in bench_shape(s, args.repeats, not args.no_memory):
+        for r in (r for p in args.precision.split(",") for r in bench_shape(s, args.repeats, not args.no_memory, p, args.modes.split(","))):
             rows.append(r)
             mem = f"  mem ours/hf {r.get('ours_peak_mb', float('nan')):.0f}/{r.get('hf_peak_mb', float('nan')):.0f} MB" if "ours_peak_mb" in r else ""
             print(
-                f"{r['shape']:6s} {r['mode']:5s}  ours {r['ours_tok_s']:9,.0f} tok/s  hf {r['hf_tok_s']:9,.0f} tok/s  "
+                f"{r['shape']:6s} {r['mode']:9s} {r['precision']}  ours {r['ours_tok_s']:9,.0f} tok/s  hf {r['hf_tok_s']:9,.0f} tok/s  "
                 f"ratio {r['ratio']:.2f}x  ours {r['ours_gflops']:.1f} GFLOP/s = {100 * r['ours_frac_peak']:.0f}% of "
                 f"matmul {r['matmul_gflops']:.0f}  (hf {100 * r['hf_frac_peak']:.0f}%){mem}",
                 flush=True,

@@ -19,9 +19,10 @@ def load(name: str):
 def test_train_throughput_runs_tiny(tmp_path):
     bench = load("train_throughput")
     out = tmp_path / "rows.json"
-    assert bench.main(["--shapes", "tiny", "--repeats", "1", "--no-memory", "--json", str(out), "--plot", str(tmp_path / "c.png")]) == 0
+    args = ["--shapes", "tiny", "--repeats", "1", "--no-memory", "--precision", "fp32,bf16", "--json", str(out)]
+    assert bench.main([*args, "--plot", str(tmp_path / "c.png")]) == 0
     rows = json.loads(out.read_text())
-    assert {r["mode"] for r in rows} == {"train", "tlm", "infer"}
+    assert {(r["mode"], r["precision"]) for r in rows} == {(m, p) for m in bench.MODES for p in ("fp32", "bf16")}
     assert all(r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0 and r["flops_per_token"] > 0 for r in rows)
 
 

@@ -70,3 +70,43 @@ def test_sinusoidal_positions_are_fixed():
     m = tiny(sinusoidal_embeddings=True)
     assert not m.position_embeddings.weight.requires_grad
     assert torch.allclose(m.position_embeddings.weight[0, 1::2], torch.ones(16))
+
+
+
+def test_padded_batch_runs_packed_and_equals_each_row_alone_in_values_and_gradients():
+    torch.manual_seed(1)
+    for is_decoder, causal in ((False, False), (False, True), (True, True)):
+        cfg = ModelConfig(vocab_size=50, n_langs=2, emb_dim=32, n_layers=2, n_heads=4, max_positions=64, dropout=0.0, attention_dropout=0.0)
+        m = TransformerModel(cfg, is_decoder=is_decoder).train()
+        lengths = torch.tensor([9, 4, 7, 1])
+        tokens = torch.randint(14, 50, (4, 9))
+        tokens[torch.arange(9)[None, :] >= lengths[:, None]] = 2
+        kw = {"causal": causal}
+        if is_decoder:
+            kw.update(memory=torch.randn(4, 6, 32), memory_lengths=torch.tensor([6, 6, 6, 6]))
+        h = m(tokens, lengths=lengths, **kw)
+        assert h[torch.arange(9)[None, :] >= lengths[:, None]].abs().max() == 0  # padding stays zero
+        h.pow(2).sum().backward()
+        grads = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+        m.zero_grad()
+        ref = []
+        for i, n in enumerate(lengths.tolist()):
+            rkw = dict(kw)
+            if is_decoder:
+                rkw.update(memory=kw["memory"][i : i + 1], memory_lengths=kw["memory_lengths"][i : i + 1])
+            ref.append(m(tokens[i : i + 1, :n], lengths=torch.tensor([n]), **rkw)[0])
+        sum(r.pow(2).sum() for r in ref).backward()
+        for i, n in enumerate(lengths.tolist()):
+            assert torch.allclose(h[i, :n], ref[i], atol=1e-5)
+        for k, g in grads.items():
+            assert torch.allclose(g, m.get_parameter(k).grad, atol=1e-4), k
+
+
+def test_hidden_states_of_several_layers_match_the_output_and_zero_padding():
+    m = tiny()
+    tokens = torch.randint(14, 50, (2, 6))
+    lengths = torch.tensor([6, 3])
+    states = m.hidden_states(tokens, lengths, layers=[0, 1, 2])
+    assert len(states) == 3 and all(s.shape == (2, 6, 32) for s in states)
+    assert torch.equal(states[-1], m(tokens, lengths))
+    assert all(s[1, 3:].abs().max() == 0 for s in states)

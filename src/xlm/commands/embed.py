@@ -23,7 +23,9 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", default="-1",
                    help="layers to pool and average: 0 = embeddings, -1 = last (default), e.g. '2,3,4' or '2-4'")
     p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch (default 8000)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 matmuls, several times faster on GPUs and AMX CPUs (default fp32)")  # fmt: skip
 
 
 def embed_options(args: argparse.Namespace, progress: bool | None = None):
@@ -31,7 +33,9 @@ def embed_options(args: argparse.Namespace, progress: bool | None = None):
 
     if args.max_tokens < 1:
         raise DataError("--max-tokens must be positive")
-    return EmbedOptions(args.pooling, parse_layers(args.layers), args.max_tokens, progress=progress)
+    return EmbedOptions(
+        args.pooling, parse_layers(args.layers), args.max_tokens, progress=progress, precision=args.precision
+    )
 
 
 def load_model(checkpoint: Path, device: str):

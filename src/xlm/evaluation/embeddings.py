@@ -31,6 +31,7 @@ from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.dataset import MonolingualData
 from xlm.errors import XLMError
 from xlm.model.pretrained import Pretrained
+from xlm.model.precision import Precision, inference_autocast
 from xlm.model.transformer import TransformerModel, length_mask
 from xlm.reports import write_atomic
 from xlm.text.vocab import EOS_INDEX
@@ -47,6 +48,7 @@ class EmbedOptions:
     max_tokens: int = 8_000  # padded tokens per batch
     max_len: int = 0  # words kept per sentence; 0: as many as the model's positions allow
     progress: bool | None = None  # None: a bar only for long inputs
+    precision: Precision = "fp32"  # "bf16": autocast matmuls to bfloat16 (GPUs; CPUs with AMX)
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -80,32 +82,8 @@ def resolve_layers(layers: Sequence[int], n_layers: int) -> list[int]:
 
 @torch.no_grad()
 def layer_states(model: TransformerModel, tokens: Tensor, lengths: Tensor, langs: Tensor, layers: Sequence[int]) -> list[Tensor]:
-    """Hidden states ``(B, T, D)`` of the requested layers (0 = embedding output), read with
-    forward hooks so that the model's own ``forward`` is what runs."""
-    n = len(model.layers)
-    wanted = resolve_layers(layers, n)
-    if wanted == [n]:
-        return [model(tokens, lengths, langs)]
-    captured: dict[int, Tensor] = {}
-    handles = []
-
-    def keep(index: int):
-        def hook(_module, _inputs, output: Tensor) -> None:
-            captured[index] = output
-
-        return hook
-
-    try:
-        if 0 in wanted:
-            handles.append(model.norm_emb.register_forward_hook(keep(0)))
-        for j in wanted:
-            if j > 0:
-                handles.append(model.layers[j - 1].register_forward_hook(keep(j)))
-        model(tokens, lengths, langs)
-    finally:
-        for h in handles:
-            h.remove()
-    return [captured[j] for j in wanted]
+    """Hidden states ``(B, T, D)`` of the requested layers (0 = embedding output)."""
+    return model.hidden_states(tokens, lengths, langs, layers=resolve_layers(layers, len(model.layers)))
 
 
 def pool(states: Tensor, lengths: Tensor, pooling: Pooling) -> Tensor:
@@ -164,7 +142,8 @@ class SentenceEncoder:
                     tokens, lens = pad_rows([rows[i] for i in ids])
                     tokens, lens = tokens.to(self.device), lens.to(self.device)
                     langs = torch.full_like(tokens, self.lang_id)
-                    states = layer_states(self.model, tokens, lens, langs, self.options.layers)
+                    with inference_autocast(self.device, self.options.precision):
+                        states = layer_states(self.model, tokens, lens, langs, self.options.layers)
                     vec = torch.stack([pool(s, lens, self.options.pooling) for s in states]).mean(0)
                     out[ids] = vec.float().cpu().numpy()
                     bar.update(len(ids))

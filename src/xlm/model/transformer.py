@@ -8,6 +8,7 @@ Tensors are batch-first: tokens ``(B, T)``, hidden states ``(B, T, D)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,32 @@ def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
     return table.float()
 
 
+class Packing:
+    """Where the real tokens of a padded ``(B, T)`` batch lie, so that every per-token
+    layer (projections, feed-forward, LayerNorm, residuals) runs on the ``N`` real tokens
+    only (``(N, C)`` rows) and only attention sees the padded ``(B, T)`` layout. Padding is
+    then free except inside attention: a batch with 25% padding does ~25% fewer FLOPs."""
+
+    def __init__(self, mask: Tensor):
+        self.bs, self.slen = mask.shape
+        self.index = mask.reshape(-1).nonzero().squeeze(1)  # flat positions of real tokens
+        self.rows = torch.div(self.index, self.slen, rounding_mode="floor")
+        self.cols = self.index - self.rows * self.slen
+
+    def pack(self, x: Tensor) -> Tensor:
+        """``(B, T, C)`` -> ``(N, C)``: the real tokens, row-major."""
+        return x.reshape(self.bs * self.slen, -1).index_select(0, self.index)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """``(N, C)`` -> ``(B, T, C)``, zeros at padding."""
+        out = x.new_zeros(self.bs * self.slen, x.shape[-1])
+        return out.index_copy(0, self.index, x).view(self.bs, self.slen, -1)
+
+    def pack_heads(self, x: Tensor) -> Tensor:
+        """Attention output ``(B, H, T, Dh)`` -> ``(N, H * Dh)`` in one gather."""
+        return x[self.rows, :, self.cols].reshape(len(self.index), -1)
+
+
 @dataclass
 class KVCache:
     """Keys and values of the tokens decoded so far, per layer, plus the cross-attention
@@ -83,10 +110,16 @@ class SelfAttention(nn.Module):
         causal: bool,
         cache: KVCache | None = None,
         layer: int = 0,
+        packing: Packing | None = None,
     ) -> Tensor:
-        bs, qlen, dim = x.shape
-        h = self.n_heads
-        q, k, v = self.qkv(x).view(bs, qlen, 3, h, dim // h).permute(2, 0, 3, 1, 4).unbind(0)
+        """``x`` is ``(B, T, D)``, or ``(N, D)`` real tokens when ``packing`` is given (the
+        output then has the same packed layout)."""
+        qkv = self.qkv(x)
+        if packing is not None:
+            qkv = packing.unpack(qkv)
+        bs, qlen, dim3 = qkv.shape
+        dim, h = dim3 // 3, self.n_heads
+        q, k, v = qkv.view(bs, qlen, 3, h, dim // h).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None:
             if layer in cache.self_kv:
                 k_prev, v_prev = cache.self_kv[layer]
@@ -103,6 +136,8 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=causal and attn_mask is None
         )
+        if packing is not None:
+            return self.out(packing.pack_heads(out))
         return self.out(out.transpose(1, 2).reshape(bs, qlen, dim))
 
 
@@ -118,11 +153,20 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(
-        self, x: Tensor, memory: Tensor, memory_mask: Tensor | None, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        packing: Packing | None = None,
     ) -> Tensor:
-        bs, qlen, dim = x.shape
+        q = self.q(x)
+        if packing is not None:
+            q = packing.unpack(q)
+        bs, qlen, dim = q.shape
         h = self.n_heads
-        q = self.q(x).view(bs, qlen, h, dim // h).transpose(1, 2)
+        q = q.view(bs, qlen, h, dim // h).transpose(1, 2)
         if cache is not None and layer in cache.cross_kv:
             k, v = cache.cross_kv[layer]
         else:
@@ -131,6 +175,8 @@ class CrossAttention(nn.Module):
                 cache.cross_kv[layer] = (k, v)
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=memory_mask, dropout_p=p)
+        if packing is not None:
+            return self.out(packing.pack_heads(out))
         return self.out(out.transpose(1, 2).reshape(bs, qlen, dim))
 
 
@@ -168,11 +214,12 @@ class TransformerLayer(nn.Module):
         memory_mask: Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
+        packing: Packing | None = None,
     ) -> Tensor:
-        a = self.attn(x, attn_mask, causal, cache, layer)
+        a = self.attn(x, attn_mask, causal, cache, layer, packing)
         x = self.norm1(x + F.dropout(a, self.dropout, self.training))
         if self.cross_attn is not None and memory is not None:
-            c = self.cross_attn(x, memory, memory_mask, cache, layer)
+            c = self.cross_attn(x, memory, memory_mask, cache, layer, packing)
             x = self.norm_cross(x + F.dropout(c, self.dropout, self.training))
         return self.norm2(x + self.ffn(x))
 
@@ -237,36 +284,60 @@ class TransformerModel(nn.Module):
         cache: KVCache | None = None,
         predict: Tensor | None = None,
     ) -> Tensor:
-        """Hidden states ``(B, T, D)``, or, when ``predict`` (a ``(B, T)`` boolean mask) is
-        given, vocabulary logits ``(N, V)`` at those positions only (the MLM trick: the output
-        layer costs nothing where nothing is predicted). Computing the logits inside
-        ``forward`` keeps DistributedDataParallel's gradient hooks in charge of every weight. ``langs`` is ``(B,)`` or ``(B, T)``; ``positions``
-        ``(B, T)`` overrides ``0..T-1`` (TLM restarts them on the target side). With a
-        ``cache``, ``tokens`` are only the new positions and earlier keys/values are reused."""
+        """Hidden states ``(B, T, D)`` (zero at padding), or, when ``predict`` (a ``(B, T)``
+        boolean mask) is given, vocabulary logits ``(N, V)`` at those positions only (the MLM
+        trick: the output layer costs nothing where nothing is predicted). Computing the
+        logits inside ``forward`` keeps DistributedDataParallel's gradient hooks in charge of
+        every weight. ``langs`` is ``(B,)`` or ``(B, T)``; ``positions`` ``(B, T)`` overrides
+        ``0..T-1`` (TLM restarts them on the target side). With a ``cache``, ``tokens`` are
+        only the new positions and earlier keys/values are reused."""
+        x = self.hidden_states(tokens, lengths, langs, positions, causal, memory, memory_lengths, cache)[-1]
+        if predict is not None:
+            return self.predict(x[predict])
+        return x
+
+    def hidden_states(
+        self,
+        tokens: Tensor,
+        lengths: Tensor | None = None,
+        langs: Tensor | None = None,
+        positions: Tensor | None = None,
+        causal: bool = False,
+        memory: Tensor | None = None,
+        memory_lengths: Tensor | None = None,
+        cache: KVCache | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> list[Tensor]:
+        """``(B, T, D)`` states after the given layers (0 = embeddings, ``n_layers`` = the
+        output; default: only the output), zero at padding. A padded batch runs packed: every
+        per-token operation sees the real tokens only (see ``Packing``)."""
         bs, slen = tokens.shape
+        n = len(self.layers)
+        wanted = set(layers) if layers is not None else {n}
         start = cache.length if cache is not None else 0
-        pad = None
+        packing = None
+        attn_mask = None
         if lengths is not None and cache is None and bool((lengths < slen).any()):
             pad = length_mask(lengths, slen)
-        # Padding is at the end of each row: causal attention never looks at it from a real
-        # token, so the key mask is only needed for bidirectional attention.
-        attn_mask = pad[:, None, None, :] if pad is not None and not causal else None
+            packing = Packing(pad)
+            # Padding is at the end of each row: causal attention never looks at it from a
+            # real token, so the key mask is only needed for bidirectional attention.
+            attn_mask = None if causal else pad[:, None, None, :]
         memory_mask = None
         if memory is not None and memory_lengths is not None and bool((memory_lengths < memory.shape[1]).any()):
             memory_mask = length_mask(memory_lengths, memory.shape[1])[:, None, None, :]
         x = self.embed(tokens, positions, langs, start)
-        keep = pad[:, :, None].to(x.dtype) if pad is not None else None
-        if keep is not None:
-            x = x * keep
-        for i, layer in enumerate(self.layers):
-            x = layer(x, attn_mask, causal, memory, memory_mask, cache, i)
-            if keep is not None:
-                x = x * keep
+        if packing is not None:
+            x = packing.pack(x)
+        out = []
+        for i in range(n + 1):
+            if i > 0:
+                x = self.layers[i - 1](x, attn_mask, causal, memory, memory_mask, cache, i - 1, packing)
+            if i in wanted:
+                out.append(packing.unpack(x) if packing is not None else x)
         if cache is not None:
             cache.length += slen
-        if predict is not None:
-            return self.predict(x[predict])
-        return x
+        return out
 
     def predict(self, hidden: Tensor) -> Tensor:
         """Vocabulary logits for hidden states of any leading shape (output tied to embeddings)."""

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from xlm.config import Config
 from xlm.errors import XLMError
+from xlm.model.precision import native_bf16
 from xlm.training import checkpoint as ckpt
 from xlm.training.distributed import DistEnv, barrier, gather_objects, wrap_ddp
 from xlm.training.optim import OptimConfig, build_optimizer, learning_rate, set_lr
@@ -80,7 +81,7 @@ class Task(Protocol):
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype, or None for fp32. 'auto' uses bf16 on CUDA GPUs that support it and
-    fp32 on CPU (where bf16 matmuls are far slower than fp32)."""
+    fp32 on CPU; 'bf16' on a CPU is fast only with AMX (see ``xlm.model.precision``)."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
@@ -147,6 +148,8 @@ class Trainer:
         scales = {names.index(k): v for k, v in lr_scale.items()} if lr_scale else None
         self.optimizer = build_optimizer(list(self.modules.values()), optim_cfg, scales)
         self.amp_dtype = resolve_precision(train_cfg.precision, device)
+        if self.amp_dtype == torch.bfloat16 and not native_bf16(device):
+            self.log(f"warning: precision bf16 on {device}, which has no native bf16 matrix multiply (slower than fp32)")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.best: float | None = None
