@@ -221,6 +221,17 @@ def test_embeddings_are_order_and_batch_independent(checkpoint):
     assert not np.allclose(one[0], one[2])
 
 
+def test_bf16_embeddings_stay_close_to_fp32_and_come_back_as_float32(checkpoint):
+    pre = load_pretrained(checkpoint)
+    rng = np.random.default_rng(6)
+    sents = [rng.integers(14, 54, size=int(n)) for n in rng.integers(1, 20, size=12)]
+    fp32 = SentenceEncoder(pre, "en", EmbedOptions("mean")).encode_ids(sents)
+    bf16 = SentenceEncoder(pre, "en", EmbedOptions("mean", precision="bf16")).encode_ids(sents)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # bf16 really ran
+    cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cos.min() > 0.99
+
+
 def test_frequent_words_decode_binarized_data(bpe_data):
     from xlm.data.dataset import PreparedData
 
@@ -245,6 +256,10 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
     pre = load_pretrained(checkpoint)
     direct = SentenceEncoder(pre, "fr", EmbedOptions("mean")).encode_ids([[14 + N_WORDS + w for w in s] for s in sents])
     np.testing.assert_allclose(vecs, direct, atol=1e-5)  # text -> normalize -> BPE -> the same ids
+    out16 = tmp_path / "vec16.npy"
+    assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out16), "--pooling", "mean", "--precision", "bf16"]) == 0
+    vecs16 = np.load(out16, allow_pickle=False)
+    assert vecs16.dtype == np.float32 and not np.array_equal(vecs16, vecs) and np.abs(vecs16 - vecs).max() < 0.1
 
     tsv = tmp_path / "en-fr.tsv"
     tsv.write_text("".join(" ".join(f"e{w}" for w in s) + "\t" + " ".join(f"f{w}" for w in s) + "\n" for s in sents))
