@@ -5,6 +5,10 @@ Every sampler is deterministic given ``(seed, rank)`` and exposes ``state_dict()
 ``load_state_dict()`` (plain JSON-able dicts), so a run resumes at exactly the batch it
 would have read next. In a multi-process run each rank reads its own part of the same
 memory-mapped files.
+
+Samplers hold no per-sentence or per-chunk array: an epoch's order is a keyed pseudo-random
+permutation evaluated on demand (:class:`KeyedPermutation`), and pairs are read and grouped
+one window at a time, so the loader's memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -61,10 +65,58 @@ def _rank_rng(seed: int, epoch: int, rank: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, rank])
 
 
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on a ``uint64`` array (wrapping arithmetic)."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+class KeyedPermutation:
+    """A pseudo-random bijection of ``[0, n)`` chosen by ``rng``, evaluated pointwise in O(1)
+    memory (no array of size ``n``): a 4-round balanced Feistel network on the smallest
+    ``[0, 4^h) ⊇ [0, n)``, with cycle walking to stay inside ``[0, n)``. ``perm(i)`` for
+    ``i = 0 .. n-1`` lists every element of ``[0, n)`` exactly once."""
+
+    ROUNDS = 4
+
+    def __init__(self, n: int, rng: np.random.Generator):
+        if n < 1:
+            raise ValueError("a permutation needs n >= 1")
+        self.n = n
+        bits = max(2, (n - 1).bit_length())
+        self.half = np.uint64((bits + 1) // 2)
+        self.mask = np.uint64((1 << int(self.half)) - 1)
+        self.keys = [np.uint64(k) for k in rng.integers(0, 2**63, size=self.ROUNDS, dtype=np.uint64)]
+
+    def _feistel(self, x: np.ndarray) -> np.ndarray:
+        left, right = x >> self.half, x & self.mask
+        for k in self.keys:
+            left, right = right, left ^ (_mix(right ^ k) & self.mask)
+        return (left << self.half) | right
+
+    def __call__(self, i: np.ndarray) -> np.ndarray:
+        """Images of the indices ``i`` (each in ``[0, n)``), as ``int64``."""
+        out = self._feistel(np.asarray(i, dtype=np.uint64).reshape(-1))
+        n = np.uint64(self.n)
+        outside = np.flatnonzero(out >= n)
+        while len(outside):  # walk the cycle until back inside [0, n): still a bijection
+            out[outside] = self._feistel(out[outside])
+            outside = outside[out[outside] >= n]
+        return out.astype(np.int64)
+
+
 class StreamSampler:
     """Rows of ``bptt`` consecutive tokens of the ``</s> s1 </s> s2 ...`` stream of one
     language. Rank ``r`` of ``W`` reads the r-th contiguous slice of the stream; each epoch
-    visits every chunk of that slice once, in a shuffled order."""
+    visits every chunk of that slice once, in an order given by a keyed permutation of the
+    chunks (deterministic given ``(seed, epoch, rank)``, O(1) memory)."""
+
+    BLOCK = 4096  # permuted chunk numbers computed at once (amortizes the per-call cost)
 
     def __init__(
         self, data: MonolingualData, lang_id: int, bptt: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1
@@ -79,19 +131,27 @@ class StreamSampler:
         self.epoch, self.pos = 0, 0
         self._order = self._permutation()
 
-    def _permutation(self) -> np.ndarray:
-        return _rank_rng(self.seed, self.epoch, self.rank).permutation(self.n_chunks)
+    def _permutation(self) -> KeyedPermutation:
+        self._block_start, self._block = -1, np.empty(0, dtype=np.int64)
+        return KeyedPermutation(self.n_chunks, _rank_rng(self.seed, self.epoch, self.rank))
 
-    def _next_chunk(self) -> int:
-        if self.pos >= self.n_chunks:
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._order = self._permutation()
-        c = int(self._order[self.pos])
-        self.pos += 1
-        return c
+    def _next_chunks(self, count: int) -> list[int]:
+        """The next ``count`` chunk numbers, moving to the next epoch when this one is done."""
+        chunks = []
+        for _ in range(count):
+            if self.pos >= self.n_chunks:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._permutation()
+            start = self.pos - self.pos % self.BLOCK
+            if start != self._block_start:
+                self._block_start = start
+                self._block = self._order(np.arange(start, min(start + self.BLOCK, self.n_chunks)))
+            chunks.append(int(self._block[self.pos - start]))
+            self.pos += 1
+        return chunks
 
     def next_batch(self) -> Batch:
-        rows = [self.data.stream(self.lo + self._next_chunk() * self.bptt, self.bptt) for _ in range(self.batch_size)]
+        rows = [self.data.stream(self.lo + c * self.bptt, self.bptt) for c in self._next_chunks(self.batch_size)]
         tokens = torch.from_numpy(np.stack(rows).astype(np.int64))
         bs = tokens.shape[0]
         return Batch(
@@ -158,10 +218,25 @@ def concat_pair(
     return Batch(tokens=tokens, lengths=lengths, langs=lang_t, positions=pos_t)
 
 
+def pair_lengths(data: ParallelData, ids: np.ndarray, max_len: int) -> np.ndarray:
+    """TLM row length ``[</s> src </s>][</s> tgt </s>]`` of pairs ``ids``, each side cut to
+    ``max_len`` words; reads only those pairs' rows of the memory-mapped indexes."""
+    src, tgt = np.asarray(data.src.bounds[ids]), np.asarray(data.tgt.bounds[ids])
+    return np.minimum(src[:, 1] - src[:, 0], max_len) + np.minimum(tgt[:, 1] - tgt[:, 0], max_len) + 4
+
+
 class PairBatcher:
-    """Batches of parallel pairs. Rank ``r`` of ``W`` owns pairs ``r, r+W, r+2W, ...``; each
-    epoch shuffles them, sorts by length inside windows of ``group`` pairs (so batches waste
-    little padding), cuts batches by ``max_tokens`` and shuffles the batch order."""
+    """Batches of parallel pairs, built one window at a time so that memory is O(``group``)
+    whatever the number of pairs.
+
+    Guarantees: rank ``r`` of ``W`` owns pairs ``r, r+W, r+2W, ...`` (ranks are disjoint and
+    cover every pair); each epoch visits every pair of the rank exactly once. An epoch lists
+    the rank's pairs in a keyed pseudo-random order (:class:`KeyedPermutation`) and cuts that
+    order into windows of ``group`` pairs; each window is sorted by length (little padding),
+    cut into batches of at most ``max_tokens`` padded tokens (and ``max_rows`` rows; an
+    over-long pair is a batch of its own), and its batches are served in shuffled order.
+    Everything is deterministic given ``(seed, epoch, rank)``; the state ``{epoch, window,
+    pos}`` resumes at exactly the next batch."""
 
     def __init__(
         self,
@@ -177,38 +252,50 @@ class PairBatcher:
         if len(data) <= rank:
             raise DataError(f"{data.src.prefix}: {len(data)} pairs cannot feed {world} processes")
         self.data, self.max_tokens, self.max_len, self.seed, self.rank = data, max_tokens, max_len, seed, rank
-        self.group, self.max_rows = group, max_rows
-        self.ids = np.arange(rank, len(data), world)
-        src_len = np.minimum(data.src.lengths, max_len)
-        tgt_len = np.minimum(data.tgt.lengths, max_len)
-        self.pair_len = (src_len + tgt_len + 4).astype(np.int64)
-        self.epoch, self.pos = 0, 0
-        self._batches = self._make_batches()
+        self.world, self.group, self.max_rows = world, group, max_rows
+        self.n_pairs = len(range(rank, len(data), world))  # this rank's share
+        self.n_windows = -(-self.n_pairs // group)
+        self.epoch, self.window, self.pos = 0, 0, 0
+        self._start_window()
 
-    def _make_batches(self) -> list[np.ndarray]:
-        rng = _rank_rng(self.seed, self.epoch, self.rank)
-        order = rng.permutation(self.ids)
-        grouped = []
-        for w in range(0, len(order), self.group):
-            window = order[w : w + self.group]
-            grouped.append(window[np.argsort(self.pair_len[window], kind="stable")])
-        batches = token_budget_batches(self.pair_len, np.concatenate(grouped), self.max_tokens, self.max_rows)
-        return [batches[i] for i in rng.permutation(len(batches))]
+    def _start_window(self, new_epoch: bool = True) -> None:
+        if new_epoch:
+            self._order = KeyedPermutation(self.n_pairs, _rank_rng(self.seed, self.epoch, self.rank))
+        self._batches = self._window_batches()
+
+    def _window_batches(self) -> list[np.ndarray]:
+        """The batches (pair ids) of window ``self.window`` of epoch ``self.epoch``, in serving order."""
+        start = self.window * self.group
+        local = self._order(np.arange(start, min(start + self.group, self.n_pairs)))
+        ids = self.rank + local * self.world
+        lengths = pair_lengths(self.data, ids, self.max_len)
+        order = np.argsort(lengths, kind="stable")  # ties keep the (random) permuted order
+        batches = token_budget_batches(lengths, order, self.max_tokens, self.max_rows)
+        shuffle = np.random.default_rng([self.seed, self.epoch, self.rank, self.window]).permutation(len(batches))
+        return [ids[batches[i]] for i in shuffle]
 
     def next_ids(self) -> np.ndarray:
-        if self.pos >= len(self._batches):
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._batches = self._make_batches()
+        """Pair ids of the next batch (moving to the next window / epoch when needed)."""
+        while self.pos >= len(self._batches):
+            self.window, self.pos = self.window + 1, 0
+            new_epoch = self.window >= self.n_windows
+            if new_epoch:
+                self.epoch, self.window = self.epoch + 1, 0
+            self._start_window(new_epoch)
         ids = self._batches[self.pos]
         self.pos += 1
         return ids
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "pos": self.pos}
+        return {"epoch": self.epoch, "window": self.window, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._batches = self._make_batches()
+        self.epoch, self.window, self.pos = int(state["epoch"]), int(state.get("window", 0)), int(state["pos"])
+        self._start_window()
+        if "window" not in state:  # a pre-window state {epoch, pos}: skip pos batches of the epoch
+            while self.pos > len(self._batches) and self.window + 1 < self.n_windows:
+                self.window, self.pos = self.window + 1, self.pos - len(self._batches)
+                self._start_window(new_epoch=False)
 
 
 def iterate_sentences(data: MonolingualData, max_tokens: int, max_len: int, lang_id: int):
