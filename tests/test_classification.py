@@ -218,6 +218,9 @@ def test_finetune_end_to_end(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     assert main(["classify", str(out), "--lang", "en", "--pretokenized", "--probs"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("high\thigh:") and lines[1].startswith("low\t")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"e30</w> e31</w> e35</w>\ne1</w> e2</w>\n")))
+    assert main(["classify", str(out), "--lang", "en", "--pretokenized", "--precision", "bf16"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["high", "low"]
 
     # baseline from random initialisation, and the error for a language the model lacks
     code = main(

@@ -304,6 +304,9 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
     assert all(1.0 < m[f"{lang}/{k}/ppl"] < 500 for lang in ("en", "fr") for k in ("mlm", "clm"))
     assert main(argv) == 0
     assert json.loads(js.read_text()) == m  # deterministic masking
+    assert main([*argv, "--precision", "bf16"]) == 0
+    m16 = json.loads(js.read_text())
+    assert m16 != m and all(abs(m16[k] / m[k] - 1) < 0.1 for k in m if k.endswith("/ppl"))
     assert png.stat().st_size > 1000
 
 

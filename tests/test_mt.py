@@ -270,6 +270,8 @@ def test_raw_text_end_to_end_prepare_train_translate(tmp_path, capsys):
     args = ["--src", "en", "--tgt", "fr", "--input", str(source), "--output", str(output), "--beam", "2"]
     assert main(["translate", str(run / "final"), *args]) == 0
     assert output.read_text().split("\n") == [FR[0], "", FR[2], ""]
+    assert main(["translate", str(run / "final"), *args, "--precision", "bf16"]) == 0  # memorised: same words in bf16
+    assert output.read_text().split("\n") == [FR[0], "", FR[2], ""]
     ref = tmp_path / "ref.fr"
     ref.write_text("\n".join([FR[0], "", FR[2]]) + "\n")
     assert main(["evaluate", "bleu", "--hyp", str(output), "--ref", str(ref), "--json", str(tmp_path / "b.json")]) == 0

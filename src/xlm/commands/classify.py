@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from xlm.commands.embed import add_precision_option
 from xlm.text.lines import line_batches
 
 BATCH_LINES = 512
@@ -21,11 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretokenized", action="store_true", help="input is already normalized and BPE-split")
     p.add_argument("--max-len", type=int, default=256, help="tokens per example (longer texts are truncated)")
     p.add_argument("--device", default="cpu")
+    add_precision_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from xlm.data.classification import build_row
+    from xlm.model.precision import inference_autocast
     from xlm.tasks.classification import load_classifier, text_encoder
 
     clf = load_classifier(args.model, args.device)
@@ -38,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         ids_a = encode([p[0] for p in parts])
         ids_b = iter(encode([p[1] for p in parts if len(p) == 2]))
         rows = [build_row(a, next(ids_b) if len(p) == 2 else None, max_len) for p, a in zip(parts, ids_a)]
-        for probs in clf.predict_probs(rows, args.lang):
+        with inference_autocast(clf.device, args.precision):
+            predictions = clf.predict_probs(rows, args.lang)
+        for probs in predictions:
             label = clf.labels[int(probs.argmax())]
             if args.probs:
                 label += "\t" + " ".join(f"{name}:{p:.4f}" for name, p in zip(clf.labels, probs))

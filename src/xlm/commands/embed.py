@@ -24,6 +24,10 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
                    help="layers to pool and average: 0 = embeddings, -1 = last (default), e.g. '2,3,4' or '2-4'")
     p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch (default 8000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    add_precision_option(p)
+
+
+def add_precision_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 matmuls, several times faster on GPUs and AMX CPUs (default fp32)")  # fmt: skip
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xlm.commands.embed import add_precision_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ppl", help="MLM / CLM perplexity per language on a binarized split")
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart of perplexity per language")
     p.add_argument("--device", default="auto")
+    add_precision_option(p)
     p.set_defaults(func=run)
 
 
@@ -28,14 +31,16 @@ def run(args: argparse.Namespace) -> int:
     from xlm.data.dataset import PreparedData
     from xlm.evaluation.charts import bar_chart
     from xlm.evaluation.perplexity import evaluate_perplexity
+    from xlm.model.precision import inference_autocast
     from xlm.reports import format_table, write_json
 
     prepared = PreparedData.open(args.data)
     pretrained = load_model(args.checkpoint, args.device)
     langs = [s.strip() for s in args.langs.split(",") if s.strip()]
-    metrics = evaluate_perplexity(
-        pretrained, prepared, args.split, langs, args.objective, args.bptt, args.max_rows, args.seed
-    )
+    with inference_autocast(next(pretrained.model.parameters()).device, args.precision):
+        metrics = evaluate_perplexity(
+            pretrained, prepared, args.split, langs, args.objective, args.bptt, args.max_rows, args.seed
+        )
     kinds = ("mlm", "clm") if args.objective == "both" else (args.objective,)
     langs = sorted({k.split("/")[0] for k in metrics})
     headers = ["lang"] + [f"{k.upper()} {m}" for k in kinds for m in ("ppl", "acc")]

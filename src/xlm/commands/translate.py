@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from xlm.commands.embed import add_precision_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate text with a model trained by `xlm train-mt`")
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, help="write this file instead of standard output")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_precision_option(p)
     p.set_defaults(func=run)
 
 
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from xlm.model.generation import DecodeConfig, translate_rows
+    from xlm.model.precision import inference_autocast
     from xlm.model.seq2seq import load_translator
     from xlm.text.bpe import BPETokenizer, TextEncoder
     from xlm.text.lines import read_lines
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     todo = [i for i, x in enumerate(ids) if x]  # an empty line stays empty
     rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
     decode = DecodeConfig(args.beam, args.length_penalty, args.early_stopping, args.max_len_a, args.max_len_b)
-    words = translate_rows(tr.model, rows, src_id, tgt_id, decode, device, args.max_tokens)
+    with inference_autocast(device, args.precision):
+        words = translate_rows(tr.model, rows, src_id, tgt_id, decode, device, args.max_tokens)
     out = [""] * len(lines)
     for i, w in zip(todo, words):
         out[i] = tgt_enc.bpe.decode(w) if args.tokenized else tgt_enc.decode(w)
