@@ -51,3 +51,16 @@ def test_config_error_names_the_field(tiny_data, tmp_path):
         cfg(tiny_data, tmp_path / "r", 2, ["model.n_layer=3"])
     with pytest.raises(ConfigError, match=r"train\.max_steps"):
         cfg(tiny_data, tmp_path / "r", 2, ["train.max_steps=many"])
+
+
+def test_a_fresh_run_refuses_a_used_run_folder_and_changes_nothing(tiny_data, tmp_path):
+    from xlm.training.trainer import TrainingError
+
+    run = tmp_path / "run"
+    run_training(cfg(tiny_data, run, 2))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(TrainingError, match=r"already holds a run \(metrics.jsonl, checkpoints, final\): continue it with --resume"):
+        run_training(cfg(tiny_data, run, 4))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    run_training(cfg(tiny_data, run, 4), resume="latest")  # continuing it is the way
+    assert sorted(train_losses(run)) == [1, 2, 3, 4]

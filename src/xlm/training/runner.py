@@ -10,7 +10,18 @@ import torch
 
 from xlm.config import Config, to_toml
 from xlm.training.distributed import DistEnv, init_distributed, pick_device, shutdown
-from xlm.training.trainer import Task, Trainer, seed_everything
+from xlm.training.trainer import METRICS, Task, Trainer, TrainingError, seed_everything
+
+
+def refuse_used_run_folder(out: Path) -> None:
+    """A run started without ``resume`` must not mix its log and checkpoints with those of an
+    earlier run in the same folder: refuse, naming what is there, before anything is written."""
+    found = [name for name in (METRICS, "checkpoints", "best", "final") if (out / name).exists()]
+    if found:
+        raise TrainingError(
+            f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
+            f"or start this one elsewhere (train.out_dir=...) or after deleting {out}"
+        )
 
 
 def run_task(
@@ -32,8 +43,10 @@ def run_task(
         torch.backends.cudnn.allow_tf32 = True
     try:
         seed_everything(tcfg.seed + env.rank)
-        task = make_task(env)
         out = Path(tcfg.out_dir)
+        if resume is None:
+            refuse_used_run_folder(out)
+        task = make_task(env)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
