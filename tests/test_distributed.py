@@ -48,3 +48,20 @@ def test_torchrun_pretrain_writes_from_rank_zero_only(tiny_data, tmp_path):
     # each rank reads its own part of the stream: sampler states differ or data offsets differ
     steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     assert steps == [1, 2, 3, 4]  # one writer: no duplicated lines
+
+
+def test_torchrun_train_mt_with_denoising_and_back_translation(tiny_data, tmp_path):
+    """Every MT step kind (supervised, denoising, back-translation) under DDP: each step
+    touches a different part of the encoder-decoder, which DDP must accept."""
+    from test_mt import mt_overrides
+
+    out = tmp_path / "mt"
+    objectives = ['objectives.mt=["en-fr"]', 'objectives.ae=["en","fr"]', 'objectives.bt=["en-fr-en"]']
+    r = torchrun(["-m", "xlm", "train-mt", *mt_overrides(tiny_data, out, objectives, steps=4)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "final" / "model.safetensors").is_file()
+    state = json.loads((out / "checkpoints" / "step-00000003" / "train_state.json").read_text())
+    assert state["world_size"] == 2 and len(state["task_states"]) == 2
+    train = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    assert [x["step"] for x in train] == [1, 2, 3, 4]
+    assert {k.split("/")[1] for x in train for k in x if k.startswith("loss/")} >= {"mt", "ae", "bt"}
