@@ -4,7 +4,7 @@ CLM/MLM, and parallel pairs batched by a token budget and grouped by length for 
 Every sampler is deterministic given ``(seed, rank)`` and exposes ``state_dict()`` /
 ``load_state_dict()`` (plain JSON-able dicts), so a run resumes at exactly the batch it
 would have read next. In a multi-process run each rank reads its own part of the same
-memory-mapped files.
+files (positional reads, see :class:`~xlm.data.dataset.MonolingualData`).
 
 Samplers hold no per-sentence or per-chunk array: an epoch's order is a keyed pseudo-random
 permutation evaluated on demand (:class:`KeyedPermutation`), and pairs are read and grouped
@@ -188,8 +188,7 @@ def token_budget_batches(lengths: np.ndarray, order: np.ndarray, max_tokens: int
 def sentence_rows(data: MonolingualData, ids: np.ndarray, max_len: int) -> list[np.ndarray]:
     """``</s> w1 .. wn </s>`` for each sentence, words truncated to the first ``max_len``."""
     rows = []
-    for i in ids:
-        words = data.sentence(int(i))[:max_len]
+    for words in data.sentences(ids, max_len):
         rows.append(np.concatenate(([EOS_INDEX], words, [EOS_INDEX])).astype(np.int64))
     return rows
 
@@ -220,9 +219,8 @@ def concat_pair(
 
 def pair_lengths(data: ParallelData, ids: np.ndarray, max_len: int) -> np.ndarray:
     """TLM row length ``[</s> src </s>][</s> tgt </s>]`` of pairs ``ids``, each side cut to
-    ``max_len`` words; reads only those pairs' rows of the memory-mapped indexes."""
-    src, tgt = np.asarray(data.src.bounds[ids]), np.asarray(data.tgt.bounds[ids])
-    return np.minimum(src[:, 1] - src[:, 0], max_len) + np.minimum(tgt[:, 1] - tgt[:, 0], max_len) + 4
+    ``max_len`` words; reads only those pairs' rows of the indexes."""
+    return np.minimum(data.src.row_lengths(ids), max_len) + np.minimum(data.tgt.row_lengths(ids), max_len) + 4
 
 
 class PairBatcher:
