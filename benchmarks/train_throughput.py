@@ -3,7 +3,7 @@
 (A B A B ...) in one process so that the machine's drift hits both alike.
 
 For each shape it reports median tokens/s of ours and HF, the ratio, model FLOPs per
-token, achieved GFLOP/s and its fraction of a matmul calibration measured in the same run,
+token, achieved GFLOP/s and its fraction of a matmul calibration timed between the steps,
 and peak memory (peak RSS of a child process that builds one implementation and runs
 the same steps).
 
@@ -69,14 +69,16 @@ def model_flops_per_token(s: Shape, predicted_fraction: float, training: bool) -
     return fwd * (3 if training else 1)
 
 
-def matmul_gflops(n: int = 1024, reps: int = 20, dtype: torch.dtype = torch.float32) -> float:
+def matmul_calibration(n: int = 1024, reps: int = 5, dtype: torch.dtype = torch.float32) -> tuple[Callable, float]:
+    """A ``(2n x n) @ (n x n)`` matmul repeated ``reps`` times, as a step to time alongside the
+    models (so that it sees the same machine state), and the FLOPs of one call."""
     a, b = torch.randn(2 * n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * 2 * n * n * n * reps / (time.perf_counter() - t) / 1e9
+
+    def run(_batch) -> None:
+        for _ in range(reps):
+            a @ b
+
+    return run, 2.0 * 2 * n * n * n * reps
 
 
 def build_ours(s: Shape, dropout: float) -> TransformerModel:
@@ -233,7 +235,7 @@ def peak_memory_mb(shape: Shape, impl: str, mode: str) -> float:
 def bench_shape(shape: Shape, repeats: int, memory: bool, precision: str = "fp32", modes=MODES) -> list[dict]:
     rows = []
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    calib = matmul_gflops(min(1024, 4 * shape.emb_dim), dtype=dtype)
+    calib, calib_flops = matmul_calibration(min(1024, 4 * shape.emb_dim), dtype=dtype)
     for mode in modes:
         ours, hf = build_pair(shape, 0.1)
         batches = make_batches(shape, 4, padded=mode in PADDED)
@@ -243,10 +245,10 @@ def bench_shape(shape: Shape, repeats: int, memory: bool, precision: str = "fp32
         else:
             fns = {"ours": step_ours(ours, optimizer_for("ours", ours)), "hf": step_hf(hf, optimizer_for("hf", hf))}
         fns = {k: with_precision(fn, precision) for k, fn in fns.items()}
+        fns["matmul"] = calib  # timed between the steps: the same machine state as the models
         times = interleaved(fns, batches, repeats)
         n_tok = sum(int(b["lengths"].sum()) for b in batches) / len(batches)
-        calib_after = matmul_gflops(min(1024, 4 * shape.emb_dim), dtype=dtype)
-        cal = (calib + calib_after) / 2
+        cal = calib_flops / statistics.median(times["matmul"]) / 1e9
         training = not mode.startswith("infer")
         flops = model_flops_per_token(shape, 0.15 if training else 0.0, training)
         row = {"shape": shape.name, "mode": mode, "precision": precision, "matmul_gflops": cal}
