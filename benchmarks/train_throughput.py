@@ -266,18 +266,29 @@ def bench_shape(shape: Shape, repeats: int, memory: bool, precision: str = "fp32
 
 
 def plot_rows(rows: list[dict], path: str) -> None:
-    """Bar chart of ours vs HF tokens/s, one group per shape and mode (ratio on top)."""
+    """Horizontal bars of the ratio ours / HF per shape and mode, one panel per precision,
+    each bar labelled with both implementations' tokens/s."""
     from xlm.reports import pyplot, save_figure
 
     plt = pyplot()
-    labels = [f"{r['shape']} {r['mode']}" + (" bf16" if r.get("precision") == "bf16" else "") for r in rows]
-    fig, axes = plt.subplots(1, len(rows), figsize=(2.0 * len(rows), 3.6))
-    for ax, r, label in zip(axes, rows, labels):
-        ax.bar(["ours", "HF"], [r["ours_tok_s"], r["hf_tok_s"]], color=["tab:blue", "tab:gray"])
-        ax.set_title(f"{label}\n{r['ratio']:.2f}x", fontsize=9)
-        ax.tick_params(labelsize=8)
-    axes[0].set_ylabel("tokens / s")
-    fig.suptitle("XLM: ours vs transformers (same weights, interleaved, 2-core CPU)", fontsize=10, y=1.04)
+    precisions = list(dict.fromkeys(r.get("precision", "fp32") for r in rows))
+    n = max(sum(r.get("precision", "fp32") == p for r in rows) for p in precisions)
+    fig, axes = plt.subplots(1, len(precisions), figsize=(6.5 * len(precisions), 0.45 * n + 1.6), squeeze=False)
+    for ax, prec in zip(axes[0], precisions):
+        sel = [r for r in rows if r.get("precision", "fp32") == prec][::-1]
+        y = list(range(len(sel)))
+        ratios = [r["ratio"] for r in sel]
+        ax.barh(y, ratios, color=["tab:blue" if x >= 1 else "tab:red" for x in ratios])
+        ax.axvline(1.0, color="gray", lw=1)
+        ax.set_yticks(y, [f"{r['shape']} {r['mode']}" for r in sel], fontsize=8)
+        for yi, r in zip(y, sel):
+            ax.text(r["ratio"] + 0.03, yi, f"{r['ratio']:.2f}x  ({r['ours_tok_s']:,.0f} vs {r['hf_tok_s']:,.0f} tok/s)",
+                    va="center", fontsize=7)  # fmt: skip
+        ax.set_xlim(0, max(ratios) * 1.9)
+        ax.set_xlabel("ours / HF tokens per second", fontsize=8)
+        ax.set_title(prec, fontsize=10)
+    fig.suptitle("XLM: ours vs transformers (same weights, interleaved steps, 2-core CPU)", fontsize=10)
+    fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
 
