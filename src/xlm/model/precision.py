@@ -22,7 +22,10 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices in hardware (fast), not by emulation."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.4 has no emulation flag and answers for the hardware
+            return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
         return bool(amx and amx())
