@@ -110,3 +110,19 @@ def test_hidden_states_of_several_layers_match_the_output_and_zero_padding():
     assert len(states) == 3 and all(s.shape == (2, 6, 32) for s in states)
     assert torch.equal(states[-1], m(tokens, lengths))
     assert all(s[1, 3:].abs().max() == 0 for s in states)
+
+
+def test_inference_autocast_runs_bf16_and_warns_where_bf16_is_emulated(monkeypatch):
+    import pytest
+
+    from xlm.model import precision
+
+    x = torch.randn(4, 8)
+    with precision.inference_autocast(torch.device("cpu"), "fp32"):
+        assert (x @ x.T).dtype == torch.float32
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bf16"):
+        with precision.inference_autocast(torch.device("cpu"), "bf16"):
+            assert (x @ x.T).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="not one of"):
+        precision.inference_autocast(torch.device("cpu"), "fp8")

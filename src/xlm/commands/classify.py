@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         ids_b = iter(encode([p[1] for p in parts if len(p) == 2]))
         rows = [build_row(a, next(ids_b) if len(p) == 2 else None, max_len) for p, a in zip(parts, ids_a)]
         with inference_autocast(clf.device, args.precision):
-            predictions = clf.predict_probs(rows, args.lang)
-        for probs in predictions:
+            probs_rows = clf.predict_probs(rows, args.lang)
+        for probs in probs_rows:
             label = clf.labels[int(probs.argmax())]
             if args.probs:
                 label += "\t" + " ".join(f"{name}:{p:.4f}" for name, p in zip(clf.labels, probs))

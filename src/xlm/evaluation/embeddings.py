@@ -137,13 +137,13 @@ class SentenceEncoder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with tqdm(total=len(rows), disable=not show, unit="sent", desc=f"embed {self.lang}") as bar:
+            bar = tqdm(total=len(rows), disable=not show, unit="sent", desc=f"embed {self.lang}")
+            with bar, inference_autocast(self.device, self.options.precision):
                 for ids in batches:
                     tokens, lens = pad_rows([rows[i] for i in ids])
                     tokens, lens = tokens.to(self.device), lens.to(self.device)
                     langs = torch.full_like(tokens, self.lang_id)
-                    with inference_autocast(self.device, self.options.precision):
-                        states = layer_states(self.model, tokens, lens, langs, self.options.layers)
+                    states = layer_states(self.model, tokens, lens, langs, self.options.layers)
                     vec = torch.stack([pool(s, lens, self.options.pooling) for s in states]).mean(0)
                     out[ids] = vec.float().cpu().numpy()
                     bar.update(len(ids))

@@ -10,7 +10,7 @@ implicitly; asking for it there gives a warning.
 from __future__ import annotations
 
 import contextlib
-import sys
+import warnings
 from typing import Literal
 
 import torch
@@ -38,6 +38,6 @@ def inference_autocast(device: torch.device, precision: Precision) -> contextlib
         return contextlib.nullcontext()
     if precision != "bf16":
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-    if not native_bf16(device):
-        print(f"warning: {device} has no native bf16 matrix multiply; bf16 will be slower than fp32", file=sys.stderr)
+    if not native_bf16(device):  # shown once per process (Python's default warning filter)
+        warnings.warn(f"{device} has no native bf16 matrix multiply: bf16 will be slower than fp32", stacklevel=2)
     return torch.autocast(device.type, dtype=torch.bfloat16)
