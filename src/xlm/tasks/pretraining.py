@@ -209,7 +209,7 @@ class PretrainTask:
             out = mlm_loss(self.forward_model, batch.to(self.device))
         else:
             out = clm_loss(self.forward_model, batch.to(self.device))
-        return StepOutput(out.loss * self.weights[kind], f"{kind}/{source.name}", batch.n_tokens)
+        return StepOutput(out.loss, f"{kind}/{source.name}", batch.n_tokens, weight=self.weights[kind])
 
     def state_dict(self) -> dict[str, Any]:
         return {

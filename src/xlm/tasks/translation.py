@@ -333,7 +333,7 @@ class MTTask:
         step = active[micro_step % len(active)]
         batch = self.make_batch(step)
         out = translation_loss(self.forward_model, batch, self.cfg.objectives.label_smoothing)
-        return StepOutput(out.loss * weights[step.name], step.name, batch.n_tokens, {"acc": out.accuracy})
+        return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name])
 
     def state_dict(self) -> dict[str, Any]:
         return {

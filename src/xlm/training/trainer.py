@@ -67,6 +67,7 @@ class StepOutput:
     name: str  # e.g. "mlm/en" or "tlm/en-fr"
     n_tokens: int
     stats: dict[str, float] = field(default_factory=dict)
+    weight: float = 1.0  # the objective's weight: scales the gradient, not the logged loss
 
 
 class Task(Protocol):
@@ -370,7 +371,7 @@ class Trainer:
                 for micro in range(accumulate):
                     with self._no_sync(micro == accumulate - 1), self._autocast():
                         out = self.task.train_batch(self.step * accumulate + micro)
-                        loss = out.loss / accumulate
+                        loss = out.loss * out.weight / accumulate
                     self.scaler.scale(loss).backward()
                     losses[out.name] = float(out.loss.detach())
                     n_tokens += out.n_tokens
