@@ -24,6 +24,43 @@ def test_train_throughput_runs_tiny(tmp_path):
     rows = json.loads(out.read_text())
     assert {(r["mode"], r["precision"]) for r in rows} == {(m, p) for m in bench.MODES for p in ("fp32", "bf16")}
     assert all(r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0 and r["flops_per_token"] > 0 for r in rows)
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_xlm_bench_takes_the_shape_of_a_config(tiny_data, tmp_path, capsys):
+    """`xlm bench --config` benches the model a pretraining config trains, at its batch shape,
+    with the prepared data's vocabulary; peak memory comes from child processes."""
+    from xlm.cli import main
+    from xlm.data.dataset import PreparedData
+
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(f'[data]\npath = "{tiny_data}"\nbptt = 24\nbatch_size = 3\n'
+                   "[model]\nemb_dim = 32\nn_layers = 1\nn_heads = 2\nattention_dropout = 0.1\n"
+                   '[objectives]\nmlm = ["en", "fr"]\n')  # fmt: skip
+    out = tmp_path / "rows.json"
+    assert main(["bench", "--config", str(cfg), "model.n_layers=2", "--modes", "train", "--repeats", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert (row["shape"], row["mode"], row["precision"], row["device"]) == ("small", "train", "fp32", "cpu")
+    assert row["ours_peak_mb"] > 0 and row["hf_peak_mb"] > 0
+    header = capsys.readouterr().out.splitlines()[0]
+    vocab = len(PreparedData.open(tiny_data).vocab)
+    assert f"32 dim, 2 layers, 2 heads, {vocab:,} vocabulary" in header and "3 x 24 tokens" in header
+    assert "attention dropout 0.1" in header
+
+
+def test_xlm_bench_refuses_what_it_cannot_compare(tmp_path, capsys):
+    from xlm.cli import main
+
+    cfg = tmp_path / "wide.toml"
+    cfg.write_text("[model]\nemb_dim = 32\nffn_dim = 64\n")
+    assert main(["bench", "--config", str(cfg), "--repeats", "1"]) == 1
+    assert "ffn_dim=64" in capsys.readouterr().err
+    assert main(["bench", "--shapes", "tiny,huge", "--repeats", "1"]) == 1
+    assert "huge" in capsys.readouterr().err
+    assert main(["bench", "--shapes", "tiny", "--precision", "tf32", "--repeats", "1", "--no-memory"]) == 1
+    assert "tf32" in capsys.readouterr().err
+    assert main(["bench", "data.bptt=8"]) == 1
+    assert "need --config" in capsys.readouterr().err
 
 
 def test_batch_pipeline_runs_on_tiny_data(tiny_data, capsys):

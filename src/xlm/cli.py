@@ -24,6 +24,7 @@ COMMANDS: list[str] = [
     "translate",
     "export",
     "import_model",
+    "bench",
 ]
 
 

@@ -43,7 +43,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
-def write_json(path: str | Path, metrics: dict[str, Any]) -> Path:
+def write_json(path: str | Path, metrics: Any) -> Path:
     return write_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
