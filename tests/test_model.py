@@ -126,3 +126,25 @@ def test_inference_autocast_runs_bf16_and_warns_where_bf16_is_emulated(monkeypat
             assert (x @ x.T).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="not one of"):
         precision.inference_autocast(torch.device("cpu"), "fp8")
+
+
+def test_dropout_drops_at_the_rate_keeps_the_mean_and_follows_the_seed():
+    from xlm.model.transformer import dropout
+
+    x = (torch.rand(1000, 1000) + 0.5).requires_grad_()  # no zeros of its own
+    torch.manual_seed(3)
+    y = dropout(x, 0.1, training=True)
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - 0.1) < 5 * (0.1 * 0.9 / 1e6) ** 0.5  # within 5 sigma of the rate
+    kept = y != 0
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    assert torch.allclose(y[kept], x[kept] * scale)  # survivors scaled by 1 / keep rate: same mean
+    y.sum().backward()  # the gradient flows through the kept elements only, with the same scale
+    assert torch.allclose(x.grad, kept.float() * scale)
+    # the mask is uncorrelated along rows, columns and between neighbouring elements
+    assert abs(kept.float().mean(0).std().item() - (0.09 / 1000) ** 0.5) < 0.003
+    assert abs(torch.corrcoef(torch.stack([kept[:, :-1].flatten(), kept[:, 1:].flatten()]).float())[0, 1].item()) < 0.01
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.1, training=True), y)  # the global seed decides the mask
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert torch.count_nonzero(dropout(x, 1.0, training=True)) == 0

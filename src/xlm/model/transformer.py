@@ -49,6 +49,23 @@ def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
     return table.float()
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """``F.dropout``, faster on CPU. There torch draws a dropout mask one element at a time
+    from a serial generator (~12 ns per element, 14% of a demo training step); here one 64-bit
+    draw gives the mask of four elements (16 random bits each: drop when below
+    ``round(p * 65536)``, so the rate is ``p`` to within 8e-6, and the kept values are scaled by
+    the exact inverse of their keep rate). Same generator, so seeding and resume are unchanged.
+    Elsewhere (CUDA's fused kernel is fast) it is ``F.dropout``."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not 0.0 < p < 1.0:
+        return F.dropout(x, p, training)
+    n, drop = x.numel(), round(p * 65536)
+    bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
+    keep = bits.view(x.shape) >= drop - 32768  # int16 values are uniform over [-32768, 32767]
+    return x * keep * (65536 / (65536 - drop))
+
+
 class Packing:
     """Where the real tokens of a padded ``(B, T)`` batch lie, so that every per-token
     layer (projections, feed-forward, LayerNorm, residuals) runs on the ``N`` real tokens
@@ -188,7 +205,7 @@ class FeedForward(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(self.lin2(F.gelu(self.lin1(x))), self.dropout, self.training)
+        return dropout(self.lin2(F.gelu(self.lin1(x))), self.dropout, self.training)
 
 
 class TransformerLayer(nn.Module):
@@ -217,10 +234,10 @@ class TransformerLayer(nn.Module):
         packing: Packing | None = None,
     ) -> Tensor:
         a = self.attn(x, attn_mask, causal, cache, layer, packing)
-        x = self.norm1(x + F.dropout(a, self.dropout, self.training))
+        x = self.norm1(x + dropout(a, self.dropout, self.training))
         if self.cross_attn is not None and memory is not None:
             c = self.cross_attn(x, memory, memory_mask, cache, layer, packing)
-            x = self.norm_cross(x + F.dropout(c, self.dropout, self.training))
+            x = self.norm_cross(x + dropout(c, self.dropout, self.training))
         return self.norm2(x + self.ffn(x))
 
 
@@ -270,7 +287,7 @@ class TransformerModel(nn.Module):
         if langs is not None and self.lang_embeddings is not None:
             lang_emb = self.lang_embeddings(langs)
             x = x + (lang_emb[:, None, :] if langs.dim() == 1 else lang_emb)
-        return F.dropout(self.norm_emb(x), self.cfg.dropout, self.training)
+        return dropout(self.norm_emb(x), self.cfg.dropout, self.training)
 
     def forward(
         self,
