@@ -235,6 +235,9 @@ class ClassifyTask:
             )
         self.cfg, self.pretrained, self.labels = cfg, pretrained, labels
         self.encoder: TransformerModel = pretrained.model
+        # the LM output bias takes no part in classification: frozen, since DDP (without
+        # find_unused_parameters) fails on the second step when a trainable weight gets no gradient
+        self.encoder.pred_bias.requires_grad_(False)
         self.head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), cfg.finetune.dropout)
         self.forward_encoder: nn.Module = self.encoder
         self.forward_head: nn.Module = self.head
