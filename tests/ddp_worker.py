@@ -1,6 +1,13 @@
 """Run by tests/test_distributed.py under torchrun (2 processes) and directly (1 process):
-one training step of the real Trainer on a fixed batch, each rank taking its share of rows."""
+one training step of the real Trainer on a fixed batch, each rank taking its share of rows.
 
+``ddp_worker.py --finetune SPY_DIR XLM_ARGS...`` instead runs ``xlm XLM_ARGS...`` exactly as
+``python -m xlm`` does, and leaves per-process evidence in SPY_DIR: ``rank{r}.safetensors``
+(the weights each process holds when training ends) and ``rank{r}.json`` (the checkpoint
+folders this process wrote, the token rows of each of its training batches)."""
+
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -61,5 +68,48 @@ def main(out: str) -> None:
     shutdown(env)
 
 
+def finetune(spy_dir: str, argv: list[str]) -> int:
+    from xlm.cli import main as cli_main
+    from xlm.tasks import classification
+    from xlm.training import checkpoint
+
+    rank = int(os.environ.get("RANK", "0"))
+    spy = Path(spy_dir)
+    spy.mkdir(parents=True, exist_ok=True)
+    saves: list[str] = []
+    batches: list[list[list[int]]] = []
+
+    real_save = checkpoint.save_checkpoint
+
+    def save_checkpoint(directory, *args, **kwargs):
+        saves.append(Path(directory).name)
+        return real_save(directory, *args, **kwargs)
+
+    real_logits = classification.classify_logits
+
+    def classify_logits(encoder, head, batch):
+        if torch.is_grad_enabled():  # a training batch (evaluation runs under no_grad)
+            rows = [t[:n].tolist() for t, n in zip(batch.tokens, batch.lengths.tolist())]
+            batches.append([[lang, *row] for lang, row in zip(batch.langs.tolist(), rows)])
+        return real_logits(encoder, head, batch)
+
+    real_train = Trainer.train
+
+    def train(self):
+        metrics = real_train(self)
+        weights = {f"{name}.{k}": v.detach().clone().contiguous() for name, m in self.modules.items() for k, v in m.state_dict().items()}
+        save_file(weights, str(spy / f"rank{rank}.safetensors"))
+        return metrics
+
+    checkpoint.save_checkpoint = save_checkpoint
+    classification.classify_logits = classify_logits
+    Trainer.train = train
+    code = cli_main(argv)
+    (spy / f"rank{rank}.json").write_text(json.dumps({"saves": saves, "batches": batches}))
+    return code
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--finetune":
+        sys.exit(finetune(sys.argv[2], sys.argv[3:]))
     main(sys.argv[1])

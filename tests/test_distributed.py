@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -65,3 +66,104 @@ def test_torchrun_train_mt_with_denoising_and_back_translation(tiny_data, tmp_pa
     train = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     assert [x["step"] for x in train] == [1, 2, 3, 4]
     assert {k.split("/")[1] for x in train for k in x if k.startswith("loss/")} >= {"mt", "ae", "bt"}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_data, tmp_path_factory) -> Path:
+    from xlm.config import load_config
+    from xlm.tasks.pretraining import PretrainConfig
+    from xlm.training.runner import run_training
+
+    threads = torch.get_num_threads()  # train.threads=1 sets torch's global thread count
+    out = tmp_path_factory.mktemp("ddp_cls_pretrain") / "run"
+    try:
+        run_training(load_config(PretrainConfig, None, tiny_config_overrides(tiny_data, out, steps=2) + ["train.threads=1"]))
+    finally:
+        torch.set_num_threads(threads)
+    return out / "final"
+
+
+def test_torchrun_finetune_classify(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """`xlm finetune classify` with 2 processes (run through ddp_worker.py, which calls the CLI
+    as `python -m xlm` does and records what each rank did): the ranks split every epoch's
+    batches between them, stay identical replicas, and only rank 0 writes; the result is an
+    ordinary fine-tuned model that `xlm classify` uses."""
+    import io
+
+    from test_classification import toy_set
+    from xlm.cli import main
+    from xlm.tasks.classification import load_classifier
+
+    train = toy_set(tmp_path / "train.en.tsv", "e", 150, 1)
+    lines = list(dict.fromkeys(train.read_text().splitlines()))  # distinct rows: each one is seen by exactly one rank
+    train.write_text("\n".join(lines) + "\n")
+    valid = toy_set(tmp_path / "valid.en.tsv", "e", 20, 2)
+    test_en = toy_set(tmp_path / "test.en.tsv", "e", 20, 3)
+    test_fr = toy_set(tmp_path / "test.fr.tsv", "f", 20, 3)
+    out, spy, epochs = tmp_path / "cls", tmp_path / "spy", 2
+    args = [
+        "finetune", "classify", str(tiny_checkpoint), "--train", f"en={train}", "--valid", f"en={valid}",
+        "--test", f"en={test_en}", "--test", f"fr={test_fr}", "--pretokenized", "--epochs", str(epochs),
+        "--out", str(out), "optim.lr=0.001", "finetune.head_lr=0.003", "optim.warmup_steps=2",
+        "data.max_tokens=64", "data.max_len=32", "train.log_every=1", "train.progress=false", "train.threads=1",
+    ]  # fmt: skip
+    r = torchrun([str(HERE / "ddp_worker.py"), "--finetune", str(spy), *args])
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = [json.loads((spy / f"rank{k}.json").read_text()) for k in (0, 1)]
+
+    # one metrics writer: one train line per step, one eval line per epoch
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [x["step"] for x in records if x["type"] == "train"]
+    n = len(ranks[0]["batches"])
+    per_epoch = n // epochs
+    assert n == len(ranks[1]["batches"]) == epochs * per_epoch and per_epoch >= 3
+    assert steps == list(range(1, n + 1))
+    evals = [x for x in records if x["type"] == "eval"]
+    assert [x["step"] for x in evals] == [per_epoch, n] and all(0 <= x["valid/acc"] <= 100 for x in evals)
+
+    # every epoch, the two ranks train on disjoint halves of the training set (at most one
+    # batch, the odd one out, is left over), so an epoch takes half the steps of one process
+    def rows(rank: int, epoch: int) -> list[tuple[int, ...]]:
+        return [tuple(x) for b in ranks[rank]["batches"][epoch * per_epoch : (epoch + 1) * per_epoch] for x in b]
+
+    biggest = max(len(b) for k in (0, 1) for b in ranks[k]["batches"])
+    for epoch in range(epochs):
+        a, b = rows(0, epoch), rows(1, epoch)
+        assert len(set(a)) == len(a) and len(set(b)) == len(b) and not set(a) & set(b)
+        assert len(lines) - biggest < len(a) + len(b) <= len(lines)
+    # tokens seen are counted across ranks (rank 0 alone saw about half of them)
+    state = json.loads((out / "checkpoints" / f"step-{n:08d}" / "train_state.json").read_text())
+    assert state["world_size"] == 2 and len(state["task_states"]) == 2 and state["step"] == n
+    both = sum(len(x) - 1 for k in (0, 1) for b in ranks[k]["batches"] for x in b)  # minus the language id
+    assert abs(state["tokens_seen"] - both) <= 0.2 * both, (state["tokens_seen"], both)
+
+    # only rank 0 wrote checkpoints, each once; the folders are complete (no temporaries left)
+    assert ranks[1]["saves"] == []
+    saved = ranks[0]["saves"]
+    assert sorted(x for x in saved if x != "best") == ["final", f"step-{per_epoch:08d}", f"step-{n:08d}"]
+    assert 1 <= saved.count("best") <= epochs
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{n:08d}"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # the test accuracies are printed (and written) once, by rank 0
+    assert r.stdout.count("zero-shot") == 1, r.stdout
+    acc = json.loads((out / "results.json").read_text())["accuracy"]
+    assert set(acc) == {"en", "fr", "average"} and all(0 <= v <= 100 for v in acc.values())
+
+    # DDP kept the replicas in sync: both ranks end with the same weights, which final/ holds
+    w0, w1 = (load_file(str(spy / f"rank{k}.safetensors")) for k in (0, 1))
+    assert w0.keys() == w1.keys() and any(k.startswith("head.") for k in w0)
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    final = {f"model.{k}": v for k, v in load_file(str(out / "final" / "model.safetensors")).items()}
+    final |= {f"head.{k}": v for k, v in load_file(str(out / "final" / "head.safetensors")).items()}
+    assert final.keys() == w0.keys() and all(torch.equal(final[k], w0[k]) for k in w0)
+    start = load_file(str(tiny_checkpoint / "model.safetensors"))
+    assert sum(not torch.equal(start[k], w0[f"model.{k}"]) for k in start) > 10  # the encoder was fine-tuned
+
+    # the run folder is an ordinary fine-tuned model (its best epoch) that `xlm classify` uses
+    assert load_classifier(out).labels == ["high", "low"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"f30</w> f31</w> f35</w>\nf1</w> f2</w>\n")))
+    capsys.readouterr()
+    assert main(["classify", str(out), "--lang", "fr", "--pretokenized"]) == 0
+    predicted = capsys.readouterr().out.splitlines()
+    assert len(predicted) == 2 and set(predicted) <= {"high", "low"}
