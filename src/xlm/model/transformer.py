@@ -63,7 +63,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     n, drop = x.numel(), round(p * 65536)
     bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
     keep = bits.view(x.shape) >= drop - 32768  # int16 values are uniform over [-32768, 32767]
-    return x * keep * (65536 / (65536 - drop))
+    return torch.mul(x, keep).mul_(65536 / (65536 - drop))  # in place on the fresh product
 
 
 class Packing:
