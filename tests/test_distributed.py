@@ -146,6 +146,8 @@ def test_torchrun_finetune_classify(tiny_checkpoint, tmp_path, monkeypatch, caps
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     # the test accuracies are printed (and written) once, by rank 0
     assert r.stdout.count("zero-shot") == 1, r.stdout
+    assert r.stdout.count("fine-tuned model:") == 1 and "no test files given" not in r.stdout, r.stdout
+    assert r.stdout.count(" examples") == len({ln for ln in r.stdout.splitlines() if ln.endswith(" examples")}), r.stdout
     acc = json.loads((out / "results.json").read_text())["accuracy"]
     assert set(acc) == {"en", "fr", "average"} and all(0 <= v <= 100 for v in acc.values())
 

@@ -145,6 +145,8 @@ def run_classify(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     result = run_finetune(cfg, resume=args.resume)
+    if not result.is_main:  # another process of a torchrun job: rank 0 reports
+        return 0
     if not result.accuracy:
         print(f"fine-tuned model: {result.model_dir} (no test files given)")
         return 0

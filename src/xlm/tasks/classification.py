@@ -430,6 +430,7 @@ class FinetuneResult:
     valid: dict[str, float]  # the last evaluation's metrics
     labels: list[str]
     model_dir: Path  # the fine-tuned model that produced ``accuracy``
+    is_main: bool = True  # False on the other processes of a torchrun job: they report nothing
 
 
 def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = print) -> FinetuneResult:
@@ -456,7 +457,7 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
         train = encode_sets(train_sets, cfg.data, pretrained, label2id)
         valid = encode_sets(valid_sets, cfg.data, pretrained, label2id)
         test = encode_sets(test_sets, cfg.data, pretrained, label2id)
-        for s in train_sets + valid_sets + test_sets:
+        for s in train_sets + valid_sets + test_sets if env.is_main else []:
             note = f" ({s.skipped} without a gold label skipped)" if s.skipped else ""
             log(f"{s.path} [{s.lang}]: {len(s)} examples{note}")
         task = ClassifyTask(cfg, pretrained, labels, train, valid, tcfg.seed, env.rank, env.world)
@@ -502,6 +503,6 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
             for s in test:
                 accuracy[s.lang], _ = evaluate_set(task.encoder, task.head, s, device, cfg.data.max_tokens)
                 examples[s.lang] = len(s)
-        return FinetuneResult(summarize(accuracy) if accuracy else {}, examples, valid_metrics, labels, model_dir)
+        return FinetuneResult(summarize(accuracy) if accuracy else {}, examples, valid_metrics, labels, model_dir, env.is_main)
     finally:
         shutdown(env)
