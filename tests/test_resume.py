@@ -64,3 +64,31 @@ def test_a_fresh_run_refuses_a_used_run_folder_and_changes_nothing(tiny_data, tm
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     run_training(cfg(tiny_data, run, 4), resume="latest")  # continuing it is the way
     assert sorted(train_losses(run)) == [1, 2, 3, 4]
+
+
+def test_train_records_average_every_update_since_the_last_and_resume_mid_window(tiny_data, tmp_path):
+    """log_every=4 with objectives taking turns: each record holds the mean loss of every
+    objective trained since the previous record (not only the logged update's), the last
+    update of a run is recorded, and a run resumed from a checkpoint taken in the middle of a
+    window (step 6) writes the same records as the run that went straight on."""
+    import shutil
+
+    single = tmp_path / "single"
+    run_training(cfg(tiny_data, single, 9, ["train.log_every=1"]))
+    per_step = train_losses(single)
+    straight = tmp_path / "straight"
+    run_training(cfg(tiny_data, straight, 9, ["train.log_every=4", "train.keep_last=3"]))
+    logged = train_losses(straight)
+    assert sorted(logged) == [4, 8, 9]
+    for step, (lo, hi) in {4: (1, 4), 8: (5, 8), 9: (9, 9)}.items():
+        window = [per_step[s] for s in range(lo, hi + 1)]
+        names = {k for losses in window for k in losses}
+        assert set(logged[step]) == names
+        for k in names:
+            values = [losses[k] for losses in window if k in losses]
+            assert logged[step][k] == pytest.approx(sum(values) / len(values), rel=1e-6)
+    assert len(logged[4]) > 1  # several objectives in one record
+    again = tmp_path / "again"
+    shutil.copytree(straight, again)
+    run_training(cfg(tiny_data, again, 9, ["train.log_every=4"]), resume=str(again / "checkpoints/step-00000006"))
+    assert train_losses(again) == logged

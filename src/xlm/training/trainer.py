@@ -48,7 +48,7 @@ class TrainConfig(Config):
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    log_every: int = 10
+    log_every: int = 10  # a train record every N updates, averaging the updates since the last one
     eval_every: int = 500  # 0: only at the end
     save_every: int = 500  # 0: only at the end
     keep_last: int = 3
@@ -68,6 +68,33 @@ class StepOutput:
     n_tokens: int
     stats: dict[str, float] = field(default_factory=dict)
     weight: float = 1.0  # the objective's weight: scales the gradient, not the logged loss
+
+
+@dataclass
+class LogWindow:
+    """The updates since the last train record: each objective's mean loss over the updates
+    that trained it, and tokens per second over all of them. (One update's losses alone would
+    show only the objectives whose turn falls on the logged step.) Saved in checkpoints, so a
+    resumed run writes the same records."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, losses: dict[str, float], n_tokens: int, seconds: float) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.tokens += n_tokens
+        self.seconds += seconds
+
+    def fields(self) -> dict[str, Any]:
+        return {"tokens_per_s": self.tokens / max(self.seconds, 1e-9),
+                **{f"loss/{k}": self.sums[k] / self.counts[k] for k in sorted(self.sums)}}  # fmt: skip
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": self.sums, "counts": self.counts, "tokens": self.tokens, "seconds": self.seconds}
 
 
 class Task(Protocol):
@@ -158,6 +185,7 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_run = 0
         self.tokens_seen = 0
+        self.window = LogWindow()
         self.tb = None
 
     # ------------------------------------------------------------------ checkpoints
@@ -169,6 +197,7 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "nonfinite_total": self.nonfinite_total,
             "tokens_seen": self.tokens_seen,
+            "log_window": self.window.state(),
             "optimizer": optim_meta,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "task_states": sampler_states,
@@ -237,6 +266,7 @@ class Trainer:
         self.bad_evals = int(state.get("bad_evals", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.window = LogWindow(**state.get("log_window", {}))
         if self.env.is_main:
             self._truncate_metrics(self.step)
         self.log(f"resumed from {directory} at step {self.step}")
@@ -386,17 +416,13 @@ class Trainer:
                     self.log(f"step {self.step}: non-finite loss or gradient ({norm}); update skipped")
                 dt = time.perf_counter() - t0
                 tok_s = n_tokens * self.env.world / max(dt, 1e-9)
-                record = {
-                    "type": "train",
-                    "step": self.step,
-                    "lr": lr,
-                    "grad_norm": norm if math.isfinite(norm) else None,
-                    "tokens_per_s": tok_s,
-                    "skipped": not applied,
-                    **{f"loss/{k}": v for k, v in losses.items()},
-                }
-                if cfg.log_every and (self.step % cfg.log_every == 0 or not applied):
-                    self._emit(record)
+                record: dict[str, Any] = {"type": "train", "step": self.step, "lr": lr,
+                                          "grad_norm": norm if math.isfinite(norm) else None}  # fmt: skip
+                if not applied:  # a skipped update is recorded at once, on its own
+                    self._emit({**record, "tokens_per_s": tok_s, "skipped": True,
+                                **{f"loss/{k}": v for k, v in losses.items()}})  # fmt: skip
+                else:
+                    self.window.add(losses, n_tokens * self.env.world, dt)
                 bar.update(1)
                 bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in losses.items()) + f" tok/s={tok_s:,.0f}")
                 if self.nonfinite_run > cfg.max_nonfinite:
@@ -410,6 +436,9 @@ class Trainer:
                 if out_of_time:
                     self.log(f"time budget of {cfg.max_minutes} min reached at step {self.step}")
                 last = self.step >= cfg.max_steps or out_of_time
+                if applied and cfg.log_every and (self.step % cfg.log_every == 0 or last):
+                    self._emit({**record, **self.window.fields(), "skipped": False})
+                    self.window = LogWindow()
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     metrics = self.evaluate()
                     stopped_early = self._after_eval(metrics)
