@@ -31,3 +31,20 @@ def test_plot_run_writes_pngs(tiny_data, tmp_path):
     paths = plot_training(run)
     assert {p.name for p in paths} == {"loss.png", "ppl.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    """Temporary files and folders are created owner-only (mkstemp 0600, mkdtemp 0700); what is
+    renamed into place has the permissions open() and mkdir() would give under the umask."""
+    import os
+
+    from xlm.reports import write_atomic
+    from xlm.training.checkpoint import save_checkpoint
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    f = write_atomic(tmp_path / "a.json", "{}")
+    d = save_checkpoint(tmp_path / "ckpt", lambda tmp: (tmp / "w.bin").write_bytes(b"x"))
+    assert f.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert d.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (d / "w.bin").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -3,6 +3,7 @@ and PNG plots (matplotlib, headless)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,6 +29,19 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt
     return "\n".join(out)
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def usual_permissions(path: str | Path, directory: bool = False) -> None:
+    """Give a temporary file or folder (``mkstemp``: 0600, ``mkdtemp``: 0700) the permissions
+    ``open()`` or ``mkdir()`` would have given it, before it is renamed into place."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
@@ -36,6 +50,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,6 +69,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        usual_permissions(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

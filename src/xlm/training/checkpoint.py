@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from xlm.errors import CheckpointError
+from xlm.reports import usual_permissions
 
 FORMAT_NAME = "xlm-checkpoint"
 FORMAT_VERSION = 1
@@ -73,6 +74,7 @@ def replace_directory(directory: Path, fill: Callable[[Path], None]) -> Path:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    usual_permissions(tmp, directory=True)
     old = directory.parent / f".{directory.name}.old-{os.getpid()}"
     try:
         fill(tmp)
