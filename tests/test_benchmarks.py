@@ -97,3 +97,13 @@ def test_decode_throughput_runs_tiny(capsys):
     assert bench.main(["--tiny", "--lengths", "6", "--repeats", "1", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "greedy" in out and "beam 4" in out
+
+
+def test_dropout_ab_runs_tiny_and_puts_our_dropout_back(capsys):
+    import xlm.model.transformer as transformer
+
+    ours = transformer.dropout
+    bench = load("dropout_ab")
+    assert bench.main(["--cases", "tiny:train,tiny:tlm", "--steps", "1"]) == 0
+    assert transformer.dropout is ours
+    assert capsys.readouterr().out.count("ours/F.dropout") == 2
