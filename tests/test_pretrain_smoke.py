@@ -31,4 +31,4 @@ def test_objective_weight_scales_the_gradient_not_the_logged_loss(tiny_data, tmp
 
     full, quarter = first_tlm(1.0), first_tlm(0.25)
     assert full.name == quarter.name and (full.weight, quarter.weight) == (1.0, 0.25)
-    assert float(quarter.loss) == float(full.loss) > 0
+    assert quarter.loss.item() == full.loss.item() > 0
