@@ -92,3 +92,22 @@ def test_train_records_average_every_update_since_the_last_and_resume_mid_window
     shutil.copytree(straight, again)
     run_training(cfg(tiny_data, again, 9, ["train.log_every=4"]), resume=str(again / "checkpoints/step-00000006"))
     assert train_losses(again) == logged
+
+
+def test_resume_with_other_trainable_weights_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
+    """A checkpoint whose optimizer state has another set of trainable weights (e.g. written
+    before a weight was frozen) is refused with an error naming it, not a traceback."""
+    from xlm.tasks import pretraining
+    from xlm.training.trainer import TrainingError
+
+    run = tmp_path / "run"
+    run_training(cfg(tiny_data, run, 3))
+    init = pretraining.PretrainTask.__init__
+
+    def frozen_bias(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.model.pred_bias.requires_grad_(False)
+
+    monkeypatch.setattr(pretraining.PretrainTask, "__init__", frozen_bias)
+    with pytest.raises(TrainingError, match=r"step-00000003: its optimizer state does not fit this run's trainable weights"):
+        run_training(cfg(tiny_data, run, 6), resume="latest")

@@ -254,7 +254,13 @@ class Trainer:
         for name, module in self.modules.items():
             weights = ckpt.load_tensors(directory / f"{name}.safetensors")
             module.load_state_dict(weights)
-        self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, state["optimizer"]))
+        try:
+            self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, state["optimizer"]))
+        except ValueError as e:  # e.g. another set of trainable weights than the run that wrote it
+            raise TrainingError(
+                f"{directory}: its optimizer state does not fit this run's trainable weights ({e}); it was "
+                "written by another model or version of xlm: resume it with that version, or start a new run"
+            ) from e
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(tensors[f"rng.torch.rank{self.env.rank}"])
