@@ -82,7 +82,7 @@ def shape_from_config(path: Path, overrides: list[str], default_vocab: int = 160
         raise ConfigError(f"{path}: data.bptt={cfg.data.bptt} exceeds model.max_positions={m.max_positions}")
     langs = {p for e in cfg.objectives.mlm + cfg.objectives.clm for p in e.split("-")}
     vocab, n_langs = default_vocab, len(langs)
-    if (Path(cfg.data.path) / "vocab").exists() or Path(cfg.data.path).is_dir():
+    if Path(cfg.data.path).is_dir():
         try:
             prepared = PreparedData.open(cfg.data.path)
             vocab, n_langs = len(prepared.vocab), len(prepared.languages or langs)
