@@ -62,7 +62,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return F.dropout(x, p, training)
     n, drop = x.numel(), round(p * 65536)
     bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
-    keep = torch.empty(x.shape, dtype=x.dtype)  # 1.0 / 0.0, written by the comparison itself
+    keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # 1.0 / 0.0, written by the comparison
     torch.ge(bits.view(x.shape), drop - 32768, out=keep)  # int16 values are uniform over [-32768, 32767]
     return torch.mul(x, keep).mul_(65536 / (65536 - drop))  # in place on the fresh product
 
