@@ -200,8 +200,8 @@ def beam_search(
         seqs = seqs.index_select(0, rows)
         seqs[:, t] = torch.tensor(next_words, device=device)
         scores = torch.tensor(next_scores, device=device).view(bs, n)
-        if cache is not None:
-            cache.reorder(rows)
+        if cache is not None:  # every row stays among its sentence's beams: same encoder output
+            cache.reorder(rows, cross=False)
     best = [np.asarray([EOS_INDEX, *f.best(), EOS_INDEX], dtype=np.int64) for f in finished]
     tokens, lengths = pad_rows(best)
     return tokens.to(device), lengths.to(device)

@@ -102,9 +102,12 @@ class KVCache:
     self_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     cross_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep the batch rows ``index`` (beam search): every cached tensor is re-indexed."""
-        for store in (self.self_kv, self.cross_kv):
+    def reorder(self, index: Tensor, cross: bool = True) -> None:
+        """Keep the batch rows ``index`` (beam search): the cached tensors are re-indexed.
+        ``cross=False`` leaves the cross-attention keys/values as they are, which is right when
+        every row of ``index`` reads the same encoder output as the row it replaces (the beams
+        of one sentence)."""
+        for store in (self.self_kv, self.cross_kv) if cross else (self.self_kv,):
             for k, (a, b) in store.items():
                 store[k] = (a.index_select(0, index), b.index_select(0, index))
 
