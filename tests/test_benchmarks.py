@@ -97,6 +97,9 @@ def test_decode_throughput_runs_tiny(capsys):
     assert bench.main(["--tiny", "--lengths", "6", "--repeats", "1", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "greedy" in out and "beam 4" in out
+    assert bench.main(["--tiny", "--lengths", "6", "--repeats", "1", "--batch", "2", "--beams", "1,3", "--cross-reorder"]) == 0
+    out = capsys.readouterr().out
+    assert "all re-indexed" in out and "beam 3" in out and "greedy" not in out
 
 
 def test_dropout_ab_runs_tiny_and_puts_our_dropout_back(capsys):
