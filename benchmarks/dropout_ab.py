@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -20,22 +19,23 @@ import xlm.model.transformer as transformer
 from xlm.benchmarking import throughput as tp
 
 
-def ab(shape: tp.Shape, mode: str, steps: int, warmup: int = 4) -> tuple[float, float]:
+def ab(shape: tp.Shape, mode: str, steps: int) -> tuple[float, float]:
     """Median tokens/s of a training step with torch's dropout and with ours."""
     ours = transformer.dropout
-    variants = {"torch": lambda x, p, training: F.dropout(x, p, training), "ours": ours}
     model = tp.build_ours(shape)
     step = tp.runner("ours", model, mode)
     batches = tp.make_batches(shape, 4, mode in tp.PADDED, torch.device("cpu"))
-    times: dict[str, list[float]] = {k: [] for k in variants}
+
+    def with_dropout(fn):
+        def run(b):
+            transformer.dropout = fn
+            step(b)
+
+        return run
+
+    variants = {"torch": with_dropout(lambda x, p, training: F.dropout(x, p, training)), "ours": with_dropout(ours)}
     try:
-        for i in range(warmup + steps):
-            for name, fn in variants.items():
-                transformer.dropout = fn
-                t = time.perf_counter()
-                step(batches[i % len(batches)])
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - t)
+        times = tp.interleaved(variants, batches, steps, torch.device("cpu"), warmup=4)
     finally:
         transformer.dropout = ours
     n_tok = sum(int(b["lengths"].sum()) for b in batches) / len(batches)
