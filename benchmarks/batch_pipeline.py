@@ -41,7 +41,7 @@ def make_task(data: Path) -> PretrainTask:
 def produce(task: PretrainTask, kind: str, n: int) -> tuple[float, int]:
     """Draw ``n`` batches of one objective as the trainer does (without the model)."""
     from xlm.data.batching import PairBatcher
-    from xlm.objectives.language_modeling import apply_masking
+    from xlm.objectives.language_modeling import apply_masking, pair_batch
 
     group = task.groups[kind]
     tokens = 0
@@ -49,7 +49,7 @@ def produce(task: PretrainTask, kind: str, n: int) -> tuple[float, int]:
     for _ in range(n):
         source = group[int(task.choice_rng.choice(len(group), p=task.probs[kind]))]
         if isinstance(source.sampler, PairBatcher):
-            batch = task._pair_batch(source, source.sampler.next_ids(), source.sampler.data)
+            batch = pair_batch(task.objectives[kind].ctx, source, source.sampler.next_ids())
         else:
             batch = source.sampler.next_batch()
         batch = apply_masking(batch, task.masking, task.mask_gen)
@@ -117,18 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     for kind in task.kinds:
         produce(task, kind, 5)  # warm the page cache
         seconds, tokens = produce(task, kind, args.batches)
-        print(f"{kind}: {args.batches} batches, {tokens:,} tokens in {seconds:.2f} s = {tokens / seconds:,.0f} tokens/s")
+        print(
+            f"{kind}: {args.batches} batches, {tokens:,} tokens in {seconds:.2f} s = {tokens / seconds:,.0f} tokens/s"
+        )
     if args.tile:
         with tempfile.TemporaryDirectory() as tmp:
             tiled = Path(tmp) / "tiled"
             tile_corpus(args.data, tiled, args.tile)
             size = sum(p.stat().st_size for p in args.data.glob("*.bin"))
             small, big = peak_memory_mb(args.data, args.batches), peak_memory_mb(tiled, args.batches)
-            print(f"peak RSS drawing {args.batches} batches per objective: corpus x1 ({size / 1e6:.0f} MB of tokens) "
-                  f"{small['peak']:.0f} MB; corpus x{args.tile} {big['peak']:.0f} MB")
+            print(
+                f"peak RSS drawing {args.batches} batches per objective: corpus x1 ({size / 1e6:.0f} MB of tokens) "
+                f"{small['peak']:.0f} MB; corpus x{args.tile} {big['peak']:.0f} MB"
+            )
             for name, m in (("x1", small), (f"x{args.tile}", big)):
-                print(f"  corpus {name}: peak Python/numpy allocations {m['traced']:.1f} MB; at the end "
-                      f"private {m['private']:.0f} MB, mapped corpus/library pages {m['file']:.0f} MB")
+                print(
+                    f"  corpus {name}: peak Python/numpy allocations {m['traced']:.1f} MB; at the end "
+                    f"private {m['private']:.0f} MB, mapped corpus/library pages {m['file']:.0f} MB"
+                )
     return 0
 
 

@@ -304,6 +304,7 @@ class TransformerModel(nn.Module):
         memory_lengths: Tensor | None = None,
         cache: KVCache | None = None,
         predict: Tensor | None = None,
+        layer: int | None = None,
     ) -> Tensor:
         """Hidden states ``(B, T, D)`` (zero at padding), or, when ``predict`` (a ``(B, T)``
         boolean mask) is given, vocabulary logits ``(N, V)`` at those positions only (the MLM
@@ -311,8 +312,17 @@ class TransformerModel(nn.Module):
         logits inside ``forward`` keeps DistributedDataParallel's gradient hooks in charge of
         every weight. ``langs`` is ``(B,)`` or ``(B, T)``; ``positions`` ``(B, T)`` overrides
         ``0..T-1`` (TLM restarts them on the target side). With a ``cache``, ``tokens`` are
-        only the new positions and earlier keys/values are reused."""
-        x = self.hidden_states(tokens, lengths, langs, positions, causal, memory, memory_lengths, cache)[-1]
+        only the new positions and earlier keys/values are reused. ``layer`` returns the states
+        after that block instead of the last (0 = embeddings, negative counts from the end;
+        the blocks above it are not run)."""
+        layers = None
+        if layer is not None:
+            n = len(self.layers)
+            j = layer + n + 1 if layer < 0 else layer
+            if not 0 <= j <= n:
+                raise ValueError(f"layer {layer} does not exist: the model has layers 0 (embeddings) .. {n}")
+            layers = [j]
+        x = self.hidden_states(tokens, lengths, langs, positions, causal, memory, memory_lengths, cache, layers)[-1]
         if predict is not None:
             return self.predict(x[predict])
         return x
@@ -351,7 +361,7 @@ class TransformerModel(nn.Module):
         if packing is not None:
             x = packing.pack(x)
         out = []
-        for i in range(n + 1):
+        for i in range(max(wanted) + 1):
             if i > 0:
                 x = self.layers[i - 1](x, attn_mask, causal, memory, memory_mask, cache, i - 1, packing)
             if i in wanted:

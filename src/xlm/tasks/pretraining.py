@@ -10,9 +10,8 @@ Objectives are written the way users of the original XLM write them::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,17 +21,28 @@ from torch import nn
 from xlm.config import Config, ConfigError
 from xlm.data.batching import (
     Batch,
-    PairBatcher,
-    StreamSampler,
     concat_pair,
     language_probabilities,
     sentence_rows,
 )
-from xlm.data.dataset import MonolingualData, ParallelData, PreparedData
+from xlm.data.dataset import MonolingualData, PreparedData
 from xlm.model.pretrained import ModelInfo, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.objectives.language_modeling import LossOutput, apply_masking, clm_loss, mlm_loss
+from xlm.objectives.contrastive import pair_retrieval_accuracy
+from xlm.objectives.language_modeling import (
+    LossOutput,
+    apply_masking,
+    clm_loss,
+    mlm_loss,
+)
 from xlm.objectives.masking import MaskingConfig, frequency_weights
+from xlm.objectives.registry import (
+    DataShape,
+    Objective,
+    ObjectiveContext,
+    Source,
+    registered,
+)
 from xlm.training.optim import OptimConfig
 from xlm.training.trainer import StepOutput, TrainConfig
 
@@ -49,14 +59,20 @@ class DataConfig(Config):
 class ObjectivesConfig(Config):
     mlm: list[str] = ["en"]
     clm: list[str] = []
+    xlco: list[str] = []  # pairs trained with cross-lingual contrast (InfoXLM), e.g. ["en-fr"]
     mlm_weight: float = 1.0
     tlm_weight: float = 1.0
     clm_weight: float = 1.0
+    xlco_weight: float = 1.0
     word_pred: float = 0.15
     mask_probs: tuple[float, float, float] = (0.8, 0.1, 0.1)  # mask / random / keep
     sample_alpha: float = 0.0  # >0: choose MLM positions with weights ∝ count^-alpha
+    xlco_batch_size: int = 64  # pairs per XLCo batch (the in-batch negatives)
+    xlco_temperature: float = 0.05
+    xlco_pooling: Literal["first", "mean"] = "mean"  # sentence vector: first token (</s>) or mean
+    xlco_layer: int = -1  # layer whose states are pooled: 0 = embeddings, -1 = last
 
-    @field_validator("mlm", "clm")
+    @field_validator("mlm", "clm", "xlco")
     @classmethod
     def _entries(cls, v: list[str]) -> list[str]:
         for e in v:
@@ -66,11 +82,17 @@ class ObjectivesConfig(Config):
         return v
 
     @model_validator(mode="after")
-    def _some(self) -> "ObjectivesConfig":
-        if not self.mlm and not self.clm:
-            raise ValueError("at least one of mlm / clm must list a language")
+    def _some(self) -> ObjectivesConfig:
+        if not self.mlm and not self.clm and not self.xlco:
+            raise ValueError("at least one of mlm / clm / xlco must list a language")
         if any("-" in e for e in self.clm):
             raise ValueError("clm takes languages, not pairs")
+        if any("-" not in e for e in self.xlco):
+            raise ValueError("xlco takes pairs of translations ('en-fr'), not languages")
+        if self.xlco and self.xlco_batch_size < 2:
+            raise ValueError(f"xlco_batch_size={self.xlco_batch_size}: at least 2 pairs are needed (negatives)")
+        if self.xlco_temperature <= 0:
+            raise ValueError(f"xlco_temperature={self.xlco_temperature} must be positive")
         return self
 
 
@@ -90,7 +112,7 @@ class PretrainConfig(Config):
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
-    def _tlm_budget(self) -> "PretrainConfig":
+    def _tlm_budget(self) -> PretrainConfig:
         # a TLM batch holds at least one pair of up to 2 * max_len words plus 4 delimiters;
         # a smaller budget could never be met (every batch would be one over-budget pair)
         longest = 2 * self.data.max_len + 4
@@ -107,28 +129,23 @@ def _pair(entry: str) -> tuple[str, str]:
     return a, b
 
 
-@dataclass
-class _Source:
-    """One language or pair of one objective, with its sampler."""
-
-    name: str
-    size: int
-    sampler: StreamSampler | PairBatcher
-    langs: tuple[int, ...]
-
-
 class PretrainTask:
-    """Implements the trainer's Task protocol for CLM/MLM/TLM."""
+    """Implements the trainer's Task protocol for the registered objectives (CLM, MLM, TLM,
+    XLCo, ...; see :mod:`xlm.objectives.registry`), which take turns step by step."""
 
     def __init__(self, cfg: PretrainConfig, seed: int, rank: int = 0, world: int = 1):
         self.cfg = cfg
         self.prepared = PreparedData.open(cfg.data.path)
         langs = self.prepared.languages or sorted(
-            {p for e in cfg.objectives.mlm + cfg.objectives.clm for p in e.split("-")}
+            {p for e in cfg.objectives.mlm + cfg.objectives.clm + cfg.objectives.xlco for p in e.split("-")}
         )
         self.lang2id = {lang: i for i, lang in enumerate(langs)}
         obj = cfg.objectives
-        for field_name, entries in (("objectives.mlm", obj.mlm), ("objectives.clm", obj.clm)):
+        for field_name, entries in (
+            ("objectives.mlm", obj.mlm),
+            ("objectives.clm", obj.clm),
+            ("objectives.xlco", obj.xlco),
+        ):
             for e in entries:
                 for lang in e.split("-"):
                     if lang not in self.lang2id:
@@ -146,31 +163,28 @@ class PretrainTask:
         p0, p1, p2 = obj.mask_probs
         self.masking = MaskingConfig(obj.word_pred, p0, p1, p2, vocab_size=len(vocab))
         self.seed, self.rank, self.world = seed, rank, world
-        self.groups: dict[str, list[_Source]] = {}
-        self.weights = {"mlm": obj.mlm_weight, "tlm": obj.tlm_weight, "clm": obj.clm_weight}
-        d = cfg.data
-        for kind, entries in (("mlm", [e for e in obj.mlm if "-" not in e]), ("clm", obj.clm)):
-            srcs = []
-            for i, lang in enumerate(entries):
-                data = self.prepared.mono("train", lang)
-                s = StreamSampler(data, self.lang2id[lang], d.bptt, d.batch_size, seed + 7919 * (i + 1), rank, world)
-                srcs.append(_Source(lang, data.n_tokens, s, (self.lang2id[lang],)))
-            if srcs:
-                self.groups[kind] = srcs
-        pairs = []
-        for i, e in enumerate(x for x in obj.mlm if "-" in x):
-            a, b = _pair(e)
-            data = self.prepared.para("train", a, b)
-            s = PairBatcher(data, d.tlm_max_tokens, d.max_len, seed + 104729 * (i + 1), rank, world)
-            pairs.append(_Source(e, data.src.n_tokens + data.tgt.n_tokens, s, (self.lang2id[a], self.lang2id[b])))
-        if pairs:
-            self.groups["tlm"] = pairs
-        self.kinds = [k for k in ("mlm", "tlm", "clm") if k in self.groups]
-        self.probs = {k: language_probabilities([s.size for s in v], d.lang_alpha) for k, v in self.groups.items()}
         # same seed on every rank: all processes train the same objective and language each step
         self.choice_rng = np.random.default_rng([seed, 17])
         self.mask_gen = torch.Generator().manual_seed(seed * 1000 + rank + 1)
         self.freq_weights = self._frequency_weights() if obj.sample_alpha > 0 else None
+        d = cfg.data
+        nl = model_cfg.n_layers
+        if not -(nl + 1) <= obj.xlco_layer <= nl:
+            raise ConfigError(f"objectives.xlco_layer={obj.xlco_layer}: the model has layers 0 (embeddings) .. {nl}")
+        ctx = ObjectiveContext(
+            self.prepared, self.lang2id, DataShape(d.bptt, d.batch_size, d.tlm_max_tokens, d.max_len), obj,
+            self.masking, self.mask_gen, self.freq_weights, seed, rank, world,
+        )  # fmt: skip
+        self.objectives: dict[str, Objective] = {}
+        for name, cls in registered().items():
+            entries = cls.entries(obj)
+            if entries:
+                self.objectives[name] = cls(ctx, entries)
+        self.kinds = list(self.objectives)
+        self.weights = {k: type(o).weight(obj) for k, o in self.objectives.items()}
+        self.probs = {
+            k: language_probabilities([s.size for s in o.sources], d.lang_alpha) for k, o in self.objectives.items()
+        }
 
     def _frequency_weights(self) -> torch.Tensor:
         counts = np.zeros(self.model_cfg.vocab_size, dtype=np.int64)
@@ -187,36 +201,28 @@ class PretrainTask:
     def bind(self, wrapped: dict[str, nn.Module], device: torch.device) -> None:
         self.forward_model, self.device = wrapped["model"], device
 
-    def _pair_batch(self, source: _Source, ids: np.ndarray, data: ParallelData) -> Batch:
-        a, b = source.langs
-        return concat_pair(
-            sentence_rows(data.src, ids, self.cfg.data.max_len), sentence_rows(data.tgt, ids, self.cfg.data.max_len), a, b
-        )
+    @property
+    def groups(self) -> dict[str, list[Source]]:
+        """Each objective's sources (languages or pairs)."""
+        return {k: o.sources for k, o in self.objectives.items()}
 
     def train_batch(self, micro_step: int) -> StepOutput:
         kind = self.kinds[micro_step % len(self.kinds)]
-        group = self.groups[kind]
-        source = group[int(self.choice_rng.choice(len(group), p=self.probs[kind]))]
-        if kind == "tlm":
-            sampler = source.sampler
-            assert isinstance(sampler, PairBatcher)
-            batch = self._pair_batch(source, sampler.next_ids(), sampler.data)
-        else:
-            assert isinstance(source.sampler, StreamSampler)
-            batch = source.sampler.next_batch()
-        if kind in ("mlm", "tlm"):
-            batch = apply_masking(batch, self.masking, self.mask_gen, self.freq_weights)
-            out = mlm_loss(self.forward_model, batch.to(self.device))
-        else:
-            out = clm_loss(self.forward_model, batch.to(self.device))
-        return StepOutput(out.loss, f"{kind}/{source.name}", batch.n_tokens, weight=self.weights[kind])
+        objective = self.objectives[kind]
+        source = objective.sources[int(self.choice_rng.choice(len(objective.sources), p=self.probs[kind]))]
+        loss, n_tokens = objective.loss(self.forward_model, source, self.device)
+        return StepOutput(loss, f"{kind}/{source.name}", n_tokens, weight=self.weights[kind])
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "samplers": {f"{k}/{s.name}": s.sampler.state_dict() for k, v in self.groups.items() for s in v},
             "choice_rng": self.choice_rng.bit_generator.state,
             "mask_gen": self.mask_gen.get_state().tolist(),
         }
+        extra = {k: o.state_dict() for k, o in self.objectives.items() if o.state_dict()}
+        if extra:
+            state["objectives"] = extra
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in self.groups.items():
@@ -224,13 +230,21 @@ class PretrainTask:
                 s.sampler.load_state_dict(state["samplers"][f"{k}/{s.name}"])
         self.choice_rng.bit_generator.state = state["choice_rng"]
         self.mask_gen.set_state(torch.tensor(state["mask_gen"], dtype=torch.uint8))
+        for k, o in self.objectives.items():
+            o.load_state_dict(state.get("objectives", {}).get(k, {}))
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(
             self.model_cfg,
             self.lang2id,
             bool(self.prepared.info.get("lowercase_and_remove_accent", False)),
-            {"objectives": {"mlm": self.cfg.objectives.mlm, "clm": self.cfg.objectives.clm}},
+            {
+                "objectives": {
+                    "mlm": self.cfg.objectives.mlm,
+                    "clm": self.cfg.objectives.clm,
+                    "xlco": self.cfg.objectives.xlco,
+                }
+            },
         )
 
     def write_model_files(self, directory: Path) -> None:
@@ -238,7 +252,42 @@ class PretrainTask:
 
     # --- evaluation -------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        return evaluate_lm(self.model, self.prepared, self.lang2id, self.cfg, self.masking, self.device)
+        metrics = evaluate_lm(self.model, self.prepared, self.lang2id, self.cfg, self.masking, self.device)
+        metrics.update(evaluate_xlco(self.model, self.prepared, self.lang2id, self.cfg, self.device))
+        return metrics
+
+
+@torch.no_grad()
+def evaluate_xlco(
+    model: nn.Module,
+    prepared: PreparedData,
+    lang2id: dict[str, int],
+    cfg: PretrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """For each XLCo pair: P@1 of finding a sentence's translation among the first
+    ``eval.max_pairs`` pairs of the split (cosine of the vectors XLCo trains, both directions):
+    ``valid/xlco/en-fr/p@1`` and their mean ``valid/xlco/p@1``."""
+    obj = cfg.objectives
+    metrics: dict[str, float] = {}
+    for split in cfg.eval.splits:
+        scores = []
+        for e in obj.xlco:
+            a, b = _pair(e)
+            if not prepared.has_para(split, a, b):
+                continue
+            data = prepared.para(split, a, b)
+            ids = np.arange(min(len(data), cfg.eval.max_pairs))
+            m = cfg.data.max_len
+            p = pair_retrieval_accuracy(
+                model, sentence_rows(data.src, ids, m), sentence_rows(data.tgt, ids, m), (lang2id[a], lang2id[b]),
+                obj.xlco_layer, obj.xlco_pooling, device,
+            )  # fmt: skip
+            metrics[f"{split}/xlco/{e}/p@1"] = p
+            scores.append(p)
+        if scores:
+            metrics[f"{split}/xlco/p@1"] = float(np.mean(scores))
+    return metrics
 
 
 def _accumulate(acc: dict[str, list[float]], key: str, out: LossOutput) -> None:
@@ -271,7 +320,10 @@ def evaluate_lm(
     acc: dict[str, list[float]] = {}
     for split in ev.splits:
         gen = torch.Generator().manual_seed(ev.seed)
-        for kind, entries in (("mlm", [e for e in obj.mlm if "-" not in e]), ("clm", obj.clm)):
+        for kind, entries in (
+            ("mlm", [e for e in obj.mlm if "-" not in e]),
+            ("clm", obj.clm),
+        ):
             for lang in entries:
                 if not prepared.has_mono(split, lang):
                     continue
