@@ -4,6 +4,7 @@ that models train on it in seconds."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,28 @@ def make_tiny_prepared(root: Path, n_train: int = 300, n_valid: int = 40, seed: 
             _write_binarized(root / f"{split}.en-fr.{lang}", ids, lang, vhash, len(tokens))
     (root / PREPARE_FILE).write_text(json.dumps({"languages": list(LANGS), "lowercase_and_remove_accent": False}))
     return root
+
+
+def with_bpe_merges(src: Path, dst: Path) -> Path:
+    """A copy of the tiny corpus whose vocabulary also holds the BPE pieces and merges that
+    spell its words ('e12' = e + 1 + 2</w>), so that raw text can be encoded."""
+    shutil.copytree(src, dst)
+    vocab = json.loads((dst / VOCAB_FILE).read_text())
+    pieces = ["e", "f"] + [str(d) for d in range(10)] + [f"{d}</w>" for d in range(10)]
+    pieces += [f"{n}</w>" for n in range(10, N_WORDS)]
+    for p in pieces:
+        vocab.setdefault(p, len(vocab))
+    merges = [f"{n // 10} {n % 10}</w>" for n in range(10, N_WORDS)]
+    merges += [f"{c} {n}</w>" for c in "ef" for n in range(N_WORDS)]
+    (dst / VOCAB_FILE).write_text(json.dumps(vocab))
+    (dst / MERGES_FILE).write_text("\n".join(merges) + "\n")
+    new_hash = vocab_hash(dst / VOCAB_FILE, dst / MERGES_FILE)
+    for meta_path in dst.glob("*.json"):
+        meta = json.loads(meta_path.read_text())
+        if "vocab_hash" in meta:
+            meta["vocab_hash"] = new_hash
+            meta_path.write_text(json.dumps(meta))
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,12 @@ words / ppl commands on a checkpoint from a tiny in-test pretraining run."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import N_WORDS, tiny_config_overrides, with_bpe_merges
 
 from xlm.cli import main
 from xlm.config import load_config
@@ -33,10 +33,7 @@ from xlm.evaluation.word_translation import (
 )
 from xlm.model.pretrained import load_pretrained
 from xlm.tasks.pretraining import PretrainConfig
-from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, vocab_hash
 from xlm.training.runner import run_training
-
-from conftest import N_WORDS, tiny_config_overrides
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -165,31 +162,9 @@ def test_layer_specs():
 # ----------------------------------------------------------------------------- model
 
 
-def _with_bpe_merges(src: Path, dst: Path) -> Path:
-    """A copy of the tiny corpus whose vocabulary also holds the BPE pieces and merges that
-    spell its words ('e12' = e + 1 + 2</w>), so that raw text can be encoded."""
-    shutil.copytree(src, dst)
-    vocab = json.loads((dst / VOCAB_FILE).read_text())
-    pieces = ["e", "f"] + [str(d) for d in range(10)] + [f"{d}</w>" for d in range(10)]
-    pieces += [f"{n}</w>" for n in range(10, N_WORDS)]
-    for p in pieces:
-        vocab.setdefault(p, len(vocab))
-    merges = [f"{n // 10} {n % 10}</w>" for n in range(10, N_WORDS)]
-    merges += [f"{c} {n}</w>" for c in "ef" for n in range(N_WORDS)]
-    (dst / VOCAB_FILE).write_text(json.dumps(vocab))
-    (dst / MERGES_FILE).write_text("\n".join(merges) + "\n")
-    new_hash = vocab_hash(dst / VOCAB_FILE, dst / MERGES_FILE)
-    for meta_path in dst.glob("*.json"):
-        meta = json.loads(meta_path.read_text())
-        if "vocab_hash" in meta:
-            meta["vocab_hash"] = new_hash
-            meta_path.write_text(json.dumps(meta))
-    return dst
-
-
 @pytest.fixture(scope="module")
 def bpe_data(tiny_data, tmp_path_factory) -> Path:
-    return _with_bpe_merges(tiny_data, tmp_path_factory.mktemp("evalbpe") / "data")
+    return with_bpe_merges(tiny_data, tmp_path_factory.mktemp("evalbpe") / "data")
 
 
 @pytest.fixture(scope="module")
@@ -250,14 +225,14 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
     text = tmp_path / "fr.txt"
     text.write_text("".join(" ".join(f"f{w}" for w in s) + "\n" for s in sents), encoding="utf-8")
     out = tmp_path / "vec.npy"
-    assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out), "--pooling", "mean"]) == 0
+    assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out), "--pooling", "mean", "--no-center"]) == 0
     vecs = np.load(out, allow_pickle=False)
     assert vecs.shape == (24, 32) and vecs.dtype == np.float32
     pre = load_pretrained(checkpoint)
     direct = SentenceEncoder(pre, "fr", EmbedOptions("mean")).encode_ids([[14 + N_WORDS + w for w in s] for s in sents])
     np.testing.assert_allclose(vecs, direct, atol=1e-5)  # text -> normalize -> BPE -> the same ids
     out16 = tmp_path / "vec16.npy"
-    assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out16), "--pooling", "mean", "--precision", "bf16"]) == 0
+    assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out16), "--pooling", "mean", "--precision", "bf16", "--no-center"]) == 0
     vecs16 = np.load(out16, allow_pickle=False)
     assert vecs16.dtype == np.float32 and not np.array_equal(vecs16, vecs) and np.abs(vecs16 - vecs).max() < 0.1
 

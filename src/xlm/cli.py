@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "plot",
     "evaluate",
     "embed",
+    "center",
     "finetune",
     "classify",
     "train_mt",

@@ -4,6 +4,10 @@ line -> a float32 ``.npy`` array ``(N, D)`` (row i embeds line i; no pickle).
 The text is normalized and BPE-encoded as ``xlm prepare`` does, with the checkpoint's
 vocabulary. ``--output FILE`` writes the file atomically; without it the array goes to
 standard output in one write.
+
+Centering (default on, ``--no-center`` for the raw vectors): the language mean stored in
+the checkpoint by ``xlm center`` is subtracted; without one, the mean of the input's
+sentences (from 2 on). A one-line note on standard error says which.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
                    help="first token's state (default) or mean over the real tokens")
     p.add_argument("--layers", default="-1",
                    help="layers to pool and average: 0 = embeddings, -1 = last (default), e.g. '2,3,4' or '2-4'")
+    p.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
+                   help="subtract the language's mean vector: the one stored by `xlm center`, else the mean "
+                        "of the sentences embedded (default on; --no-center: raw vectors)")
     p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch (default 8000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     add_precision_option(p)
@@ -38,7 +45,12 @@ def embed_options(args: argparse.Namespace, progress: bool | None = None):
     if args.max_tokens < 1:
         raise DataError("--max-tokens must be positive")
     return EmbedOptions(
-        args.pooling, parse_layers(args.layers), args.max_tokens, progress=progress, precision=args.precision
+        args.pooling,
+        parse_layers(args.layers),
+        args.max_tokens,
+        progress=progress,
+        precision=args.precision,
+        center=getattr(args, "center", True),
     )
 
 
@@ -74,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             lines = read_lines(f, str(args.input))
     else:
         lines = read_lines(sys.stdin.buffer)
-    vectors = encoder.encode_text(lines)
+    vectors = encoder.center_set(encoder.encode_text(lines))
+    print(encoder.centering_note(len(lines)), file=sys.stderr)
     if args.output is not None:
         save_npy(args.output, vectors)
         print(f"{args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32", file=sys.stderr)

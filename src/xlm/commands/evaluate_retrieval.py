@@ -1,10 +1,14 @@
 """``xlm evaluate retrieval CHECKPOINT --pairs en-fr=FILE.tsv [...]`` or ``--prepared DIR
---split test``: cross-lingual sentence retrieval P@1, both directions, cosine and margin."""
+--split test``: cross-lingual sentence retrieval P@1, both directions, cosine and margin.
+
+Vectors are centered per language (``--no-center``: raw): with the means stored in the
+checkpoint by ``xlm center``, else with each evaluated set's own mean."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from xlm.commands.embed import add_embedding_options, embed_options, load_model
@@ -42,6 +46,14 @@ def _prepared_pairs(directory: Path, split: str, model_langs: set[str], only: se
     return found
 
 
+def _centering_summary(kinds: set[str], checkpoint: Path) -> str:
+    if kinds == {"off"}:
+        return "off (--no-center)"
+    if "stored" in kinds:
+        return f"the language means stored in {checkpoint} (by `xlm center`)"
+    return f"each evaluated set's own mean per language (no stored means in {checkpoint}; `xlm center` adds them)"
+
+
 def run(args: argparse.Namespace) -> int:
     from xlm.data.dataset import PreparedData
     from xlm.evaluation.embeddings import SentenceEncoder
@@ -56,16 +68,22 @@ def run(args: argparse.Namespace) -> int:
     limit = args.max_sentences if args.max_sentences > 0 else None
     metrics: dict[str, float] = {}
     order: list[tuple[str, str]] = []
+    kinds: set[str] = set()
 
     def score(a: str, b: str, src_vecs, tgt_vecs) -> None:
         metrics.update(retrieval_metrics(src_vecs, tgt_vecs, a, b, margin=args.margin))
         order.append((a, b))
 
+    def centered(enc: SentenceEncoder, vectors):
+        """One evaluated set's vectors, centered as the options say (stored means, else the set's mean)."""
+        kinds.add(enc.centering_kind(len(vectors)))
+        return enc.center_set(vectors)
+
     for a, b, path in specs:
         src, tgt = read_pairs_tsv(path)
         src, tgt = src[:limit], tgt[:limit]
         enc_a, enc_b = SentenceEncoder(pretrained, a, options), SentenceEncoder(pretrained, b, options)
-        score(a, b, enc_a.encode_text(src), enc_b.encode_text(tgt))
+        score(a, b, centered(enc_a, enc_a.encode_text(src)), centered(enc_b, enc_b.encode_text(tgt)))
     if args.prepared is not None:
         prepared = PreparedData.open(args.prepared)
         if prepared.vocab.hash != pretrained.vocab.hash:
@@ -77,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
         for a, b in pairs:
             data = prepared.para(args.split, a, b)
             n = len(data) if limit is None else min(limit, len(data))
-            vec_a = SentenceEncoder(pretrained, a, options).encode_data(data.src, n)
-            vec_b = SentenceEncoder(pretrained, b, options).encode_data(data.tgt, n)
+            enc_a, enc_b = SentenceEncoder(pretrained, a, options), SentenceEncoder(pretrained, b, options)
+            vec_a = centered(enc_a, enc_a.encode_data(data.src, n))
+            vec_b = centered(enc_b, enc_b.encode_data(data.tgt, n))
             score(a, b, vec_a, vec_b)
     headers = ["pair", "sentences", "P@1 ->", "P@1 <-"] + (["margin P@1 ->", "margin P@1 <-"] if args.margin else [])
     rows = []
@@ -89,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             row += [metrics[f"{f}/margin/p@1"], metrics[f"{r}/margin/p@1"]]
         rows.append(row)
     print(format_table(headers, rows, floatfmt="{:.3f}"))
+    print(f"centering: {_centering_summary(kinds, args.checkpoint)}", file=sys.stderr)
     if args.json:
         write_json(args.json, metrics)
     if args.plot:

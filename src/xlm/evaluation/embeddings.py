@@ -12,12 +12,18 @@ last block). With several layers the pooled vectors are averaged.
 
 Sentences are batched by length (sorted, cut by a token budget so little padding is
 computed) and returned in the input order, as a ``float32`` array ``(N, D)``.
+
+Centering (``center=True``, the default; see ``xlm.evaluation.centering``): when the
+checkpoint holds ``centering.safetensors`` (written by ``xlm center``), the stored mean
+vector of the sentence's language, for the same pooling and layers, is subtracted, which
+removes most of the language-specific component of the vectors. Without stored means,
+commands that embed a whole set subtract that set's own mean (:meth:`SentenceEncoder.center_set`).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,8 +36,8 @@ from tqdm import tqdm
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.dataset import MonolingualData
 from xlm.errors import XLMError
-from xlm.model.pretrained import Pretrained
 from xlm.model.precision import Precision, inference_autocast
+from xlm.model.pretrained import Pretrained
 from xlm.model.transformer import TransformerModel, length_mask
 from xlm.reports import write_atomic
 from xlm.text.vocab import EOS_INDEX
@@ -49,6 +55,7 @@ class EmbedOptions:
     max_len: int = 0  # words kept per sentence; 0: as many as the model's positions allow
     progress: bool | None = None  # None: a bar only for long inputs
     precision: Precision = "fp32"  # "bf16": autocast matmuls to bfloat16 (GPUs; CPUs with AMX)
+    center: bool = True  # subtract the language's stored mean (when the checkpoint has one)
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -97,7 +104,8 @@ def pool(states: Tensor, lengths: Tensor, pooling: Pooling) -> Tensor:
 
 class SentenceEncoder:
     """Embeds sentences of one language with a pretrained model: ids or raw text in,
-    ``(N, D)`` float32 vectors out (input order)."""
+    ``(N, D)`` float32 vectors out (input order), centered with the checkpoint's stored
+    language mean when it has one and ``options.center`` is on."""
 
     def __init__(self, pretrained: Pretrained, lang: str, options: EmbedOptions = EmbedOptions()):
         if options.pooling not in POOLINGS:
@@ -107,10 +115,19 @@ class SentenceEncoder:
         self.lang = lang
         self.lang_id = pretrained.info.lang_id(lang)
         self.options = options
-        resolve_layers(options.layers, len(self.model.layers))  # fail early on a bad layer
+        self.n_layers = len(self.model.layers)
+        self.layers = tuple(resolve_layers(options.layers, self.n_layers))  # fails early on a bad layer
         limit = self.model.cfg.max_positions - 2
         self.max_len = min(options.max_len, limit) if options.max_len > 0 else limit
         self._text_encoder = None
+        self.stored_mean: np.ndarray | None = None  # (D,) subtracted from every vector
+        self.means = None  # the checkpoint's LanguageMeans, when centering with them
+        if options.center:
+            from xlm.evaluation.centering import mean_for, stored_means
+
+            self.means = stored_means(pretrained)
+            if self.means is not None:
+                self.stored_mean = mean_for(self.means, lang, options.pooling, self.layers)
 
     @property
     def device(self) -> torch.device:
@@ -122,13 +139,23 @@ class SentenceEncoder:
             for s in sentences
         ]
 
-    @torch.no_grad()
-    def encode_ids(self, sentences: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
-        """Word ids of each sentence (without delimiters) -> vectors."""
-        dim = self.model.cfg.emb_dim
-        out = np.zeros((len(sentences), dim), dtype=np.float32)
+    def iter_pooled(
+        self,
+        sentences: Sequence[Sequence[int] | np.ndarray],
+        layers: Sequence[int] | None = None,
+        poolings: Sequence[str] | None = None,
+    ) -> Iterator[tuple[np.ndarray, dict[str, Tensor]]]:
+        """The one batching loop: yields ``(ids, {pooling: (B, len(layers), D) float32})`` per
+        batch, ``ids`` the positions of the batch's sentences in ``sentences``; ``layers``
+        (default ``options.layers``) are resolved, sorted and deduplicated, ``poolings``
+        default to ``(options.pooling,)``. The vectors are raw: never centered."""
+        layers = resolve_layers(self.options.layers if layers is None else layers, self.n_layers)
+        poolings = tuple(poolings or (self.options.pooling,))
+        for p in poolings:
+            if p not in POOLINGS:
+                raise XLMError(f"pooling {p!r} is not one of {POOLINGS}")
         if not sentences:
-            return out
+            return
         rows = self._rows(sentences)
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
@@ -137,19 +164,83 @@ class SentenceEncoder:
         was_training = self.model.training
         self.model.eval()
         try:
-            bar = tqdm(total=len(rows), disable=not show, unit="sent", desc=f"embed {self.lang}")
-            with bar, inference_autocast(self.device, self.options.precision):
+            with tqdm(total=len(rows), disable=not show, unit="sent", desc=f"embed {self.lang}") as bar:
                 for ids in batches:
                     tokens, lens = pad_rows([rows[i] for i in ids])
                     tokens, lens = tokens.to(self.device), lens.to(self.device)
                     langs = torch.full_like(tokens, self.lang_id)
-                    states = layer_states(self.model, tokens, lens, langs, self.options.layers)
-                    vec = torch.stack([pool(s, lens, self.options.pooling) for s in states]).mean(0)
-                    out[ids] = vec.float().cpu().numpy()
+                    # autocast only around the model: the caller's code between batches runs outside it
+                    with torch.no_grad(), inference_autocast(self.device, self.options.precision):
+                        states = self.model.hidden_states(tokens, lens, langs, layers=layers)
+                        pooled = {p: torch.stack([pool(s, lens, p) for s in states], 1).float() for p in poolings}
+                    yield np.asarray(ids), pooled
                     bar.update(len(ids))
         finally:
             self.model.train(was_training)
+
+    def pooled_layers(
+        self,
+        sentences: Sequence[Sequence[int] | np.ndarray],
+        layers: Sequence[int] | None = None,
+        poolings: Sequence[str] = POOLINGS,
+    ) -> dict[str, np.ndarray]:
+        """Raw (uncentered) vectors of several layers and poolings from one pass over the
+        sentences: ``{pooling: (N, len(layers), D) float32}``, layers resolved and sorted
+        (default: all, ``0 .. n_layers``)."""
+        layers = resolve_layers(range(self.n_layers + 1) if layers is None else layers, self.n_layers)
+        dim = self.model.cfg.emb_dim
+        out = {p: np.zeros((len(sentences), len(layers), dim), dtype=np.float32) for p in poolings}
+        for ids, pooled in self.iter_pooled(sentences, layers, poolings):
+            for p, vec in pooled.items():
+                out[p][ids] = vec.cpu().numpy()
         return out
+
+    def encode_ids(self, sentences: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """Word ids of each sentence (without delimiters) -> vectors (centered with the
+        stored language mean when there is one)."""
+        out = np.zeros((len(sentences), self.model.cfg.emb_dim), dtype=np.float32)
+        for ids, pooled in self.iter_pooled(sentences, self.layers, (self.options.pooling,)):
+            out[ids] = pooled[self.options.pooling].mean(1).cpu().numpy()
+        if self.stored_mean is not None:
+            out -= self.stored_mean
+        return out
+
+    def center_set(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` of a whole set of sentences of this language, as returned by the
+        ``encode_*`` methods: when centering is on but there was no stored mean to subtract,
+        subtract the set's own mean (from 2 sentences on); otherwise ``vectors`` unchanged."""
+        if self.options.center and self.stored_mean is None and len(vectors) >= 2:
+            return (vectors - vectors.mean(0, dtype=np.float64)).astype(np.float32)
+        return vectors
+
+    def centering_kind(self, n: int) -> str:
+        """How :meth:`center_set` centers a set of ``n`` vectors: ``"stored"`` (the checkpoint's
+        language mean), ``"set"`` (the set's own mean), ``"off"`` or ``"none"`` (one sentence)."""
+        if not self.options.center:
+            return "off"
+        if self.stored_mean is not None:
+            return "stored"
+        return "set" if n >= 2 else "none"
+
+    def centering_note(self, n: int) -> str:
+        """One line saying how :meth:`center_set` centers a set of ``n`` vectors."""
+        kind = self.centering_kind(n)
+        if kind == "off":
+            return "centering: off (--no-center)"
+        if kind == "stored":
+            assert self.means is not None
+            count = self.means.counts.get(self.lang, 0)
+            split = f" {self.means.split}" if self.means.split else ""
+            return (
+                f"centering: subtracted the stored {self.lang} mean of {count}{split} sentences "
+                f"({self.pretrained.directory / 'centering.safetensors'})"
+            )
+        if kind == "set":
+            return (
+                f"centering: subtracted the mean of these {n} sentences "
+                f"(no stored means in {self.pretrained.directory}; `xlm center` adds them)"
+            )
+        return f"centering: none (a single sentence and no stored means in {self.pretrained.directory})"
 
     def encode_data(self, data: MonolingualData, limit: int = 0) -> np.ndarray:
         """The sentences of a binarized file (the first ``limit`` when > 0)."""

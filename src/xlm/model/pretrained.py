@@ -39,7 +39,7 @@ class ModelInfo:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelInfo":
+    def from_json(cls, data: dict[str, Any]) -> ModelInfo:
         data = dict(data)
         cfg = ModelConfig.model_validate(data.pop("model"))
         lang2id = {str(k): int(v) for k, v in data.pop("lang2id").items()}
@@ -66,6 +66,8 @@ class Pretrained:
     info: ModelInfo
     vocab: Vocabulary
     directory: Path
+    # things read from the checkpoint on first use (e.g. the centering means), by name
+    cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 def read_model_info(directory: Path) -> ModelInfo:

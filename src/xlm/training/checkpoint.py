@@ -118,6 +118,50 @@ def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metada
         ) from e
 
 
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """A hard link (the file is never modified in place, only replaced), or a copy where the
+    filesystem has none."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def add_file_to_checkpoint(directory: Path, name: str, data: bytes) -> Path:
+    """Add (or replace) the file ``name`` of an existing checkpoint and list it in the
+    manifest, atomically: the checkpoint is verified first, then a sibling copy (hard links
+    to the unchanged files) gets the new file and manifest and is renamed into place, as in
+    :func:`save_checkpoint`. On failure the checkpoint is unchanged. Returns the file's path."""
+    directory = Path(directory)
+    if name == MANIFEST or not name or name != Path(name).name or name.startswith("."):
+        raise ValueError(f"{name!r}: not a checkpoint file name")
+    manifest = verify_checkpoint(directory)
+
+    def fill(tmp: Path) -> None:
+        for p in sorted(directory.iterdir()):
+            if p.name in (name, MANIFEST):
+                continue
+            if p.is_dir():
+                shutil.copytree(p, tmp / p.name, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(p, tmp / p.name)
+        with open(tmp / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        files = dict(manifest.get("files", {}))
+        files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        write_json(tmp / MANIFEST, {**manifest, "files": files})
+        with open(tmp / MANIFEST, "rb") as f:
+            os.fsync(f.fileno())
+
+    try:
+        replace_directory(directory, fill)
+    except OSError as e:  # e.g. disk full
+        raise CheckpointError(f"{directory}: could not add {name} ({e}); the checkpoint is unchanged") from e
+    return directory / name
+
+
 def remove_stale_temporaries(folder: Path, log: Callable[[str], None] = print) -> None:
     """Clean up after a process killed inside :func:`save_checkpoint`: delete the half-written
     ``.NAME.tmp-*`` folders, and put back a ``.NAME.old-*`` folder whose replacement never

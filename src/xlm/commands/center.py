@@ -1,0 +1,50 @@
+"""``xlm center CHECKPOINT --prepared DIR [--split train] [--max-sentences 5000]``: compute
+each language's mean sentence vector (every layer, both poolings) on monolingual text and
+store it in the checkpoint as ``centering.safetensors`` (listed in its manifest). From then
+on ``xlm embed``, ``xlm evaluate retrieval`` and the Python API subtract it (language-
+centered embeddings, Libovický et al. 2020)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xlm.commands.embed import add_precision_option
+from xlm.errors import DataError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("center", help="store per-language mean sentence vectors in a checkpoint (centered embeddings)")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint directory (xlm pretrain or xlm import)")
+    p.add_argument("--prepared", type=Path, required=True, help="an `xlm prepare` directory with the same vocabulary")
+    p.add_argument("--split", default="train", help="monolingual split to average (default train)")
+    p.add_argument(
+        "--max-sentences", type=int, default=5000,
+        help="evenly spaced sentences per language (default 5000; 0: all)",
+    )  # fmt: skip
+    p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch (default 8000)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    add_precision_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.commands.embed import load_model
+    from xlm.evaluation.centering import compute_from_prepared, store_means
+    from xlm.reports import format_table
+
+    if args.max_sentences < 0:
+        raise DataError("--max-sentences must be 0 (all) or positive")
+    if args.max_tokens < 1:
+        raise DataError("--max-tokens must be positive")
+    pretrained = load_model(args.checkpoint, args.device)
+    means = compute_from_prepared(
+        pretrained, args.prepared, args.split, args.max_sentences,
+        max_tokens=args.max_tokens, precision=args.precision, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    path = store_means(args.checkpoint, means)
+    rows = [[lang, means.counts[lang]] for lang in pretrained.info.lang2id]
+    print(format_table(["language", f"{args.split} sentences"], rows))
+    print(f"{path}: means of layers 0-{means.n_layers} x pooling first/mean, dim {means.dim}, from {args.prepared}")
+    return 0
