@@ -285,7 +285,7 @@ def test_xlm_center_end_to_end(checkpoint, bpe_data, tiny_data, tmp_path, capsys
     assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out_npy)]) == 0
     assert "subtracted the stored fr mean of 30 train sentences" in capsys.readouterr().err
     raw = SentenceEncoder(pre, "fr", EmbedOptions(center=False)).encode_ids(_fr_ids(sents))
-    np.testing.assert_allclose(np.load(out_npy), raw - mean_for(means, "fr", "first", (-1,)), atol=1e-5)
+    np.testing.assert_allclose(np.load(out_npy), raw - mean_for(means, "fr", "mean", (0,)), atol=1e-5)  # the defaults
 
     # the same function the pretraining runner calls; the result is deterministic
     before = (checkpoint / CENTERING_FILE).read_bytes()

@@ -6,14 +6,13 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import tiny_config_overrides, train_losses
 from safetensors.torch import load_file
 
 from xlm.config import ConfigError, load_config
 from xlm.objectives.contrastive import contrastive_loss
 from xlm.tasks.pretraining import PretrainConfig, PretrainTask
 from xlm.training.runner import run_training
-
-from conftest import tiny_config_overrides, train_losses
 
 
 def _pairs(n=16, d=8, noise=0.05, seed=0):

@@ -22,10 +22,12 @@ from xlm.text.lines import read_lines
 
 def add_embedding_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that embed sentences."""
-    p.add_argument("--pooling", choices=("first", "mean"), default="first",
-                   help="first token's state (default) or mean over the real tokens")
-    p.add_argument("--layers", default="-1",
-                   help="layers to pool and average: 0 = embeddings, -1 = last (default), e.g. '2,3,4' or '2-4'")
+    p.add_argument("--pooling", choices=("first", "mean"), default=None,
+                   help="first token's state or mean over the real tokens (default: what the checkpoint "
+                        "recommends, the XLCo setting it was trained with, else mean)")
+    p.add_argument("--layers", default=None,
+                   help="layers to pool and average: 0 = embeddings, -1 = last, e.g. '2,3,4' or '2-4' "
+                        "(default: what the checkpoint recommends, else 0)")
     p.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
                    help="subtract the language's mean vector: the one stored by `xlm center`, else the mean "
                         "of the sentences embedded (default on; --no-center: raw vectors)")
@@ -46,7 +48,7 @@ def embed_options(args: argparse.Namespace, progress: bool | None = None):
         raise DataError("--max-tokens must be positive")
     return EmbedOptions(
         args.pooling,
-        parse_layers(args.layers),
+        parse_layers(args.layers) if args.layers is not None else None,
         args.max_tokens,
         progress=progress,
         precision=args.precision,

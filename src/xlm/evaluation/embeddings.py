@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,10 +47,17 @@ POOLINGS: tuple[str, ...] = ("first", "mean")
 PROGRESS_MIN_SENTENCES = 2_000  # show a progress bar from this many sentences on
 
 
+# Without a recommendation in the checkpoint: mean pooling of the embedding layer's output,
+# the best setting of the sweep in docs/results.md ("Sentence embeddings: pooling, layer,
+# centering") for models trained without XLCo.
+DEFAULT_POOLING: Pooling = "mean"
+DEFAULT_LAYERS: tuple[int, ...] = (0,)
+
+
 @dataclass(frozen=True)
 class EmbedOptions:
-    pooling: Pooling = "first"
-    layers: tuple[int, ...] = (-1,)
+    pooling: Pooling | None = None  # None: the checkpoint's recommendation (see default_embedding)
+    layers: tuple[int, ...] | None = None
     max_tokens: int = 8_000  # padded tokens per batch
     max_len: int = 0  # words kept per sentence; 0: as many as the model's positions allow
     progress: bool | None = None  # None: a bar only for long inputs
@@ -74,6 +81,23 @@ def parse_layers(text: str) -> tuple[int, ...]:
     if not out:
         raise XLMError("layers: at least one layer is needed")
     return tuple(out)
+
+
+def default_embedding(info: Any) -> tuple[Pooling, tuple[int, ...]]:
+    """Pooling and layers a checkpoint recommends for sentence vectors: those XLCo trained
+    (``sentence_embedding`` in model.json), else DEFAULT_POOLING / DEFAULT_LAYERS."""
+    rec = info.extra.get("sentence_embedding") if info is not None else None
+    if isinstance(rec, dict) and rec.get("pooling") in POOLINGS and rec.get("layers"):
+        return rec["pooling"], tuple(int(x) for x in rec["layers"])
+    return DEFAULT_POOLING, DEFAULT_LAYERS
+
+
+def resolve_options(options: EmbedOptions, info: Any) -> EmbedOptions:
+    """``options`` with an unset pooling or layers taken from the checkpoint's recommendation."""
+    if options.pooling is not None and options.layers is not None:
+        return options
+    pooling, layers = default_embedding(info)
+    return replace(options, pooling=options.pooling or pooling, layers=options.layers or layers)
 
 
 def resolve_layers(layers: Sequence[int], n_layers: int) -> list[int]:
@@ -108,6 +132,7 @@ class SentenceEncoder:
     language mean when it has one and ``options.center`` is on."""
 
     def __init__(self, pretrained: Pretrained, lang: str, options: EmbedOptions = EmbedOptions()):
+        options = resolve_options(options, pretrained.info)
         if options.pooling not in POOLINGS:
             raise XLMError(f"pooling {options.pooling!r} is not one of {POOLINGS}")
         self.pretrained = pretrained

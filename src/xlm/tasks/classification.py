@@ -35,6 +35,7 @@ from xlm.data.classification import (
 from xlm.errors import CheckpointError, DataError
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained, write_model_files
 from xlm.model.transformer import TransformerModel
+from xlm.objectives.contrastive import pool_states
 from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
 from xlm.training.checkpoint import write_json as write_plain_json
 from xlm.training.distributed import init_distributed, pick_device, shutdown
@@ -97,6 +98,10 @@ class FinetuneConfig(Config):
     dropout: float = 0.1  # before the linear layer
     head_lr: float = 0.0  # learning rate of the head; 0: the encoder's (optim.lr)
     random_init: bool = False  # same architecture and vocabulary, fresh weights (baseline)
+    pooling: Literal["first", "mean"] = "first"  # the head reads the first state (</s>) or the mean
+    center: bool = False  # subtract each language's mean pooled vector (batch mean in training, set mean in tests)
+    freeze_embeddings: bool = False  # word, position and language embeddings (and their LayerNorm) kept
+    freeze_layers: int = 0  # the lowest N Transformer blocks kept as pretrained
 
 
 class OutputConfig(Config):
@@ -117,15 +122,40 @@ class ClassifyConfig(Config):
 
 
 class ClassifierHead(nn.Module):
-    """Dropout and a linear layer on the first hidden state: ``(B, T, D) -> (B, C)``."""
+    """Dropout and a linear layer on the pooled hidden states (the first one, the ``</s>``
+    that starts every input, as XLM; or their mean): ``(B, T, D) -> (B, C)``."""
 
-    def __init__(self, dim: int, n_labels: int, dropout: float = 0.1):
+    def __init__(self, dim: int, n_labels: int, dropout: float = 0.1, pooling: str = "first"):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(dim, n_labels)
+        self.pooling = pooling
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        return self.proj(self.dropout(hidden[:, 0]))
+    def features(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``(B, T, D)`` -> pooled ``(B, D)``."""
+        if self.pooling == "first" or lengths is None:
+            return hidden[:, 0]
+        return pool_states(hidden, lengths, self.pooling)
+
+    def classify(self, features: Tensor) -> Tensor:
+        return self.proj(self.dropout(features))
+
+    def forward(self, hidden: Tensor, lengths: Tensor | None = None, center_langs: Tensor | None = None) -> Tensor:
+        """Logits ``(B, C)``; with ``center_langs`` ``(B,)`` each row's pooled vector is centered
+        on the mean of the batch's rows of its language."""
+        features = self.features(hidden, lengths)
+        if center_langs is not None:
+            features = center_by_language(features, center_langs)
+        return self.classify(features)
+
+
+def center_by_language(features: Tensor, langs: Tensor) -> Tensor:
+    """Subtract from each row the mean of the rows of its language (``langs`` ``(B,)``)."""
+    out = features.clone()
+    for lang in langs.unique():
+        rows = langs == lang
+        out[rows] = features[rows] - features[rows].mean(0, keepdim=True)
+    return out
 
 
 @dataclass
@@ -144,9 +174,19 @@ def make_batch(rows: list[np.ndarray], lang_ids: list[int], labels: list[int]) -
     return Batch(tokens, lengths, torch.tensor(lang_ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
 
 
-def classify_logits(encoder: nn.Module, head: nn.Module, batch: Batch) -> Tensor:
+def classify_features(encoder: nn.Module, head: nn.Module, batch: Batch) -> Tensor:
     hidden = encoder(batch.tokens, lengths=batch.lengths, langs=batch.langs)
-    return head(hidden)
+    return _head(head).features(hidden, batch.lengths)
+
+
+def _head(head: nn.Module) -> ClassifierHead:
+    return getattr(head, "module", head)  # DDP wraps it
+
+
+def classify_logits(encoder: nn.Module, head: nn.Module, batch: Batch, center: bool = False) -> Tensor:
+    """Logits ``(B, C)``; ``center`` subtracts each language's mean pooled vector over the batch."""
+    hidden = encoder(batch.tokens, lengths=batch.lengths, langs=batch.langs)
+    return head(hidden, batch.lengths, batch.langs if center else None)
 
 
 def eval_batches(data: EncodedSet, max_tokens: int) -> list[np.ndarray]:
@@ -155,19 +195,33 @@ def eval_batches(data: EncodedSet, max_tokens: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
+def set_logits(
+    encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int,
+    center: bool = False,
+) -> Tensor:  # fmt: skip
+    """Logits ``(N, C)`` of one language's encoded rows (modules in eval mode); ``center``
+    subtracts the mean pooled vector of the whole set before the linear layer."""
+    head = _head(head)
+    lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
+    features = torch.zeros(len(rows), head.proj.in_features, device=device)
+    for ids in token_budget_batches(lengths, np.argsort(lengths, kind="stable"), max_tokens):
+        batch = make_batch([rows[i] for i in ids], [lang_id] * len(ids), [0] * len(ids)).to(device)
+        features[torch.as_tensor(ids, device=device)] = classify_features(encoder, head, batch).float()
+    if center and len(rows):
+        features = features - features.mean(0, keepdim=True)
+    return head.classify(features).float()
+
+
+@torch.no_grad()
 def evaluate_set(
-    encoder: nn.Module, head: nn.Module, data: EncodedSet, device: torch.device, max_tokens: int
+    encoder: nn.Module, head: nn.Module, data: EncodedSet, device: torch.device, max_tokens: int, center: bool = False
 ) -> tuple[float, float]:
     """(accuracy in %, mean loss) on one encoded set (modules must be in eval mode)."""
-    correct, loss_sum = 0, 0.0
-    for ids in eval_batches(data, max_tokens):
-        batch = make_batch([data.rows[i] for i in ids], [data.lang_id] * len(ids), data.labels[ids].tolist())
-        batch = batch.to(device)
-        logits = classify_logits(encoder, head, batch).float()
-        loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == batch.labels).sum())
+    logits = set_logits(encoder, head, data.rows, data.lang_id, device, max_tokens, center)
+    labels = torch.as_tensor(data.labels, dtype=torch.long, device=logits.device)
     n = max(len(data), 1)
-    return 100.0 * correct / n, loss_sum / n
+    loss_sum = float(F.cross_entropy(logits, labels, reduction="sum")) if len(data) else 0.0
+    return 100.0 * int((logits.argmax(-1) == labels).sum()) / n, loss_sum / n
 
 
 # --------------------------------------------------------------------------- data loading
@@ -203,10 +257,14 @@ def load_split(
     return sets, label2id
 
 
-def encode_sets(sets: list[ExampleSet], cfg: ClassifyDataConfig, pretrained: Pretrained, label2id: dict[str, int]) -> list[EncodedSet]:
+def encode_sets(
+    sets: list[ExampleSet], cfg: ClassifyDataConfig, pretrained: Pretrained, label2id: dict[str, int]
+) -> list[EncodedSet]:
     out = []
     for s in sets:
-        encode = text_encoder(pretrained.directory, s.lang, pretrained.info.lowercase_and_remove_accent, cfg.pretokenized)
+        encode = text_encoder(
+            pretrained.directory, s.lang, pretrained.info.lowercase_and_remove_accent, cfg.pretokenized
+        )
         out.append(encode_set(s, encode, label2id, pretrained.info.lang_id(s.lang), cfg.max_len))
     return out
 
@@ -238,7 +296,20 @@ class ClassifyTask:
         # the LM output bias takes no part in classification: frozen, since DDP (without
         # find_unused_parameters) fails on the second step when a trainable weight gets no gradient
         self.encoder.pred_bias.requires_grad_(False)
-        self.head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), cfg.finetune.dropout)
+        ft = cfg.finetune
+        if not 0 <= ft.freeze_layers <= len(self.encoder.layers):
+            raise ConfigError(
+                f"finetune.freeze_layers={ft.freeze_layers}: the model has {len(self.encoder.layers)} layers"
+            )
+        frozen: list[nn.Module] = list(self.encoder.layers[: ft.freeze_layers])
+        if ft.freeze_embeddings:
+            enc = self.encoder
+            frozen += [
+                m for m in (enc.embeddings, enc.position_embeddings, enc.lang_embeddings, enc.norm_emb) if m is not None
+            ]
+        for m in frozen:
+            m.requires_grad_(False)
+        self.head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), ft.dropout, ft.pooling)
         self.forward_encoder: nn.Module = self.encoder
         self.forward_head: nn.Module = self.head
         self.device = torch.device("cpu")
@@ -286,7 +357,7 @@ class ClassifyTask:
         self.pos += 1
         batch = make_batch([self.rows[i] for i in ids], self.row_langs[ids].tolist(), self.row_labels[ids].tolist())
         batch = batch.to(self.device)
-        logits = classify_logits(self.forward_encoder, self.forward_head, batch)
+        logits = classify_logits(self.forward_encoder, self.forward_head, batch, self.cfg.finetune.center)
         loss = F.cross_entropy(logits.float(), batch.labels)
         return StepOutput(loss, "cls", int(batch.lengths.sum()))
 
@@ -294,7 +365,9 @@ class ClassifyTask:
         metrics: dict[str, float] = {}
         accs = []
         for s in self.valid:
-            acc, loss = evaluate_set(self.encoder, self.head, s, self.device, self.cfg.data.max_tokens)
+            acc, loss = evaluate_set(
+                self.encoder, self.head, s, self.device, self.cfg.data.max_tokens, self.cfg.finetune.center
+            )
             metrics[f"valid/{s.lang}/acc"] = acc
             metrics[f"valid/{s.lang}/loss"] = loss
             accs.append(acc)
@@ -315,7 +388,8 @@ class ClassifyTask:
         extra["classifier"] = {
             "labels": self.labels,
             "dropout": self.cfg.finetune.dropout,
-            "pooling": "first",
+            "pooling": self.cfg.finetune.pooling,
+            "center": self.cfg.finetune.center,
             "finetuned_from": str(self.pretrained.directory),
             "random_init": self.cfg.finetune.random_init,
             "train_languages": sorted(self.cfg.data.train),
@@ -359,17 +433,13 @@ class Classifier:
     def predict_probs(self, rows: list[np.ndarray], lang: str, max_tokens: int = 4096) -> np.ndarray:
         """Class probabilities ``(N, C)`` of encoded rows (see ``build_row``) of language ``lang``."""
         lang_id = self.info.lang_id(lang)
-        lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
-        out = np.zeros((len(rows), len(self.labels)), dtype=np.float32)
         if not rows:
-            return out
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
         self.pretrained.model.eval()
         self.head.eval()
-        for ids in token_budget_batches(lengths, np.argsort(lengths, kind="stable"), max_tokens):
-            batch = make_batch([rows[i] for i in ids], [lang_id] * len(ids), [0] * len(ids)).to(self.device)
-            probs = classify_logits(self.pretrained.model, self.head, batch).float().softmax(-1)
-            out[ids] = probs.cpu().numpy()
-        return out
+        center = bool(self.info.extra.get("classifier", {}).get("center", False))
+        logits = set_logits(self.pretrained.model, self.head, rows, lang_id, self.device, max_tokens, center)
+        return logits.softmax(-1).cpu().numpy()
 
 
 def resolve_classifier_dir(directory: str | Path) -> Path:
@@ -393,9 +463,11 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
     data = read_json(d / LABELS_JSON)
     labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise CheckpointError(f"{d / LABELS_JSON}: expected {{\"labels\": [at least two strings]}}")
-    dropout = float(pretrained.info.extra.get("classifier", {}).get("dropout", 0.1))
-    head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), dropout)
+        raise CheckpointError(f'{d / LABELS_JSON}: expected {{"labels": [at least two strings]}}')
+    meta = pretrained.info.extra.get("classifier", {})
+    head = ClassifierHead(
+        pretrained.info.config.emb_dim, len(labels), float(meta.get("dropout", 0.1)), meta.get("pooling", "first")
+    )
     state = load_tensors(d / HEAD_WEIGHTS)
     try:
         head.load_state_dict(state)
@@ -501,8 +573,12 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
             task.encoder.eval()
             task.head.eval()
             for s in test:
-                accuracy[s.lang], _ = evaluate_set(task.encoder, task.head, s, device, cfg.data.max_tokens)
+                accuracy[s.lang], _ = evaluate_set(
+                    task.encoder, task.head, s, device, cfg.data.max_tokens, cfg.finetune.center
+                )
                 examples[s.lang] = len(s)
-        return FinetuneResult(summarize(accuracy) if accuracy else {}, examples, valid_metrics, labels, model_dir, env.is_main)
+        return FinetuneResult(
+            summarize(accuracy) if accuracy else {}, examples, valid_metrics, labels, model_dir, env.is_main
+        )
     finally:
         shutdown(env)

@@ -234,18 +234,12 @@ class PretrainTask:
             o.load_state_dict(state.get("objectives", {}).get(k, {}))
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo(
-            self.model_cfg,
-            self.lang2id,
-            bool(self.prepared.info.get("lowercase_and_remove_accent", False)),
-            {
-                "objectives": {
-                    "mlm": self.cfg.objectives.mlm,
-                    "clm": self.cfg.objectives.clm,
-                    "xlco": self.cfg.objectives.xlco,
-                }
-            },
-        )
+        obj = self.cfg.objectives
+        extra: dict[str, Any] = {"objectives": {"mlm": obj.mlm, "clm": obj.clm, "xlco": obj.xlco}}
+        if obj.xlco:  # sentence vectors are best made as XLCo trained them
+            extra["sentence_embedding"] = {"pooling": obj.xlco_pooling, "layers": [obj.xlco_layer]}
+        lower = bool(self.prepared.info.get("lowercase_and_remove_accent", False))
+        return ModelInfo(self.model_cfg, self.lang2id, lower, extra)
 
     def write_model_files(self, directory: Path) -> None:
         write_model_files(directory, self.model, self.model_info(), self.prepared.directory)

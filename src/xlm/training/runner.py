@@ -30,10 +30,12 @@ def run_task(
     describe: Callable[[Task, torch.device, DistEnv], str],
     resume: str | None = None,
     on_start: Callable[[Task, Path], None] | None = None,
+    on_end: Callable[[Task, Path], None] | None = None,
 ) -> dict[str, float]:
     """Train the task built by ``make_task`` with ``cfg.train`` / ``cfg.optim`` in one process,
     or one per device under ``torchrun``; ``resume`` is None, "latest" or a checkpoint path.
-    Rank 0 writes ``config.toml`` into the run folder and prints ``describe(task, ...)``."""
+    Rank 0 writes ``config.toml`` into the run folder, prints ``describe(task, ...)`` and, after
+    training, calls ``on_end(task, run folder)``."""
     tcfg = cfg.train  # type: ignore[attr-defined]
     env = init_distributed(pick_device(tcfg.device))
     device = pick_device(tcfg.device, env.local_rank)
@@ -58,7 +60,10 @@ def run_task(
             found = trainer.resume(None if resume == "latest" else Path(resume))
             if not found and env.is_main:
                 print(f"no checkpoint in {trainer.ckpt_dir}: starting from scratch")
-        return trainer.train()
+        metrics = trainer.train()
+        if env.is_main and on_end is not None:
+            on_end(task, out)
+        return metrics
     finally:
         shutdown(env)
 
@@ -71,4 +76,18 @@ def run_training(cfg: Any, resume: str | None = None) -> dict[str, float]:
         n = task.model.num_parameters()
         return f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
 
-    return run_task(cfg, lambda env: PretrainTask(cfg, cfg.train.seed, env.rank, env.world), describe, resume)
+    def center(task: Any, out: Path) -> None:
+        """Each language's mean sentence vectors, stored in best/ and final/ (see xlm center)."""
+        from xlm.evaluation.centering import center_checkpoint
+
+        for name in ("best", "final"):
+            if (out / name / "manifest.json").is_file():
+                center_checkpoint(out / name, cfg.data.path, "train", CENTER_SENTENCES, task.device)
+                print(f"language means of {CENTER_SENTENCES} train sentences per language stored in {out / name}")
+
+    return run_task(
+        cfg, lambda env: PretrainTask(cfg, cfg.train.seed, env.rank, env.world), describe, resume, on_end=center
+    )
+
+
+CENTER_SENTENCES = 2000  # per language, for the means stored at the end of pretraining
