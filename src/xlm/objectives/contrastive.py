@@ -13,10 +13,19 @@ where the negatives of ``x_i`` are the other ``y_j`` of the batch. Under ``torch
 negatives come from every process: the vectors are all-gathered, and the gradient of the
 gathered copies flows back to the process that computed them, so ``W`` processes of ``B``
 pairs give the loss and gradient of one process with ``W x B`` pairs.
+
+With ``xlco_queue = K > 0`` the negatives also come from a queue, as in InfoXLM (which
+follows MoCo, He et al. 2020): the keys are the vectors of a *momentum encoder*
+(:class:`MomentumEncoder`), a copy of the model whose weights follow the trained ones by
+exponential moving average and are never trained; the queries ``x_i`` (trained model) are
+scored against the keys ``y'_j`` of the batch (all ranks) and the last ``K`` keys of earlier
+batches, and the other way round (``y_i`` against ``x'_j`` and the queue of source-side keys).
+Keys carry no gradient, so ``K`` can be far larger than a batch.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import numpy as np
@@ -28,7 +37,7 @@ from torch import Tensor, nn
 from xlm.config import ConfigError
 from xlm.data.batching import PairBatcher, pad_rows, sentence_rows
 from xlm.model.transformer import length_mask
-from xlm.objectives.registry import Objective, Source, register, split_pair
+from xlm.objectives.registry import Objective, ObjectiveContext, Source, register, split_pair
 
 Pooling = Literal["first", "mean"]
 POOLINGS: tuple[str, ...] = ("first", "mean")
@@ -98,6 +107,102 @@ def contrastive_loss(x: Tensor, y: Tensor, temperature: float) -> Tensor:
     return (info_nce(x, y_all, offset, temperature) + info_nce(y, x_all, offset, temperature)) / 2
 
 
+def gather_keys(keys: Tensor) -> tuple[Tensor, int]:
+    """Every rank's key rows (no gradient) and this rank's offset among them."""
+    with torch.no_grad():
+        return gather_rows(keys.detach())
+
+
+def queue_contrastive_loss(
+    x: Tensor, y: Tensor, x_keys: Tensor, y_keys: Tensor, offset: int, queue: Tensor, temperature: float
+) -> Tensor:
+    """Symmetric InfoNCE of queries against momentum keys: ``x[i]`` (``(B, D)``, trained side
+    a) must find ``y_keys[offset + i]`` among all of ``y_keys`` (the batch's keys of every rank,
+    normalized) and ``queue[1]`` (earlier target-side keys); ``y[i]`` likewise among ``x_keys``
+    and ``queue[0]``. ``queue`` is ``(2, n, D)`` (only its filled slots)."""
+    x, y = F.normalize(x.float(), dim=-1), F.normalize(y.float(), dim=-1)
+    to_y = info_nce(x, torch.cat([y_keys.float(), queue[1].float()]), offset, temperature)
+    to_x = info_nce(y, torch.cat([x_keys.float(), queue[0].float()]), offset, temperature)
+    return (to_y + to_x) / 2
+
+
+class MomentumEncoder(nn.Module):
+    """The key encoder of XLCo with a queue (InfoXLM / MoCo), with everything an exact resume
+    needs as its state: the copied model (``encoder.*``), the queue and its pointer (buffers),
+    so that the trainer saves it next to the model (``xlco_momentum.safetensors``).
+
+    * ``update(online)``: ``m = momentum * m + (1 - momentum) * online`` for every weight
+      (weights the online model does not train, such as sinusoidal positions, are copied).
+      Nothing here is trained: no parameter requires a gradient.
+    * Dropout is **off** in the momentum encoder (it stays in eval mode whatever
+      ``train()``/``eval()`` the trainer calls): keys are a deterministic function of the
+      momentum weights, and computing them draws no random numbers.
+    * The queue holds the L2-normalized keys of the last ``size`` pairs, one ring buffer per
+      side: ``queue[0]`` source-side keys (negatives of the target-side queries), ``queue[1]``
+      target-side keys (negatives of the source-side queries). Both sides get the same number
+      of keys each step, so they share ``ptr`` (the next slot to write, i.e. the oldest) and
+      ``filled``. Keeping the sides apart keeps the negatives of a query in the language(s) of
+      its positive, as with in-batch negatives (a query never has to reject keys of its own
+      language, which would reward language-specific vectors). A language listed on both
+      sides of different pairs (``en-fr`` and ``fr-de``) lands in both queues.
+    """
+
+    def __init__(self, model: nn.Module, size: int, dim: int, momentum: float):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"queue size {size} must be positive")
+        self.momentum = float(momentum)
+        self.encoder = copy.deepcopy(getattr(model, "module", model))
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder.eval()
+        self.register_buffer("queue", torch.zeros(2, size, dim))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.queue.shape[1]
+
+    def train(self, mode: bool = True) -> MomentumEncoder:
+        super().train(mode)
+        self.encoder.eval()  # dropout stays off
+        return self
+
+    @torch.no_grad()
+    def copy_from(self, online: nn.Module) -> None:
+        """Momentum weights := the online weights (e.g. after loading pretrained weights)."""
+        self.encoder.load_state_dict(getattr(online, "module", online).state_dict())
+
+    @torch.no_grad()
+    def update(self, online: nn.Module) -> None:
+        online = getattr(online, "module", online)
+        mine, theirs = list(self.encoder.parameters()), list(online.parameters())
+        if len(mine) != len(theirs):
+            raise ValueError("the momentum encoder does not have the online model's weights")
+        for m, o in zip(mine, theirs):
+            if o.requires_grad:
+                m.mul_(self.momentum).add_(o.detach(), alpha=1.0 - self.momentum)
+            else:
+                m.copy_(o)
+        for m, o in zip(self.encoder.buffers(), online.buffers()):
+            m.copy_(o)
+
+    def negatives(self) -> Tensor:
+        """``(2, filled, D)``: the queued keys of both sides (slot order)."""
+        return self.queue[:, : int(self.filled)]
+
+    @torch.no_grad()
+    def enqueue(self, x_keys: Tensor, y_keys: Tensor) -> None:
+        """Write ``n`` pairs of keys over the oldest slots (the last ``size`` if ``n`` is larger)."""
+        keys = torch.stack([x_keys, y_keys])[:, -self.size :].to(self.queue.dtype)
+        n = keys.shape[1]
+        slots = (int(self.ptr) + torch.arange(n, device=self.queue.device)) % self.size
+        self.queue[:, slots] = keys
+        self.ptr.fill_((int(self.ptr) + n) % self.size)
+        self.filled.fill_(min(self.size, int(self.filled) + n))
+
+
 def encode_pairs(
     model: nn.Module, src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], langs: tuple[int, int], layer: int, pooling: str,
     device: torch.device,
@@ -128,10 +233,25 @@ def touch_all(model: nn.Module) -> Tensor:
 class XLCoObjective(Objective):
     """XLCo on the pairs listed under ``xlco``: ``xlco_batch_size`` pairs a batch (sorted by
     length within windows, as TLM batches), vectors pooled at ``xlco_layer`` by
-    ``xlco_pooling``, temperature ``xlco_temperature``."""
+    ``xlco_pooling``, temperature ``xlco_temperature``. With ``xlco_queue > 0``: keys from a
+    :class:`MomentumEncoder` (``xlco_momentum``) and a queue of that many earlier keys per
+    side, saved in checkpoints as the module ``xlco_momentum``."""
 
     name = "xlco"
     turn = 40
+
+    def __init__(self, ctx: ObjectiveContext, entries: list[str]):
+        super().__init__(ctx, entries)
+        s = ctx.settings
+        self.momentum: MomentumEncoder | None = None
+        if getattr(s, "xlco_queue", 0) > 0:
+            if ctx.model is None:
+                raise ValueError("xlco_queue needs the model in the objective context (ObjectiveContext.model)")
+            dim = int(ctx.model.cfg.emb_dim)
+            self.momentum = MomentumEncoder(ctx.model, s.xlco_queue, dim, s.xlco_momentum)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"xlco_momentum": self.momentum} if self.momentum is not None else {}
 
     @classmethod
     def entries(cls, settings: Any) -> list[str]:
@@ -166,17 +286,20 @@ class XLCoObjective(Objective):
             sentence_rows(sampler.data.src, ids, m),
             sentence_rows(sampler.data.tgt, ids, m),
         )
-        x, y = encode_pairs(
-            model,
-            src_rows,
-            tgt_rows,
-            source.langs,
-            s.xlco_layer,
-            s.xlco_pooling,
-            device,
-        )
-        loss = contrastive_loss(x, y, s.xlco_temperature) + touch_all(model).to(device)
-        return loss, sum(len(r) for r in src_rows + tgt_rows)
+        x, y = encode_pairs(model, src_rows, tgt_rows, source.langs, s.xlco_layer, s.xlco_pooling, device)
+        n_tokens = sum(len(r) for r in src_rows + tgt_rows)
+        if self.momentum is None:
+            loss = contrastive_loss(x, y, s.xlco_temperature)
+            return loss + touch_all(model).to(device), n_tokens
+        mom = self.momentum
+        mom.update(model)  # as MoCo: update the key encoder, then encode the keys
+        with torch.no_grad():
+            xk, yk = encode_pairs(mom.encoder, src_rows, tgt_rows, source.langs, s.xlco_layer, s.xlco_pooling, device)
+        x_keys, offset = gather_keys(F.normalize(xk.float(), dim=-1))
+        y_keys, _ = gather_keys(F.normalize(yk.float(), dim=-1))
+        loss = queue_contrastive_loss(x, y, x_keys, y_keys, offset, mom.negatives(), s.xlco_temperature)
+        mom.enqueue(x_keys, y_keys)  # every rank enqueues every rank's keys: the queues stay equal
+        return loss + touch_all(model).to(device), n_tokens
 
 
 @torch.no_grad()

@@ -56,6 +56,7 @@ class ObjectiveContext:
     seed: int
     rank: int = 0
     world: int = 1
+    model: nn.Module | None = None  # the trained model (e.g. for XLCo's momentum copy of it)
 
 
 @dataclass

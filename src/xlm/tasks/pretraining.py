@@ -71,6 +71,8 @@ class ObjectivesConfig(Config):
     xlco_temperature: float = 0.05
     xlco_pooling: Literal["first", "mean"] = "mean"  # sentence vector: first token (</s>) or mean
     xlco_layer: int = -1  # layer whose states are pooled: 0 = embeddings, -1 = last
+    xlco_queue: int = 0  # >0: keys from a momentum encoder, negatives also from a queue of this many keys per side
+    xlco_momentum: float = 0.999  # momentum encoder weights: m = momentum * m + (1 - momentum) * trained
 
     @field_validator("mlm", "clm", "xlco")
     @classmethod
@@ -79,6 +81,20 @@ class ObjectivesConfig(Config):
             parts = e.split("-")
             if not all(parts) or len(parts) > 2 or (len(parts) == 2 and parts[0] == parts[1]):
                 raise ValueError(f"{e!r} is neither a language ('en') nor a pair ('en-fr')")
+        return v
+
+    @field_validator("xlco_queue")
+    @classmethod
+    def _queue(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"xlco_queue={v} cannot be negative (0: in-batch negatives only)")
+        return v
+
+    @field_validator("xlco_momentum")
+    @classmethod
+    def _momentum(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"xlco_momentum={v} must be within [0, 1] (InfoXLM and MoCo use 0.999)")
         return v
 
     @model_validator(mode="after")
@@ -173,7 +189,7 @@ class PretrainTask:
             raise ConfigError(f"objectives.xlco_layer={obj.xlco_layer}: the model has layers 0 (embeddings) .. {nl}")
         ctx = ObjectiveContext(
             self.prepared, self.lang2id, DataShape(d.bptt, d.batch_size, d.tlm_max_tokens, d.max_len), obj,
-            self.masking, self.mask_gen, self.freq_weights, seed, rank, world,
+            self.masking, self.mask_gen, self.freq_weights, seed, rank, world, self.model,
         )  # fmt: skip
         self.objectives: dict[str, Objective] = {}
         for name, cls in registered().items():
@@ -196,7 +212,12 @@ class PretrainTask:
 
     # --- Task protocol --------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
-        return {"model": self.model}
+        """The model, and the objectives' own modules (saved with training checkpoints only,
+        e.g. XLCo's momentum encoder ``xlco_momentum``)."""
+        out: dict[str, nn.Module] = {"model": self.model}
+        for o in self.objectives.values():
+            out.update(o.modules())
+        return out
 
     def bind(self, wrapped: dict[str, nn.Module], device: torch.device) -> None:
         self.forward_model, self.device = wrapped["model"], device

@@ -51,7 +51,9 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def wrap_ddp(module: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:
-    if not env.enabled:
+    """``module`` in DistributedDataParallel under torchrun; as it is in one process, or when
+    nothing of it is trained (e.g. XLCo's momentum encoder: DDP refuses such modules)."""
+    if not env.enabled or not any(p.requires_grad for p in module.parameters()):
         return module
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)

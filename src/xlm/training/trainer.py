@@ -177,7 +177,9 @@ class Trainer:
         self.optimizer = build_optimizer(list(self.modules.values()), optim_cfg, scales)
         self.amp_dtype = resolve_precision(train_cfg.precision, device)
         if self.amp_dtype == torch.bfloat16 and not native_bf16(device):
-            self.log(f"warning: precision bf16 on {device}, which has no native bf16 matrix multiply (slower than fp32)")
+            self.log(
+                f"warning: precision bf16 on {device}, which has no native bf16 matrix multiply (slower than fp32)"
+            )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.best: float | None = None
@@ -215,6 +217,9 @@ class Trainer:
             def write(tmp: Path) -> None:
                 self.task.write_model_files(tmp)
                 if with_train_state:
+                    for name, module in self.modules.items():  # those the model files leave out (resume reads all)
+                        if not (tmp / f"{name}.safetensors").exists():
+                            save_file(ckpt.state_dict_for_saving(module), str(tmp / f"{name}.safetensors"))
                     tensors, _ = ckpt.optimizer_to_tensors(self.optimizer)
                     for r, rng in enumerate(rngs):
                         for k, v in rng.items():
