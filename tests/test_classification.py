@@ -99,7 +99,9 @@ def test_mnli_jsonl_skips_and_counts_dash_labels(tmp_path):
     with pytest.raises(DataError, match=r"bad\.jsonl:2: not valid JSON"):
         read_examples(write(tmp_path / "bad.jsonl", json.dumps(lines[0]) + "\n{oops\n"), "en", "mnli-jsonl")
     with pytest.raises(DataError, match=r"miss\.jsonl:1: missing string field\(s\) \['sentence2'\]"):
-        read_examples(write(tmp_path / "miss.jsonl", '{"gold_label": "neutral", "sentence1": "x"}\n'), "en", "mnli-jsonl")
+        read_examples(
+            write(tmp_path / "miss.jsonl", '{"gold_label": "neutral", "sentence1": "x"}\n'), "en", "mnli-jsonl"
+        )
 
 
 def test_mnli_tsv(tmp_path):
@@ -134,7 +136,9 @@ def test_raw_text_is_normalized_and_bpe_encoded_with_the_model_vocabulary(tmp_pa
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cls_pretrain") / "run"
-    run_training(load_config(PretrainConfig, None, tiny_config_overrides(tiny_data, out, steps=6) + ["train.threads=1"]))
+    run_training(
+        load_config(PretrainConfig, None, tiny_config_overrides(tiny_data, out, steps=6) + ["train.threads=1"])
+    )
     return out / "final"
 
 
@@ -249,3 +253,63 @@ def test_encoder_and_head_learning_rates():
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     assert lr_of[id(encoder.weight)] == pytest.approx(1e-4) and lr_of[id(encoder.bias)] == pytest.approx(1e-4)
     assert lr_of[id(head.proj.weight)] == pytest.approx(1e-3) and lr_of[id(head.proj.bias)] == pytest.approx(1e-3)
+
+
+def test_fine_tuning_defaults_scale_with_the_model_and_the_data():
+    from xlm.tasks.classification import AUTO_LR_MAX, PAPER_LR, auto_epochs, auto_learning_rate
+
+    assert auto_learning_rate(1024) == pytest.approx(PAPER_LR)  # the paper's XNLI setting for its model
+    assert auto_learning_rate(512) > auto_learning_rate(1024)  # smaller models take larger steps
+    assert auto_learning_rate(256) <= AUTO_LR_MAX and auto_learning_rate(64) == AUTO_LR_MAX
+    assert auto_epochs(15, 600) == 40  # 1,000 examples in 15 batches: many passes
+    assert auto_epochs(1000, 600) == 2  # a large training set: two passes, as the paper
+
+
+def _finetune_argv(tmp_path, checkpoint, *extra):
+    train = toy_set(tmp_path / "train.en.tsv", "e", 120, 1)
+    test_fr = toy_set(tmp_path / "test.fr.tsv", "f", 30, 3)
+    return [
+        "finetune", "classify", str(checkpoint), "--train", f"en={train}", "--test", f"fr={test_fr}",
+        "--pretokenized", "data.max_tokens=128", "data.max_len=32", "train.progress=false", "train.threads=1",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_auto_settings_are_printed(tmp_path, tiny_checkpoint, capsys):
+    assert main(_finetune_argv(tmp_path, tiny_checkpoint, "--out", str(tmp_path / "a"), "train.max_steps=2")) == 0
+    out = capsys.readouterr().out
+    assert "fine-tuning: encoder lr 0.001 (auto: 32-dim model); head lr 0.001 (auto);" in out
+    assert "epochs (auto: at least 600 updates)" in out
+
+
+def test_frozen_parts_do_not_move_and_centering_and_xlco_run(tmp_path, tiny_checkpoint, tiny_data):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "frozen"
+    argv = _finetune_argv(
+        tmp_path, tiny_checkpoint, "--out", str(out), "train.max_steps=4", "finetune.freeze_embeddings=true",
+        "finetune.freeze_layers=1", "finetune.center=true", 'finetune.pooling="mean"',
+        'finetune.xlco_pairs=["en-fr"]', f'finetune.xlco_data="{tiny_data}"', "finetune.xlco_batch_size=4",
+    )  # fmt: skip
+    assert main(argv) == 0
+    before = load_file(str(tiny_checkpoint / "model.safetensors"))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    for name in (
+        "embeddings.weight",
+        "position_embeddings.weight",
+        "lang_embeddings.weight",
+        "layers.0.ffn.lin1.weight",
+    ):
+        assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["layers.1.ffn.lin1.weight"], after["layers.1.ffn.lin1.weight"])
+    losses = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/cls+xlco" in r for r in losses)
+    clf = load_classifier(out / "final")
+    assert clf.info.extra["classifier"]["center"] is True and clf.head.pooling == "mean"
+
+
+def test_xlco_during_fine_tuning_bad_input(tmp_path, tiny_checkpoint, tiny_data, capsys):
+    argv = _finetune_argv(tmp_path, tiny_checkpoint, "--out", str(tmp_path / "b"), 'finetune.xlco_pairs=["en-fr"]')
+    assert main(argv) == 1 and "finetune.xlco_data: give the `xlm prepare` directory" in capsys.readouterr().err
+    argv = _finetune_argv(tmp_path, tiny_checkpoint, "--out", str(tmp_path / "c"), 'finetune.xlco_pairs=["en"]')
+    assert main(argv) == 1 and "'en' is not a pair of languages" in capsys.readouterr().err

@@ -13,19 +13,56 @@ from xlm.errors import XLMError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("words", help="word translation and word similarity from the embedding table")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--dict", action="append", default=[], metavar="SRC-TGT=FILE",
-                   help="bilingual dictionary (MUSE format: source<TAB>target or 'source target'), repeatable")
-    p.add_argument("--target-vocab", action="append", default=[], metavar="[LANG=]FILE",
-                   help="candidate words, one a line (for every target language, or LANG's)")
-    p.add_argument("--vocab-data", type=Path,
-                   help="an `xlm prepare` directory: its --vocab-split's most frequent words are the candidates")
+    p.add_argument(
+        "--dict",
+        action="append",
+        default=[],
+        metavar="SRC-TGT=FILE",
+        help="bilingual dictionary (MUSE format: source<TAB>target or 'source target'), repeatable",
+    )
+    p.add_argument(
+        "--target-vocab",
+        action="append",
+        default=[],
+        metavar="[LANG=]FILE",
+        help="candidate words, one a line (for every target language, or LANG's)",
+    )
+    p.add_argument(
+        "--vocab-data",
+        type=Path,
+        help="an `xlm prepare` directory: its --vocab-split's most frequent words are the candidates",
+    )
     p.add_argument("--vocab-split", default="train")
-    p.add_argument("--corpus-text", action="append", default=[], metavar="LANG=FILE",
-                   help="raw text of LANG whose most frequent words are the candidates")
+    p.add_argument(
+        "--corpus-text",
+        action="append",
+        default=[],
+        metavar="LANG=FILE",
+        help="raw text of LANG whose most frequent words are the candidates",
+    )
     p.add_argument("--max-vocab", type=int, default=20000, help="frequent words kept per language (default 20000)")
     p.add_argument("--csls-k", type=int, default=10)
-    p.add_argument("--similarity", action="append", default=[], metavar="[SRC-TGT=]FILE",
-                   help="word<TAB>word<TAB>score; without SRC-TGT the pair of the single --dict")
+    p.add_argument(
+        "--vectors",
+        choices=("table", "encoder"),
+        default=None,
+        help="word vectors: the embedding table (mean of a word's BPE rows) or the word encoded "
+        "alone as a sentence, pooled as the checkpoint's sentence vectors (default: the measured best, "
+        "see docs/results.md)",
+    )
+    p.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="subtract each language's mean word vector (default on)",
+    )
+    p.add_argument(
+        "--similarity",
+        action="append",
+        default=[],
+        metavar="[SRC-TGT=]FILE",
+        help="word<TAB>word<TAB>score; without SRC-TGT the pair of the single --dict",
+    )
     p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart of P@k per language pair")
     p.add_argument("--device", default="cpu")
@@ -47,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.evaluation.charts import bar_chart
     from xlm.evaluation.retrieval import parse_pair_spec
     from xlm.evaluation.word_translation import (
+        DEFAULT_WORD_VECTORS,
         WordEvalInputs,
         evaluate_dictionary,
         evaluate_similarity,
@@ -66,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
         pair, path = _split_lang(spec, "--similarity")
         if pair is None:
             if len(dicts) != 1:
-                raise XLMError(f"--similarity {spec!r}: name the pair (SRC-TGT=FILE) unless exactly one --dict is given")
+                raise XLMError(
+                    f"--similarity {spec!r}: name the pair (SRC-TGT=FILE) unless exactly one --dict is given"
+                )
             sims.append((dicts[0][0], dicts[0][1], path))
         else:
             a, b, _ = parse_pair_spec(f"{pair}=x")
@@ -102,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
             target_frequent=frequent(b), source_frequent=frequent(a),
             target_listed=listed.get(b, []) + listed.get(None, []), source_listed=listed.get(a, []),
         )  # fmt: skip
-        metrics.update(evaluate_dictionary(pretrained, inputs, k=args.csls_k))
+        metrics.update(
+            evaluate_dictionary(
+                pretrained, inputs, k=args.csls_k, vectors=args.vectors or DEFAULT_WORD_VECTORS, center=args.center
+            )
+        )
     for a, b, path in sims:
         metrics.update(evaluate_similarity(pretrained, a, b, read_similarity(path)))
     if dicts:

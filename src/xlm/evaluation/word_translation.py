@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from xlm.text.vocab import END_OF_WORD, N_SPECIAL, UNK_INDEX
 
 CSLS_K = 10
 TOP_KS = (1, 5, 10)
+# word vectors by default: chosen by the sweep in docs/results.md ("Word translation: vectors
+# and centering")
+DEFAULT_WORD_VECTORS = "table"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -101,10 +105,12 @@ def read_word_list(path: str | Path) -> list[str]:
     return words
 
 
-def frequent_words(data: MonolingualData, vocab_tokens: Sequence[str], n: int, max_tokens: int = 5_000_000) -> list[str]:
+def frequent_words(
+    data: MonolingualData, vocab_tokens: Sequence[str], n: int, max_tokens: int = 5_000_000
+) -> list[str]:
     """The ``n`` most frequent words of a binarized file (its first ``max_tokens`` tokens),
     decoded from BPE pieces (a word ends at a piece ending in ``</w>``)."""
-    stream = np.asarray(data.tokens[: max_tokens], dtype=np.int64)
+    stream = np.asarray(data.tokens[:max_tokens], dtype=np.int64)
     stream = stream[(stream >= N_SPECIAL) | (stream == UNK_INDEX)]
     if stream.size == 0:
         return []
@@ -138,15 +144,30 @@ def frequent_words_in_text(path: str | Path, lang: str, n: int, lowercase: bool,
 # ----------------------------------------------------------------------------- vectors
 
 
-class WordEmbedder:
-    """Word -> mean of the embedding rows of its BPE pieces (``<unk>`` pieces left out)."""
+WordVectors = Literal["table", "encoder"]
+WORD_VECTORS: tuple[str, ...] = ("table", "encoder")
 
-    def __init__(self, pretrained: Pretrained, lang: str):
+
+class WordEmbedder:
+    """Word -> vector: ``table``, the mean of the embedding rows of its BPE pieces (``<unk>``
+    pieces left out); ``encoder``, the word encoded alone as a sentence (``</s> w </s>``, its
+    language id) and pooled as the checkpoint's sentence vectors are (see
+    ``xlm.evaluation.embeddings.default_embedding``; uncentered here)."""
+
+    def __init__(self, pretrained: Pretrained, lang: str, source: str = "table"):
         from xlm.text.bpe import TextEncoder
 
+        if source not in WORD_VECTORS:
+            raise XLMError(f"word vectors {source!r}: expected one of {WORD_VECTORS}")
         self.lang = lang
+        self.source = source
         self.encoder = TextEncoder(pretrained.directory, lang, pretrained.info.lowercase_and_remove_accent)
         self.table = pretrained.model.embeddings.weight.detach().float().cpu().numpy()
+        self.sentences = None
+        if source == "encoder":
+            from xlm.evaluation.embeddings import EmbedOptions, SentenceEncoder
+
+            self.sentences = SentenceEncoder(pretrained, lang, EmbedOptions(center=False, progress=False))
 
     def normalize(self, word: str) -> str:
         return self.encoder.normalize(word)
@@ -162,6 +183,9 @@ class WordEmbedder:
             if known:
                 out[i] = self.table[known].mean(axis=0)
                 found[i] = True
+        if self.sentences is not None and found.any():
+            rows = np.flatnonzero(found)
+            out[rows] = self.sentences.encode_ids([[p for p in ids[i] if p >= N_SPECIAL] for i in rows])
         return out, found
 
 
@@ -176,9 +200,12 @@ class WordSet:
         return {w: i for i, w in enumerate(self.words)}
 
 
-def build_word_set(embedder: WordEmbedder, frequent: Sequence[str], extra: Sequence[str]) -> WordSet:
+def build_word_set(
+    embedder: WordEmbedder, frequent: Sequence[str], extra: Sequence[str], center: bool = False
+) -> WordSet:
     """Frequent corpus words (already normalized) plus ``extra`` raw words (normalized
-    here), de-duplicated, without the words that have no vector."""
+    here), de-duplicated, without the words that have no vector; ``center`` subtracts the
+    mean vector of the set (each language's own: the language-specific component)."""
     seen: dict[str, None] = {}
     for w in frequent:
         seen.setdefault(w, None)
@@ -186,7 +213,10 @@ def build_word_set(embedder: WordEmbedder, frequent: Sequence[str], extra: Seque
         seen.setdefault(embedder.normalize(w), None)
     words = [w for w in seen if w]
     vecs, found = embedder.vectors(words, normalized=True)
-    return WordSet([w for w, f in zip(words, found) if f], vecs[found])
+    vecs = vecs[found]
+    if center and len(vecs):
+        vecs = vecs - vecs.mean(axis=0, keepdims=True)
+    return WordSet([w for w, f in zip(words, found) if f], vecs)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -286,15 +316,26 @@ class WordEvalInputs:
 
 
 def evaluate_dictionary(
-    pretrained: Pretrained, inputs: WordEvalInputs, k: int = CSLS_K, ks: Sequence[int] = TOP_KS
+    pretrained: Pretrained,
+    inputs: WordEvalInputs,
+    k: int = CSLS_K,
+    ks: Sequence[int] = TOP_KS,
+    vectors: str = DEFAULT_WORD_VECTORS,
+    center: bool = True,
 ) -> dict[str, float]:
     """Word translation P@k (NN and CSLS), and the mean cosine / L2 between the vectors of
-    the dictionary pairs; keys ``SRC-TGT/p@1``, ``SRC-TGT/csls/p@1``, ``SRC-TGT/cosine`` ..."""
-    src_emb = WordEmbedder(pretrained, inputs.src_lang)
-    tgt_emb = WordEmbedder(pretrained, inputs.tgt_lang)
+    the dictionary pairs; keys ``SRC-TGT/p@1``, ``SRC-TGT/csls/p@1``, ``SRC-TGT/cosine`` ...
+    ``vectors`` picks the word vectors (see :class:`WordEmbedder`); ``center`` subtracts each
+    language's mean word vector (over its vocabulary) first."""
+    src_emb = WordEmbedder(pretrained, inputs.src_lang, vectors)
+    tgt_emb = WordEmbedder(pretrained, inputs.tgt_lang, vectors)
     pairs = [(src_emb.normalize(a), tgt_emb.normalize(b)) for a, b in inputs.pairs]
-    target = build_word_set(tgt_emb, inputs.target_frequent, inputs.target_listed + [b for _, b in inputs.pairs])
-    source = build_word_set(src_emb, inputs.source_frequent, inputs.source_listed + [a for a, _ in inputs.pairs])
+    target = build_word_set(
+        tgt_emb, inputs.target_frequent, inputs.target_listed + [b for _, b in inputs.pairs], center
+    )
+    source = build_word_set(
+        src_emb, inputs.source_frequent, inputs.source_listed + [a for a, _ in inputs.pairs], center
+    )
     t_index, s_index = target.index(), source.index()
     gold: dict[str, set[int]] = {}
     kept_pairs = []

@@ -35,7 +35,7 @@ from xlm.data.classification import (
 from xlm.errors import CheckpointError, DataError
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained, write_model_files
 from xlm.model.transformer import TransformerModel
-from xlm.objectives.contrastive import pool_states
+from xlm.objectives.contrastive import contrastive_loss, pool_states
 from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
 from xlm.training.checkpoint import write_json as write_plain_json
 from xlm.training.distributed import init_distributed, pick_device, shutdown
@@ -48,6 +48,24 @@ FormatName = Literal["tsv", "xnli", "mnli-jsonl", "mnli-tsv"]
 
 
 # --------------------------------------------------------------------------- configuration
+
+# Defaults chosen by the sweep in docs/results.md ("Fine-tuning defaults"): the paper's encoder
+# learning rate for its 1024-dim model, scaled as (1024 / emb_dim)^2 for smaller models and
+# capped, so that a 256-dim demo model learns; at least AUTO_MIN_UPDATES updates.
+PAPER_LR, PAPER_DIM = 2.5e-5, 1024
+AUTO_LR_MAX = 1e-3
+AUTO_MIN_UPDATES = 600
+AUTO_HEAD_LR_SCALE = 1.0
+
+
+def auto_learning_rate(emb_dim: int) -> float:
+    """Encoder learning rate for fine-tuning a model of width ``emb_dim``."""
+    return min(AUTO_LR_MAX, PAPER_LR * (PAPER_DIM / emb_dim) ** 2)
+
+
+def auto_epochs(batches_per_epoch: int, min_updates: int) -> int:
+    """Passes over the training data for at least ``min_updates`` updates (at least 2)."""
+    return max(2, -(-min_updates // max(1, batches_per_epoch)))
 
 
 class ClassifyDataConfig(Config):
@@ -76,7 +94,7 @@ class ClassifyDataConfig(Config):
 
 
 class FinetuneOptimConfig(OptimConfig):
-    lr: float = 2.5e-5  # encoder (the paper's XNLI setting)
+    lr: float = 0.0  # encoder; 0: chosen from the model's size (see auto_learning_rate)
     schedule: Literal["inverse_sqrt", "constant", "linear"] = "linear"
     warmup_steps: int = 50
 
@@ -94,14 +112,31 @@ class FinetuneTrainConfig(TrainConfig):
 
 
 class FinetuneConfig(Config):
-    epochs: int = 2
+    epochs: int = 0  # 0: enough passes for min_updates updates (at least 2)
+    min_updates: int = AUTO_MIN_UPDATES  # with epochs = 0: updates to make, whatever the data size
     dropout: float = 0.1  # before the linear layer
-    head_lr: float = 0.0  # learning rate of the head; 0: the encoder's (optim.lr)
+    head_lr: float = 0.0  # learning rate of the head; 0: AUTO_HEAD_LR_SCALE x the encoder's
     random_init: bool = False  # same architecture and vocabulary, fresh weights (baseline)
     pooling: Literal["first", "mean"] = "first"  # the head reads the first state (</s>) or the mean
     center: bool = False  # subtract each language's mean pooled vector (batch mean in training, set mean in tests)
     freeze_embeddings: bool = False  # word, position and language embeddings (and their LayerNorm) kept
     freeze_layers: int = 0  # the lowest N Transformer blocks kept as pretrained
+    # XLCo kept as an auxiliary loss: pairs of translations from an `xlm prepare` directory
+    # (its train split), contrasted at the pooled state the head reads, in the same forward pass
+    xlco_pairs: list[str] = []  # e.g. ["en-fr", "en-de"]
+    xlco_data: str = ""  # the prepared directory holding train.{a}-{b}.{a|b}
+    xlco_weight: float = 1.0
+    xlco_batch_size: int = 16
+    xlco_temperature: float = 0.05
+
+    @field_validator("xlco_pairs")
+    @classmethod
+    def _pairs(cls, v: list[str]) -> list[str]:
+        for e in v:
+            parts = e.split("-")
+            if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+                raise ValueError(f"{e!r} is not a pair of languages ('en-fr')")
+        return v
 
 
 class OutputConfig(Config):
@@ -321,6 +356,7 @@ class ClassifyTask:
         self.row_lengths = np.asarray([len(r) for r in self.rows], dtype=np.int64)
         self.epoch, self.pos = 0, 0
         self._batches = self._make_batches()
+        self.xlco = _AuxiliaryPairs(cfg, pretrained, seed, rank, world) if ft.xlco_pairs else None
         if not self._batches:
             raise DataError(f"{len(self.rows)} training examples cannot feed {world} processes")
 
@@ -355,11 +391,26 @@ class ClassifyTask:
             self._batches = self._make_batches()
         ids = self._batches[self.pos]
         self.pos += 1
-        batch = make_batch([self.rows[i] for i in ids], self.row_langs[ids].tolist(), self.row_labels[ids].tolist())
-        batch = batch.to(self.device)
-        logits = classify_logits(self.forward_encoder, self.forward_head, batch, self.cfg.finetune.center)
-        loss = F.cross_entropy(logits.float(), batch.labels)
-        return StepOutput(loss, "cls", int(batch.lengths.sum()))
+        rows, langs = [self.rows[i] for i in ids], self.row_langs[ids].tolist()
+        labels = torch.as_tensor(self.row_labels[ids], dtype=torch.long, device=self.device)
+        ft = self.cfg.finetune
+        if self.xlco is None:
+            batch = make_batch(rows, langs, self.row_labels[ids].tolist()).to(self.device)
+            logits = classify_logits(self.forward_encoder, self.forward_head, batch, ft.center)
+            return StepOutput(F.cross_entropy(logits.float(), labels), "cls", int(batch.lengths.sum()))
+        # one forward pass over the examples and the translation pairs (DDP allows one per step)
+        src, tgt, (a, b) = self.xlco.next_pairs()
+        n, m = len(rows), len(src)
+        tokens, lengths = pad_rows(rows + src + tgt)
+        row_langs = torch.tensor(langs + [a] * m + [b] * m, dtype=torch.long)
+        tokens, lengths, row_langs = tokens.to(self.device), lengths.to(self.device), row_langs.to(self.device)
+        hidden = self.forward_encoder(tokens, lengths=lengths, langs=row_langs)
+        cls_hidden = hidden[:n, : int(lengths[:n].max())]
+        logits = self.forward_head(cls_hidden, lengths[:n], row_langs[:n] if ft.center else None)
+        vec = pool_states(hidden[n:], lengths[n:], ft.pooling)
+        aux = contrastive_loss(vec[:m], vec[m:], ft.xlco_temperature)
+        loss = F.cross_entropy(logits.float(), labels) + ft.xlco_weight * aux
+        return StepOutput(loss, "cls+xlco", int(lengths.sum()), stats={"xlco": float(aux.detach())})
 
     def evaluate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -376,11 +427,16 @@ class ClassifyTask:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "pos": self.pos}
+        state: dict[str, Any] = {"epoch": self.epoch, "pos": self.pos}
+        if self.xlco is not None:
+            state["xlco"] = self.xlco.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._batches = self._make_batches()
+        if self.xlco is not None and "xlco" in state:
+            self.xlco.load_state_dict(state["xlco"])
 
     def model_info(self) -> ModelInfo:
         info = self.pretrained.info
@@ -399,6 +455,53 @@ class ClassifyTask:
     def write_model_files(self, directory: Path) -> None:
         write_model_files(directory, self.encoder, self.model_info(), self.pretrained.directory)
         write_classifier_files(directory, self.head, self.labels)
+
+
+class _AuxiliaryPairs:
+    """Batches of translation pairs for XLCo during fine-tuning, one pair of languages after
+    the other (``finetune.xlco_pairs`` from ``finetune.xlco_data``)."""
+
+    def __init__(self, cfg: ClassifyConfig, pretrained: Pretrained, seed: int, rank: int, world: int):
+        from xlm.data.batching import PairBatcher
+        from xlm.data.dataset import PreparedData
+
+        ft = cfg.finetune
+        if not ft.xlco_data:
+            raise ConfigError("finetune.xlco_data: give the `xlm prepare` directory that holds the xlco_pairs")
+        prepared = PreparedData.open(ft.xlco_data)
+        if prepared.vocab.hash != pretrained.vocab.hash:
+            raise ConfigError(f"finetune.xlco_data: {ft.xlco_data} was prepared with another vocabulary than the model")
+        self.max_len = min(cfg.data.max_len, pretrained.info.config.max_positions) - 2
+        self.samplers = []
+        for i, e in enumerate(ft.xlco_pairs):
+            a, b = e.split("-")
+            if not prepared.has_para("train", a, b):
+                raise ConfigError(f"finetune.xlco_pairs: {e!r} has no parallel training data in {ft.xlco_data}")
+            rows = ft.xlco_batch_size
+            sampler = PairBatcher(prepared.para("train", a, b), rows * (2 * self.max_len + 4), self.max_len,
+                                  seed + 31 * (i + 1), rank, world, max_rows=rows)  # fmt: skip
+            self.samplers.append((sampler, (pretrained.info.lang_id(a), pretrained.info.lang_id(b))))
+        self.turn = 0
+
+    def next_pairs(self) -> tuple[list[np.ndarray], list[np.ndarray], tuple[int, int]]:
+        from xlm.data.batching import sentence_rows
+
+        sampler, langs = self.samplers[self.turn % len(self.samplers)]
+        self.turn += 1
+        ids = sampler.next_ids()
+        return (
+            sentence_rows(sampler.data.src, ids, self.max_len),
+            sentence_rows(sampler.data.tgt, ids, self.max_len),
+            langs,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"turn": self.turn, "samplers": [s.state_dict() for s, _ in self.samplers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.turn = int(state["turn"])
+        for (s, _), st in zip(self.samplers, state["samplers"]):
+            s.load_state_dict(st)
 
 
 def write_classifier_files(directory: Path, head: nn.Module, labels: list[str]) -> None:
@@ -512,8 +615,10 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
         raise ConfigError("checkpoint: give the directory of a pretrained model")
     if not cfg.data.train:
         raise ConfigError("data.train: give at least one training file (--train en=FILE)")
-    if cfg.finetune.epochs < 1:
-        raise ConfigError(f"finetune.epochs must be >= 1, got {cfg.finetune.epochs}")
+    if cfg.finetune.epochs < 0:
+        raise ConfigError(f"finetune.epochs must be >= 0 (0: automatic), got {cfg.finetune.epochs}")
+    if cfg.optim.lr < 0 or cfg.finetune.head_lr < 0:
+        raise ConfigError("optim.lr and finetune.head_lr must be >= 0 (0: automatic)")
     tcfg = cfg.train
     env = init_distributed(pick_device(tcfg.device))
     device = pick_device(tcfg.device, env.local_rank)
@@ -534,7 +639,17 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
             log(f"{s.path} [{s.lang}]: {len(s)} examples{note}")
         task = ClassifyTask(cfg, pretrained, labels, train, valid, tcfg.seed, env.rank, env.world)
         per_epoch = task.steps_per_epoch()
-        total = cfg.finetune.epochs * per_epoch
+        ft = cfg.finetune
+        epochs = ft.epochs or auto_epochs(per_epoch, ft.min_updates)
+        lr = cfg.optim.lr or auto_learning_rate(pretrained.info.config.emb_dim)
+        head_lr = ft.head_lr or AUTO_HEAD_LR_SCALE * lr
+        optim = cfg.optim.model_copy(update={"lr": lr})
+        chosen = [
+            f"encoder lr {lr:g}" + ("" if cfg.optim.lr else f" (auto: {pretrained.info.config.emb_dim}-dim model)"),
+            f"head lr {head_lr:g}" + ("" if ft.head_lr else " (auto)"),
+            f"{epochs} epochs" + ("" if ft.epochs else f" (auto: at least {ft.min_updates} updates)"),
+        ]
+        total = epochs * per_epoch
         run_cfg = tcfg.model_copy(
             update={
                 "max_steps": min(total, tcfg.max_steps) if tcfg.max_steps else total,
@@ -552,11 +667,9 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
                 f"classifier: {len(labels)} labels {labels}; encoder from {init}; "
                 f"{per_epoch} batches per epoch, {run_cfg.max_steps} steps; device {device}"
             )
-        head_lr = cfg.finetune.head_lr or cfg.optim.lr
+            log("fine-tuning: " + "; ".join(chosen))
         # the head learns at its own rate; set_lr applies the scale every step
-        trainer = Trainer(
-            task, run_cfg, cfg.optim, env, device, cfg.model_dump(mode="json"), log, {"head": head_lr / cfg.optim.lr}
-        )
+        trainer = Trainer(task, run_cfg, optim, env, device, cfg.model_dump(mode="json"), log, {"head": head_lr / lr})
         if resume is not None:
             found = trainer.resume(None if resume == "latest" else Path(resume))
             if not found:
