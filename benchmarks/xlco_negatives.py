@@ -17,7 +17,7 @@ variant trains (not while it is evaluated). With ``--init`` the model is the che
 (its vocabulary and languages must be DATA's; ``model.*`` overrides are ignored) and the
 momentum encoder starts as its copy; without, the model is built from the ``model.*``
 overrides (random weights, the same for both). Any ``key=value`` after the options
-overrides the pretraining config (``objectives.xlco_layer=...``, ``optim.lr=...``, ...); pairs
+overrides the pretraining config (``objectives.xlco_layers=[...]``, ``optim.lr=...``, ...); pairs
 default to every pair of DATA with train and valid data. Each variant draws its dropout masks
 from its own random stream, so the chunk size does not change what it computes.
 """

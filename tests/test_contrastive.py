@@ -105,7 +105,7 @@ def test_xlco_trains_alongside_mlm_tlm_and_resumes_exactly(tiny_data, tmp_path):
 
 
 def test_xlco_lowers_its_loss_and_reports_validation_retrieval(tiny_data, tmp_path):
-    cfg = _cfg(tiny_data, tmp_path / "r", 1, ['objectives.mlm=["en"]', "objectives.xlco_layer=1"])
+    cfg = _cfg(tiny_data, tmp_path / "r", 1, ['objectives.mlm=["en"]', "objectives.xlco_layers=[1]"])
     task = PretrainTask(cfg, seed=0)
     assert task.kinds == ["mlm", "xlco"]
     opt = torch.optim.Adam(task.model.parameters(), lr=3e-3)
@@ -134,8 +134,10 @@ def test_xlco_bad_input_is_a_one_line_error(tiny_data, tmp_path):
         PretrainTask(_cfg(no_pairs, tmp_path / "r", 1, ['objectives.xlco=["fr-en"]', 'objectives.mlm=["en"]']), seed=0)
     with pytest.raises(ConfigError, match=r"xlco takes pairs"):
         _cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco=["en"]'])
-    with pytest.raises(ConfigError, match=r"objectives\.xlco_layer=5: the model has layers 0 \(embeddings\) \.\. 2"):
-        PretrainTask(_cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_layer=5"]), seed=0)
+    with pytest.raises(
+        ConfigError, match=r"objectives\.xlco_layers: 5 does not exist, the model has layers 0 \(embeddings\) \.\. 2"
+    ):
+        PretrainTask(_cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_layers=[0, 5]"]), seed=0)
     with pytest.raises(ConfigError, match=r"objectives\.xlco_pooling"):
         _cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco_pooling="max"'])
 
@@ -337,3 +339,28 @@ def test_the_negatives_benchmark_runs_tiny(tiny_data, tmp_path, capsys, monkeypa
     assert set(curves) == {"in-batch", "queue16"}
     assert all(c[0][1] == 0 and c[-1][0] >= 1.2 and c[-1][1] > 0 for c in curves.values())
     assert "p@1 per CPU-minute" in capsys.readouterr().out
+
+
+def test_xlco_on_several_layers_and_with_more_turns(tiny_data, tmp_path):
+    """One loss per layer (averaged); xlco_turns gives XLCo that many turns in each round."""
+    cfg = _cfg(
+        tiny_data,
+        tmp_path / "r",
+        1,
+        ['objectives.mlm=["en"]', "objectives.xlco_layers=[0, -1]", "objectives.xlco_turns=2"],
+    )
+    task = PretrainTask(cfg, seed=0)
+    assert task.kinds == ["mlm", "xlco", "xlco"]
+    out = task.train_batch(1)
+    out.loss.backward()
+    assert (
+        task.model.embeddings.weight.grad.abs().sum() > 0 and task.model.layers[1].ffn.lin2.weight.grad.abs().sum() > 0
+    )
+    assert task.model_info().extra["sentence_embedding"] == {"pooling": "mean", "layers": [0, -1]}
+    one = PretrainTask(
+        _cfg(tiny_data, tmp_path / "r", 1, ['objectives.mlm=["en"]', "objectives.xlco_layers=[0]"]), seed=0
+    )
+    one.train_batch(1).loss.backward()  # only the embeddings are pooled: the blocks get a zero gradient
+    assert (
+        one.model.embeddings.weight.grad.abs().sum() > 0 and one.model.layers[1].ffn.lin2.weight.grad.abs().sum() == 0
+    )

@@ -304,8 +304,8 @@ class TransformerModel(nn.Module):
         memory_lengths: Tensor | None = None,
         cache: KVCache | None = None,
         predict: Tensor | None = None,
-        layer: int | None = None,
-    ) -> Tensor:
+        layer: int | Sequence[int] | None = None,
+    ) -> Tensor | list[Tensor]:
         """Hidden states ``(B, T, D)`` (zero at padding), or, when ``predict`` (a ``(B, T)``
         boolean mask) is given, vocabulary logits ``(N, V)`` at those positions only (the MLM
         trick: the output layer costs nothing where nothing is predicted). Computing the
@@ -314,15 +314,18 @@ class TransformerModel(nn.Module):
         ``0..T-1`` (TLM restarts them on the target side). With a ``cache``, ``tokens`` are
         only the new positions and earlier keys/values are reused. ``layer`` returns the states
         after that block instead of the last (0 = embeddings, negative counts from the end;
-        the blocks above it are not run)."""
-        layers = None
+        the blocks above it are not run); a list of layers returns their states in that order."""
         if layer is not None:
             n = len(self.layers)
-            j = layer + n + 1 if layer < 0 else layer
-            if not 0 <= j <= n:
+            wanted = [layer] if isinstance(layer, int) else list(layer)
+            resolved = [j + n + 1 if j < 0 else j for j in wanted]
+            if not resolved or not all(0 <= j <= n for j in resolved):
                 raise ValueError(f"layer {layer} does not exist: the model has layers 0 (embeddings) .. {n}")
-            layers = [j]
-        x = self.hidden_states(tokens, lengths, langs, positions, causal, memory, memory_lengths, cache, layers)[-1]
+            order = sorted(set(resolved))
+            states = self.hidden_states(tokens, lengths, langs, positions, causal, memory, memory_lengths, cache, order)
+            by_layer = dict(zip(order, states))
+            return by_layer[resolved[0]] if isinstance(layer, int) else [by_layer[j] for j in resolved]
+        x = self.hidden_states(tokens, lengths, langs, positions, causal, memory, memory_lengths, cache)[-1]
         if predict is not None:
             return self.predict(x[predict])
         return x

@@ -26,6 +26,7 @@ Keys carry no gradient, so ``K`` can be far larger than a batch.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -204,16 +205,21 @@ class MomentumEncoder(nn.Module):
 
 
 def encode_pairs(
-    model: nn.Module, src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], langs: tuple[int, int], layer: int, pooling: str,
-    device: torch.device,
+    model: nn.Module, src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], langs: tuple[int, int],
+    layer: int | Sequence[int], pooling: str, device: torch.device,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Both sides of ``B`` pairs in one forward pass -> pooled ``(B, D)`` vectors of each side."""
+    """Both sides of ``B`` pairs in one forward pass -> pooled ``(B, D)`` vectors of each side
+    (with several layers: ``(L, B, D)``, one per layer, in the order given)."""
     tokens, lengths = pad_rows(src_rows + tgt_rows)
     side = torch.tensor([langs[0]] * len(src_rows) + [langs[1]] * len(tgt_rows), dtype=torch.long)
     tokens, lengths, side = tokens.to(device), lengths.to(device), side.to(device)
-    states = model(tokens, lengths, side, layer=layer)
-    vec = pool_states(states, lengths, pooling)
-    return vec[: len(src_rows)], vec[len(src_rows) :]
+    states = model(tokens, lengths, side, layer=layer if isinstance(layer, int) else list(layer))
+    if isinstance(layer, int):
+        vec = pool_states(states, lengths, pooling)
+    else:
+        vec = torch.stack([pool_states(s, lengths, pooling) for s in states])
+    n = len(src_rows)
+    return vec[..., :n, :], vec[..., n:, :]
 
 
 def touch_all(model: nn.Module) -> Tensor:
@@ -232,8 +238,9 @@ def touch_all(model: nn.Module) -> Tensor:
 @register
 class XLCoObjective(Objective):
     """XLCo on the pairs listed under ``xlco``: ``xlco_batch_size`` pairs a batch (sorted by
-    length within windows, as TLM batches), vectors pooled at ``xlco_layer`` by
-    ``xlco_pooling``, temperature ``xlco_temperature``. With ``xlco_queue > 0``: keys from a
+    length within windows, as TLM batches), vectors pooled at each of ``xlco_layers`` by
+    ``xlco_pooling`` (one loss per layer, averaged), temperature ``xlco_temperature``; it
+    takes ``xlco_turns`` turns in each round of the objectives. With ``xlco_queue > 0``: keys from a
     :class:`MomentumEncoder` (``xlco_momentum``) and a queue of that many earlier keys per
     side, saved in checkpoints as the module ``xlco_momentum``."""
 
@@ -286,15 +293,17 @@ class XLCoObjective(Objective):
             sentence_rows(sampler.data.src, ids, m),
             sentence_rows(sampler.data.tgt, ids, m),
         )
-        x, y = encode_pairs(model, src_rows, tgt_rows, source.langs, s.xlco_layer, s.xlco_pooling, device)
+        layers = list(s.xlco_layers)
+        x, y = encode_pairs(model, src_rows, tgt_rows, source.langs, layers, s.xlco_pooling, device)
         n_tokens = sum(len(r) for r in src_rows + tgt_rows)
-        if self.momentum is None:
-            loss = contrastive_loss(x, y, s.xlco_temperature)
+        if self.momentum is None:  # one loss per layer, averaged
+            loss = torch.stack([contrastive_loss(x[i], y[i], s.xlco_temperature) for i in range(len(layers))]).mean()
             return loss + touch_all(model).to(device), n_tokens
+        x, y = x[0], y[0]  # the queue holds keys of one layer (checked by the config)
         mom = self.momentum
         mom.update(model)  # as MoCo: update the key encoder, then encode the keys
         with torch.no_grad():
-            xk, yk = encode_pairs(mom.encoder, src_rows, tgt_rows, source.langs, s.xlco_layer, s.xlco_pooling, device)
+            xk, yk = encode_pairs(mom.encoder, src_rows, tgt_rows, source.langs, layers[0], s.xlco_pooling, device)
         x_keys, offset = gather_keys(F.normalize(xk.float(), dim=-1))
         y_keys, _ = gather_keys(F.normalize(yk.float(), dim=-1))
         loss = queue_contrastive_loss(x, y, x_keys, y_keys, offset, mom.negatives(), s.xlco_temperature)
@@ -304,11 +313,13 @@ class XLCoObjective(Objective):
 
 @torch.no_grad()
 def pair_retrieval_accuracy(
-    model: nn.Module, src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], langs: tuple[int, int], layer: int,
+    model: nn.Module, src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], langs: tuple[int, int],
+    layer: int | Sequence[int],
     pooling: str, device: torch.device, batch: int = 64,
 ) -> float:  # fmt: skip
     """P@1 of finding each sentence's translation among all ``len(src_rows)`` candidates by
-    cosine, both directions averaged (a quick validation figure for XLCo)."""
+    cosine, both directions averaged (a quick validation figure for XLCo); with several
+    layers the pooled vectors of the layers are averaged."""
     xs, ys = [], []
     for i in range(0, len(src_rows), batch):
         x, y = encode_pairs(
@@ -320,6 +331,8 @@ def pair_retrieval_accuracy(
             pooling,
             device,
         )
+        if x.dim() == 3:  # several layers
+            x, y = x.mean(0), y.mean(0)
         xs.append(F.normalize(x.float(), dim=-1))
         ys.append(F.normalize(y.float(), dim=-1))
     x, y = torch.cat(xs), torch.cat(ys)

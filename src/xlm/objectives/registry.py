@@ -93,6 +93,11 @@ class Objective:
     def weight(cls, settings: Any) -> float:
         return float(getattr(settings, f"{cls.name}_weight", 1.0))
 
+    @classmethod
+    def turns(cls, settings: Any) -> int:
+        """Turns in each round of the objectives (``{name}_turns`` of the config, default 1)."""
+        return int(getattr(settings, f"{cls.name}_turns", 1))
+
     def build_source(self, entry: str, index: int) -> Source:
         raise NotImplementedError
 

@@ -70,7 +70,8 @@ class ObjectivesConfig(Config):
     xlco_batch_size: int = 64  # pairs per XLCo batch (the in-batch negatives)
     xlco_temperature: float = 0.05
     xlco_pooling: Literal["first", "mean"] = "mean"  # sentence vector: first token (</s>) or mean
-    xlco_layer: int = -1  # layer whose states are pooled: 0 = embeddings, -1 = last
+    xlco_layers: list[int] = [-1]  # layers whose states are pooled (one loss each): 0 = embeddings, -1 = last
+    xlco_turns: int = 1  # turns of XLCo in each round of the objectives (MLM, TLM, ... take one)
     xlco_queue: int = 0  # >0: keys from a momentum encoder, negatives also from a queue of this many keys per side
     xlco_momentum: float = 0.999  # momentum encoder weights: m = momentum * m + (1 - momentum) * trained
 
@@ -107,6 +108,12 @@ class ObjectivesConfig(Config):
             raise ValueError("xlco takes pairs of translations ('en-fr'), not languages")
         if self.xlco and self.xlco_batch_size < 2:
             raise ValueError(f"xlco_batch_size={self.xlco_batch_size}: at least 2 pairs are needed (negatives)")
+        if self.xlco and not self.xlco_layers:
+            raise ValueError("xlco_layers: give at least one layer (0 = embeddings, -1 = last)")
+        if self.xlco_queue and len(self.xlco_layers) != 1:
+            raise ValueError(f"xlco_queue={self.xlco_queue} works with one layer; xlco_layers={self.xlco_layers}")
+        if self.xlco_turns < 1:
+            raise ValueError(f"xlco_turns={self.xlco_turns} must be at least 1")
         if self.xlco_temperature <= 0:
             raise ValueError(f"xlco_temperature={self.xlco_temperature} must be positive")
         return self
@@ -185,8 +192,11 @@ class PretrainTask:
         self.freq_weights = self._frequency_weights() if obj.sample_alpha > 0 else None
         d = cfg.data
         nl = model_cfg.n_layers
-        if not -(nl + 1) <= obj.xlco_layer <= nl:
-            raise ConfigError(f"objectives.xlco_layer={obj.xlco_layer}: the model has layers 0 (embeddings) .. {nl}")
+        for layer in obj.xlco_layers:
+            if not -(nl + 1) <= layer <= nl:
+                raise ConfigError(
+                    f"objectives.xlco_layers: {layer} does not exist, the model has layers 0 (embeddings) .. {nl}"
+                )
         ctx = ObjectiveContext(
             self.prepared, self.lang2id, DataShape(d.bptt, d.batch_size, d.tlm_max_tokens, d.max_len), obj,
             self.masking, self.mask_gen, self.freq_weights, seed, rank, world, self.model,
@@ -196,7 +206,8 @@ class PretrainTask:
             entries = cls.entries(obj)
             if entries:
                 self.objectives[name] = cls(ctx, entries)
-        self.kinds = list(self.objectives)
+        # each objective takes its turns (``{name}_turns``, default 1) in every round
+        self.kinds = [k for k, o in self.objectives.items() for _ in range(type(o).turns(obj))]
         self.weights = {k: type(o).weight(obj) for k, o in self.objectives.items()}
         self.probs = {
             k: language_probabilities([s.size for s in o.sources], d.lang_alpha) for k, o in self.objectives.items()
@@ -258,7 +269,7 @@ class PretrainTask:
         obj = self.cfg.objectives
         extra: dict[str, Any] = {"objectives": {"mlm": obj.mlm, "clm": obj.clm, "xlco": obj.xlco}}
         if obj.xlco:  # sentence vectors are best made as XLCo trained them
-            extra["sentence_embedding"] = {"pooling": obj.xlco_pooling, "layers": [obj.xlco_layer]}
+            extra["sentence_embedding"] = {"pooling": obj.xlco_pooling, "layers": list(obj.xlco_layers)}
         lower = bool(self.prepared.info.get("lowercase_and_remove_accent", False))
         return ModelInfo(self.model_cfg, self.lang2id, lower, extra)
 
@@ -296,7 +307,7 @@ def evaluate_xlco(
             m = cfg.data.max_len
             p = pair_retrieval_accuracy(
                 model, sentence_rows(data.src, ids, m), sentence_rows(data.tgt, ids, m), (lang2id[a], lang2id[b]),
-                obj.xlco_layer, obj.xlco_pooling, device,
+                obj.xlco_layers, obj.xlco_pooling, device,
             )  # fmt: skip
             metrics[f"{split}/xlco/{e}/p@1"] = p
             scores.append(p)
