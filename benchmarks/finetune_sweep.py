@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'setting':<24} {'en %':>6} {'zero-shot %':>11} {'ratio':>6}   (largest class {majority:.1f} %)", flush=True)
     for spec in args.settings:
         name, _, rest = spec.partition(":")
-        overrides = [o for o in rest.split(",") if o]
+        overrides = [o for o in re.split(r",(?=[A-Za-z_][\w.]*=)", rest) if o]  # commas inside values stay
         runs = []
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:

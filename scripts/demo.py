@@ -79,6 +79,43 @@ def evaluate(checkpoint: Path) -> None:
             "--json", str((RUN / "words.json").relative_to(ROOT)))
 
 
+def transfer_summary(accuracy: dict[str, float]) -> None:
+    """One table: what was learned in one language and works in another."""
+    from xlm.reports import format_table
+
+    retrieval = json.loads((RUN / "retrieval.json").read_text(encoding="utf-8"))
+    words_file = RUN / "words.json"
+    words = json.loads(words_file.read_text(encoding="utf-8")) if words_file.is_file() else {}
+    langs = sorted(k for k in accuracy if k not in ("en", "average"))
+
+    def both(a: str, b: str) -> float:
+        fwd, bwd = retrieval.get(f"{a}-{b}/p@1"), retrieval.get(f"{b}-{a}/p@1")
+        return (fwd + bwd) / 2 if fwd is not None and bwd is not None else float("nan")
+
+    rows = [
+        ["retrieval P@1 (500 test pairs, both directions)", *[both("en", x) for x in langs]],
+        ["word translation CSLS P@1 (data/dicts)", *[words.get(f"en-{x}/csls/p@1", float("nan")) for x in langs]],
+        ["zero-shot classification / English accuracy", *[accuracy[x] / accuracy["en"] for x in langs]],
+    ]
+    print(f"\n== transfer summary: en -> {', '.join(langs)} ==")
+    print(format_table(["", *[f"en-{x}" for x in langs]], rows, floatfmt="{:.2f}"))
+    zero = sum(accuracy[x] for x in langs) / len(langs)
+    majority = largest_class_rate(ROOT / "data" / "classify" / "test.en.tsv.gz")
+    print(
+        f"classification: English {accuracy['en']:.1f} %, zero-shot average {zero:.1f} % "
+        f"({zero / accuracy['en']:.0%} of English); always answering the largest class: {majority:.1f} %"
+    )
+
+
+def largest_class_rate(path: Path) -> float:
+    import gzip
+    from collections import Counter
+
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        labels = [line.split("\t", 1)[0] for line in f if line.strip()]
+    return 100.0 * Counter(labels).most_common(1)[0][1] / len(labels)
+
+
 def main() -> None:
     os.chdir(ROOT)  # paths below are printed relative to the repository
     if not CORPUS.is_dir():
@@ -90,7 +127,8 @@ def main() -> None:
     evaluate(checkpoint)
     from demo_classify import classification_step
 
-    classification_step(checkpoint)
+    accuracy = classification_step(checkpoint)
+    transfer_summary(accuracy)
     print(f"\ndemo done: model in {checkpoint.relative_to(ROOT)}, curves and charts in {(RUN / 'plots').relative_to(ROOT)}")
 
 

@@ -118,6 +118,7 @@ class FinetuneConfig(Config):
     head_lr: float = 0.0  # learning rate of the head; 0: AUTO_HEAD_LR_SCALE x the encoder's
     random_init: bool = False  # same architecture and vocabulary, fresh weights (baseline)
     pooling: Literal["first", "mean"] = "first"  # the head reads the first state (</s>) or the mean
+    layer: int = -1  # the encoder layer the head reads: 0 = embeddings, -1 = last (layers above it are unused)
     center: bool = False  # subtract each language's mean pooled vector (batch mean in training, set mean in tests)
     freeze_embeddings: bool = False  # word, position and language embeddings (and their LayerNorm) kept
     freeze_layers: int = 0  # the lowest N Transformer blocks kept as pretrained
@@ -160,11 +161,12 @@ class ClassifierHead(nn.Module):
     """Dropout and a linear layer on the pooled hidden states (the first one, the ``</s>``
     that starts every input, as XLM; or their mean): ``(B, T, D) -> (B, C)``."""
 
-    def __init__(self, dim: int, n_labels: int, dropout: float = 0.1, pooling: str = "first"):
+    def __init__(self, dim: int, n_labels: int, dropout: float = 0.1, pooling: str = "first", layer: int = -1):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(dim, n_labels)
         self.pooling = pooling
+        self.layer = layer  # the encoder layer whose states the head reads (-1: the last)
 
     def features(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``(B, T, D)`` -> pooled ``(B, D)``."""
@@ -209,8 +211,14 @@ def make_batch(rows: list[np.ndarray], lang_ids: list[int], labels: list[int]) -
     return Batch(tokens, lengths, torch.tensor(lang_ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
 
 
+def encode(encoder: nn.Module, head: nn.Module, tokens: Tensor, lengths: Tensor, langs: Tensor) -> Tensor:
+    """The states of the layer the head reads."""
+    layer = _head(head).layer
+    return encoder(tokens, lengths=lengths, langs=langs, layer=None if layer == -1 else layer)
+
+
 def classify_features(encoder: nn.Module, head: nn.Module, batch: Batch) -> Tensor:
-    hidden = encoder(batch.tokens, lengths=batch.lengths, langs=batch.langs)
+    hidden = encode(encoder, head, batch.tokens, batch.lengths, batch.langs)
     return _head(head).features(hidden, batch.lengths)
 
 
@@ -220,7 +228,7 @@ def _head(head: nn.Module) -> ClassifierHead:
 
 def classify_logits(encoder: nn.Module, head: nn.Module, batch: Batch, center: bool = False) -> Tensor:
     """Logits ``(B, C)``; ``center`` subtracts each language's mean pooled vector over the batch."""
-    hidden = encoder(batch.tokens, lengths=batch.lengths, langs=batch.langs)
+    hidden = encode(encoder, head, batch.tokens, batch.lengths, batch.langs)
     return head(hidden, batch.lengths, batch.langs if center else None)
 
 
@@ -344,7 +352,13 @@ class ClassifyTask:
             ]
         for m in frozen:
             m.requires_grad_(False)
-        self.head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), ft.dropout, ft.pooling)
+        n_layers = len(self.encoder.layers)
+        if not -(n_layers + 1) <= ft.layer <= n_layers:
+            raise ConfigError(f"finetune.layer={ft.layer}: the model has layers 0 (embeddings) .. {n_layers}")
+        self.head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), ft.dropout, ft.pooling, ft.layer)
+        read = ft.layer + n_layers + 1 if ft.layer < 0 else ft.layer
+        for block in self.encoder.layers[read:]:  # above the layer the head reads: unused, kept as they are
+            block.requires_grad_(False)
         self.forward_encoder: nn.Module = self.encoder
         self.forward_head: nn.Module = self.head
         self.device = torch.device("cpu")
@@ -404,7 +418,7 @@ class ClassifyTask:
         tokens, lengths = pad_rows(rows + src + tgt)
         row_langs = torch.tensor(langs + [a] * m + [b] * m, dtype=torch.long)
         tokens, lengths, row_langs = tokens.to(self.device), lengths.to(self.device), row_langs.to(self.device)
-        hidden = self.forward_encoder(tokens, lengths=lengths, langs=row_langs)
+        hidden = encode(self.forward_encoder, self.forward_head, tokens, lengths, row_langs)
         cls_hidden = hidden[:n, : int(lengths[:n].max())]
         logits = self.forward_head(cls_hidden, lengths[:n], row_langs[:n] if ft.center else None)
         vec = pool_states(hidden[n:], lengths[n:], ft.pooling)
@@ -445,6 +459,7 @@ class ClassifyTask:
             "labels": self.labels,
             "dropout": self.cfg.finetune.dropout,
             "pooling": self.cfg.finetune.pooling,
+            "layer": self.cfg.finetune.layer,
             "center": self.cfg.finetune.center,
             "finetuned_from": str(self.pretrained.directory),
             "random_init": self.cfg.finetune.random_init,
@@ -569,7 +584,11 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(f'{d / LABELS_JSON}: expected {{"labels": [at least two strings]}}')
     meta = pretrained.info.extra.get("classifier", {})
     head = ClassifierHead(
-        pretrained.info.config.emb_dim, len(labels), float(meta.get("dropout", 0.1)), meta.get("pooling", "first")
+        pretrained.info.config.emb_dim,
+        len(labels),
+        float(meta.get("dropout", 0.1)),
+        meta.get("pooling", "first"),
+        int(meta.get("layer", -1)),
     )
     state = load_tensors(d / HEAD_WEIGHTS)
     try:
