@@ -40,7 +40,7 @@ CSLS_K = 10
 TOP_KS = (1, 5, 10)
 # word vectors by default: chosen by the sweep in docs/results.md ("Word translation: vectors
 # and centering")
-DEFAULT_WORD_VECTORS = "table"
+DEFAULT_WORD_VECTORS = "encoder"
 
 
 # ----------------------------------------------------------------------------- reading

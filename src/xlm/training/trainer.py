@@ -187,6 +187,7 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_run = 0
         self.tokens_seen = 0
+        self.train_seconds = 0.0  # wall-clock time spent in training steps (not evaluation or saving)
         self.window = LogWindow()
         self.tb = None
 
@@ -199,6 +200,7 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "nonfinite_total": self.nonfinite_total,
             "tokens_seen": self.tokens_seen,
+            "train_seconds": self.train_seconds,
             "log_window": self.window.state(),
             "optimizer": optim_meta,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -277,6 +279,7 @@ class Trainer:
         self.bad_evals = int(state.get("bad_evals", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.window = LogWindow(**state.get("log_window", {}))
         if self.env.is_main:
             self._truncate_metrics(self.step)
@@ -331,7 +334,7 @@ class Trainer:
         for m in self.modules.values():
             m.train()
         metrics = gather_objects(metrics, self.env)[0]
-        self._emit({"type": "eval", "step": self.step, **metrics})
+        self._emit({"type": "eval", "step": self.step, "train_minutes": self.train_seconds / 60, **metrics})
         return metrics
 
     def _after_eval(self, metrics: dict[str, float]) -> bool:
@@ -426,6 +429,7 @@ class Trainer:
                     self.nonfinite_run += 1
                     self.log(f"step {self.step}: non-finite loss or gradient ({norm}); update skipped")
                 dt = time.perf_counter() - t0
+                self.train_seconds += dt
                 tok_s = n_tokens * self.env.world / max(dt, 1e-9)
                 record: dict[str, Any] = {"type": "train", "step": self.step, "lr": lr,
                                           "grad_norm": norm if math.isfinite(norm) else None}  # fmt: skip
