@@ -87,11 +87,11 @@ def finetune(spy_dir: str, argv: list[str]) -> int:
 
     real_logits = classification.classify_logits
 
-    def classify_logits(encoder, head, batch):
+    def classify_logits(encoder, head, batch, center=False):
         if torch.is_grad_enabled():  # a training batch (evaluation runs under no_grad)
             rows = [t[:n].tolist() for t, n in zip(batch.tokens, batch.lengths.tolist())]
             batches.append([[lang, *row] for lang, row in zip(batch.langs.tolist(), rows)])
-        return real_logits(encoder, head, batch)
+        return real_logits(encoder, head, batch, center)
 
     real_train = Trainer.train
 

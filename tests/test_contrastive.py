@@ -88,7 +88,7 @@ def test_two_processes_give_the_loss_and_gradients_of_one_process_on_the_whole_b
 
 
 def _cfg(data, out, steps, extra=()):
-    over = [*tiny_config_overrides(data, out, steps), 'objectives.xlco=["en-fr"]', "objectives.xlco_batch_size=8"]
+    over = [*tiny_config_overrides(data, out, steps), 'objectives.xlco=["en-fr"]', "objectives.xlco_batch_size=8", "objectives.xlco_turns=1"]
     return load_config(PretrainConfig, None, [*over, *extra])
 
 

@@ -136,7 +136,7 @@ class MomentumEncoder(nn.Module):
       (weights the online model does not train, such as sinusoidal positions, are copied).
       Nothing here is trained: no parameter requires a gradient.
     * Dropout is **off** in the momentum encoder (it stays in eval mode whatever
-      ``train()``/``eval()`` the trainer calls): keys are a deterministic function of the
+      the ``train``/``eval`` mode the trainer sets): keys are a deterministic function of the
       momentum weights, and computing them draws no random numbers.
     * The queue holds the L2-normalized keys of the last ``size`` pairs, one ring buffer per
       side: ``queue[0]`` source-side keys (negatives of the target-side queries), ``queue[1]``
