@@ -59,6 +59,8 @@ def job(recipe: str, seed: int, args: argparse.Namespace) -> dict:
         run([*XLM, "pretrain", "--config", "configs/demo.toml", f'data.path="{args.data}"', f'train.out_dir="{run_dir}"',
              f"train.seed={seed}", "train.threads=1", "train.progress=false", *RECIPES[recipe], *budget], log)  # fmt: skip
     ckpt = run_dir / "final"
+    if (out / "classify.json").is_file():  # measured by an earlier invocation
+        return summarize(recipe, seed, out)
     run([*XLM, "evaluate", "retrieval", str(ckpt), "--prepared", str(args.data), "--split", "test",
          "--max-sentences", "500", "--no-margin", "--device", "cpu", "--json", str(out / "retrieval.json")], log)  # fmt: skip
     dicts = [a for p in ("en-fr", "en-de", "en-es") for a in ("--dict", f"{p}=data/dicts/{p}.txt")]
@@ -70,6 +72,10 @@ def job(recipe: str, seed: int, args: argparse.Namespace) -> dict:
          "--valid", "en=data/classify/valid.en.tsv.gz", *tests, "--out", str(cls), "--json", str(out / "classify.json"),
          "data.max_train_examples=1000", "train.threads=1", "train.progress=false", f"train.seed={seed}",
          *args.finetune], log)  # fmt: skip
+    return summarize(recipe, seed, out)
+
+
+def summarize(recipe: str, seed: int, out: Path) -> dict:
     retrieval = json.loads((out / "retrieval.json").read_text())
     words = json.loads((out / "words.json").read_text())
     acc = json.loads((out / "classify.json").read_text())
@@ -137,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'recipe':<14}" + "".join(f"{k:>22}" for k in keys))
     for r in recipes:
         vals = {k: [x[k] for x in rows if x["recipe"] == r] for k in keys}
-        summary[r] = {k: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0} for k, v in vals.items()}
+        summary[r] = {
+            k: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0} for k, v in vals.items()
+        }
         print(f"{r:<14}" + "".join(f"{summary[r][k]['mean']:>14.3f} ± {summary[r][k]['sd']:<5.3f}" for k in keys))
-    (args.out / "results.json").write_text(json.dumps({"minutes": args.minutes, "runs": rows, "summary": summary}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"minutes": args.minutes, "runs": rows, "summary": summary}, indent=1)
+    )
     plot = curves(args.out, "mlm_tlm_xlco", seeds)
     if plot:
         print(f"plot: {plot}")

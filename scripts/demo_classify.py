@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "classify_libreoffice.toml"
 
 
-def classification_step(checkpoint: Path, out_dir: Path | None = None, minutes: float = 2.0) -> dict[str, float]:
+def classification_step(checkpoint: Path, out_dir: Path | None = None, minutes: float = 2.5) -> dict[str, float]:
     """Fine-tune ``checkpoint`` on data/classify (English), print accuracy per language;
     returns ``{language: accuracy %, ..., "average": ...}``."""
     from xlm.commands.finetune import plot_accuracy, result_table

@@ -117,10 +117,12 @@ class FinetuneConfig(Config):
     dropout: float = 0.1  # before the linear layer
     head_lr: float = 0.0  # learning rate of the head; 0: AUTO_HEAD_LR_SCALE x the encoder's
     random_init: bool = False  # same architecture and vocabulary, fresh weights (baseline)
-    pooling: Literal["first", "mean"] = "first"  # the head reads the first state (</s>) or the mean
+    # Defaults measured in docs/results.md ("Fine-tuning that keeps the alignment"): the mean of
+    # the states, centered per language, over embeddings kept as pretrained
+    pooling: Literal["first", "mean"] = "mean"  # the head reads the mean of the states or the first (</s>)
     layer: int = -1  # the encoder layer the head reads: 0 = embeddings, -1 = last (layers above it are unused)
-    center: bool = False  # subtract each language's mean pooled vector (batch mean in training, set mean in tests)
-    freeze_embeddings: bool = False  # word, position and language embeddings (and their LayerNorm) kept
+    center: bool = True  # subtract each language's mean pooled vector (batch mean in training, set mean in tests)
+    freeze_embeddings: bool = True  # word, position and language embeddings (and their LayerNorm) kept
     freeze_layers: int = 0  # the lowest N Transformer blocks kept as pretrained
     # XLCo kept as an auxiliary loss: pairs of translations from an `xlm prepare` directory
     # (its train split), contrasted at the pooled state the head reads, in the same forward pass
