@@ -73,7 +73,7 @@ def evaluate(checkpoint: Path) -> None:
         "--plot", str((RUN / "plots" / "retrieval.png").relative_to(ROOT)))
     dicts = sorted(DICTS.glob("en-*.txt"))
     if dicts:
-        print("\n== word translation from the embedding table ==")
+        print("\n== word translation (words encoded alone, centered per language) ==")
         args = [a for d in dicts for a in ("--dict", f"{d.stem}={d.relative_to(ROOT)}")]
         run("evaluate", "words", str(checkpoint.relative_to(ROOT)), *args, "--vocab-data", str(DATA.relative_to(ROOT)),
             "--json", str((RUN / "words.json").relative_to(ROOT)))

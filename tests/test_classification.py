@@ -313,3 +313,22 @@ def test_xlco_during_fine_tuning_bad_input(tmp_path, tiny_checkpoint, tiny_data,
     assert main(argv) == 1 and "finetune.xlco_data: give the `xlm prepare` directory" in capsys.readouterr().err
     argv = _finetune_argv(tmp_path, tiny_checkpoint, "--out", str(tmp_path / "c"), 'finetune.xlco_pairs=["en"]')
     assert main(argv) == 1 and "'en' is not a pair of languages" in capsys.readouterr().err
+
+
+def test_centered_classifier_stores_language_means_for_classify(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """`xlm classify` subtracts the mean stored at the end of fine-tuning, so one line is
+    classified as it would be among many (not centered on itself)."""
+    out = tmp_path / "m"
+    assert main(_finetune_argv(tmp_path, tiny_checkpoint, "--out", str(out), "train.max_steps=3")) == 0
+    clf = load_classifier(out)
+    assert set(clf.language_means) == {"fr"} and clf.language_means["fr"].shape == (32,)
+    verify = __import__("xlm.training.checkpoint", fromlist=["verify_checkpoint"]).verify_checkpoint
+    verify(out / "final")  # the means are listed in the manifest
+    rows = [np.array([EOS_INDEX, 14 + 40 + w, EOS_INDEX]) for w in (1, 2, 3)]
+    alone = np.stack([clf.predict_probs([r], "fr")[0] for r in rows])
+    together = clf.predict_probs(rows, "fr")
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"e1</w> e2</w>\n")))
+    assert main(["classify", str(out), "--lang", "en", "--pretokenized"]) == 0
+    assert "no stored en mean" in capsys.readouterr().err

@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     clf.info.lang_id(args.lang)
     encode = text_encoder(clf.pretrained.directory, args.lang, clf.info.lowercase_and_remove_accent, args.pretokenized)
     max_len = min(args.max_len, clf.info.config.max_positions)
+    if clf.info.extra.get("classifier", {}).get("center") and args.lang not in clf.language_means:
+        print(f"note: no stored {args.lang} mean in {args.model}: inputs are centered on their own mean "
+              f"(batches of up to {BATCH_LINES} lines; reliable only for many lines)", file=sys.stderr)  # fmt: skip
     out = sys.stdout
     for batch in line_batches(sys.stdin.buffer, BATCH_LINES):
         parts = [line.split("\t", 1) for line in batch]

@@ -38,7 +38,7 @@ from xlm.data.dataset import MonolingualData
 from xlm.errors import XLMError
 from xlm.model.precision import Precision, inference_autocast
 from xlm.model.pretrained import Pretrained
-from xlm.model.transformer import TransformerModel, length_mask
+from xlm.model.transformer import TransformerModel, pool_states
 from xlm.reports import write_atomic
 from xlm.text.vocab import EOS_INDEX
 
@@ -118,12 +118,9 @@ def layer_states(model: TransformerModel, tokens: Tensor, lengths: Tensor, langs
 
 
 def pool(states: Tensor, lengths: Tensor, pooling: Pooling) -> Tensor:
-    if pooling == "first":
-        return states[:, 0]
-    if pooling == "mean":
-        mask = length_mask(lengths, states.shape[1]).to(states.dtype)[:, :, None]
-        return (states * mask).sum(1) / lengths[:, None].to(states.dtype)
-    raise XLMError(f"pooling {pooling!r} is not one of {POOLINGS}")
+    if pooling not in POOLINGS:
+        raise XLMError(f"pooling {pooling!r} is not one of {POOLINGS}")
+    return pool_states(states, lengths, pooling)
 
 
 class SentenceEncoder:

@@ -250,6 +250,19 @@ def length_mask(lengths: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+POOLINGS: tuple[str, ...] = ("first", "mean")
+
+
+def pool_states(states: Tensor, lengths: Tensor, pooling: str) -> Tensor:
+    """``(B, T, D)`` states -> ``(B, D)``: the first token's state, or the mean over real tokens."""
+    if pooling == "first":
+        return states[:, 0]
+    if pooling == "mean":
+        mask = length_mask(lengths, states.shape[1]).to(states.dtype)[:, :, None]
+        return (states * mask).sum(1) / lengths[:, None].to(states.dtype)
+    raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+
+
 class TransformerModel(nn.Module):
     """The XLM network. ``forward`` returns hidden states; ``predict`` maps chosen hidden
     states to vocabulary logits (so that MLM computes the output layer only where needed)."""

@@ -37,22 +37,10 @@ from torch import Tensor, nn
 
 from xlm.config import ConfigError
 from xlm.data.batching import PairBatcher, pad_rows, sentence_rows
-from xlm.model.transformer import length_mask
+from xlm.model.transformer import pool_states
 from xlm.objectives.registry import Objective, ObjectiveContext, Source, register, split_pair
 
 Pooling = Literal["first", "mean"]
-POOLINGS: tuple[str, ...] = ("first", "mean")
-
-
-def pool_states(states: Tensor, lengths: Tensor, pooling: str) -> Tensor:
-    """``(B, T, D)`` states -> ``(B, D)``: the first token's state, or the mean over real tokens."""
-    if pooling == "first":
-        return states[:, 0]
-    if pooling == "mean":
-        mask = length_mask(lengths, states.shape[1]).to(states.dtype)[:, :, None]
-        return (states * mask).sum(1) / lengths[:, None].to(states.dtype)
-    raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
-
 
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather ``(n_r, D)`` rows of every rank (``n_r`` may differ) into ``(sum n_r, D)``;

@@ -11,8 +11,9 @@ the head (``head.safetensors``) and ``labels.json``; :func:`load_classifier` rea
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +35,8 @@ from xlm.data.classification import (
 )
 from xlm.errors import CheckpointError, DataError
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained, write_model_files
-from xlm.model.transformer import TransformerModel
-from xlm.objectives.contrastive import contrastive_loss, pool_states
+from xlm.model.transformer import TransformerModel, pool_states
+from xlm.objectives.contrastive import contrastive_loss
 from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
 from xlm.training.checkpoint import write_json as write_plain_json
 from xlm.training.distributed import init_distributed, pick_device, shutdown
@@ -240,21 +241,31 @@ def eval_batches(data: EncodedSet, max_tokens: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def set_logits(
-    encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int,
-    center: bool = False,
-) -> Tensor:  # fmt: skip
-    """Logits ``(N, C)`` of one language's encoded rows (modules in eval mode); ``center``
-    subtracts the mean pooled vector of the whole set before the linear layer."""
+@torch.no_grad()
+def set_features(
+    encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int
+) -> Tensor:
+    """Pooled vectors ``(N, D)`` the head reads, of one language's encoded rows (eval mode)."""
     head = _head(head)
     lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
     features = torch.zeros(len(rows), head.proj.in_features, device=device)
     for ids in token_budget_batches(lengths, np.argsort(lengths, kind="stable"), max_tokens):
         batch = make_batch([rows[i] for i in ids], [lang_id] * len(ids), [0] * len(ids)).to(device)
         features[torch.as_tensor(ids, device=device)] = classify_features(encoder, head, batch).float()
+    return features
+
+
+def set_logits(
+    encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int,
+    center: bool = False, mean: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """Logits ``(N, C)`` of one language's encoded rows (modules in eval mode); ``center``
+    subtracts ``mean`` (the language's stored mean pooled vector), else the mean of the set."""
+    features = set_features(encoder, head, rows, lang_id, device, max_tokens)
     if center and len(rows):
-        features = features - features.mean(0, keepdim=True)
-    return head.classify(features).float()
+        ref = mean.to(features.device) if mean is not None else features.mean(0)
+        features = features - ref[None, :]
+    return _head(head).classify(features).float()
 
 
 @torch.no_grad()
@@ -521,6 +532,27 @@ class _AuxiliaryPairs:
             s.load_state_dict(st)
 
 
+LANGUAGE_MEANS = "language_means.json"
+
+
+def store_language_means(
+    directory: Path, task: ClassifyTask, sets: list[EncodedSet], device: torch.device, max_tokens: int
+) -> None:
+    """Each language's mean pooled vector over ``sets``, added to the fine-tuned checkpoint."""
+    from xlm.training.checkpoint import add_file_to_checkpoint
+
+    sums: dict[int, tuple[Tensor, int]] = {}
+    for s in sets:
+        f = set_features(task.encoder, task.head, s.rows, s.lang_id, device, max_tokens)
+        total, n = sums.get(s.lang_id, (torch.zeros(f.shape[1], device=f.device), 0))
+        sums[s.lang_id] = (total + f.sum(0), n + len(s))
+    id2lang = {i: lang for lang, i in task.pretrained.info.lang2id.items()}
+    means = {id2lang[i]: (total / max(n, 1)).cpu().tolist() for i, (total, n) in sums.items()}
+    counts = {id2lang[i]: n for i, (_, n) in sums.items()}
+    data = json.dumps({"means": means, "examples": counts}, sort_keys=True).encode("utf-8")
+    add_file_to_checkpoint(directory, LANGUAGE_MEANS, data)
+
+
 def write_classifier_files(directory: Path, head: nn.Module, labels: list[str]) -> None:
     from safetensors.torch import save_file
 
@@ -540,6 +572,9 @@ class Classifier:
     pretrained: Pretrained
     head: ClassifierHead
     labels: list[str]
+    # each language's mean pooled vector over the sets evaluated at the end of fine-tuning
+    # (centered classifiers subtract it; a language without one is centered on its input)
+    language_means: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def info(self) -> ModelInfo:
@@ -558,7 +593,8 @@ class Classifier:
         self.pretrained.model.eval()
         self.head.eval()
         center = bool(self.info.extra.get("classifier", {}).get("center", False))
-        logits = set_logits(self.pretrained.model, self.head, rows, lang_id, self.device, max_tokens, center)
+        mean = self.language_means.get(lang)
+        logits = set_logits(self.pretrained.model, self.head, rows, lang_id, self.device, max_tokens, center, mean)
         return logits.softmax(-1).cpu().numpy()
 
 
@@ -598,7 +634,16 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
     except RuntimeError as e:
         raise CheckpointError(f"{d / HEAD_WEIGHTS}: does not match {len(labels)} labels: {e}") from None
     head.to(device).eval()
-    return Classifier(pretrained, head, labels)
+    means: dict[str, Tensor] = {}
+    if (d / LANGUAGE_MEANS).is_file():
+        stored = read_json(d / LANGUAGE_MEANS).get("means", {})
+        for lang, vec in stored.items():
+            if len(vec) != head.proj.in_features:
+                raise CheckpointError(
+                    f"{d / LANGUAGE_MEANS}: the {lang!r} mean has {len(vec)} values, the model {head.proj.in_features}"
+                )
+            means[lang] = torch.tensor(vec, dtype=torch.float32)
+    return Classifier(pretrained, head, labels, means)
 
 
 def fresh_model(pretrained: Pretrained) -> Pretrained:
@@ -711,6 +756,8 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
                     task.encoder, task.head, s, device, cfg.data.max_tokens, cfg.finetune.center
                 )
                 examples[s.lang] = len(s)
+            if cfg.finetune.center:  # what `xlm classify` subtracts from a language's inputs
+                store_language_means(model_dir, task, valid + test, device, cfg.data.max_tokens)
         return FinetuneResult(
             summarize(accuracy) if accuracy else {}, examples, valid_metrics, labels, model_dir, env.is_main
         )
