@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     recipes = args.recipes.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda rs: job(rs[0], rs[1], args), [(r, s) for r in recipes for s in seeds]))
+        rows = list(pool.map(lambda rs: job(rs[0], rs[1], args), [(r, s) for s in seeds for r in recipes]))
     keys = ["retrieval_p@1", "words_csls_p@1", "classify_en", "classify_zero_shot", "ratio"]
     summary = {}
     print(f"{args.minutes:g} min of pretraining per run, seeds {seeds}")
