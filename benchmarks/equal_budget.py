@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def job(recipe: str, seed: int, args: argparse.Namespace) -> dict:
     log = out / "log.txt"
     run_dir = out / "run"
     if not (run_dir / "final" / "manifest.json").is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts again
         budget = ["train.max_steps=0"] if recipe == "random" else [f"train.max_minutes={args.minutes}"]
         run([*XLM, "pretrain", "--config", "configs/demo.toml", f'data.path="{args.data}"', f'train.out_dir="{run_dir}"',
              f"train.seed={seed}", "train.threads=1", "train.progress=false", *RECIPES[recipe], *budget], log)  # fmt: skip
