@@ -15,8 +15,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-import xlm.model.transformer as transformer
 from xlm.benchmarking import throughput as tp
+from xlm.model import transformer
 
 
 def ab(shape: tp.Shape, mode: str, steps: int) -> tuple[float, float]:

@@ -64,9 +64,10 @@ import subprocess
 import sys
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 # --------------------------------------------------------------------------------------
 # Configuration
@@ -197,9 +198,8 @@ def write_gz(path: Path, lines: Iterable[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    with open(tmp, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
-            gz.write(data)
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+        gz.write(data)
     os.replace(tmp, path)
 
 
@@ -296,14 +296,10 @@ MNEMONIC_PAREN_RE = re.compile(r"\s*[(（](?:_|&|~)[A-Za-z0-9][)）]")
 DROP_CHARS = {"\u00ad", "\ufeff", "\u200b", "\u2060"}
 
 STOPWORDS = {
-    "en": set("the and of to is are with this that you your which from will be by can for it not "
-              "was were has have when there their these those into".split()),
-    "fr": set("le la les des du et est une pour dans sur que qui vous avec aux pas par ce cette "
-              "sont ou être votre vos peut".split()),
-    "de": set("der die das und ist mit für von den dem ein eine zu nicht auf wird werden des im "
-              "auch oder kann sich wenn sie".split()),
-    "es": set("el la los las del y es una para con que por se su al lo como esta este pueden "
-              "puede sus".split()),
+    "en": set(["the", "and", "of", "to", "is", "are", "with", "this", "that", "you", "your", "which", "from", "will", "be", "by", "can", "for", "it", "not", "was", "were", "has", "have", "when", "there", "their", "these", "those", "into"]),
+    "fr": set(["le", "la", "les", "des", "du", "et", "est", "une", "pour", "dans", "sur", "que", "qui", "vous", "avec", "aux", "pas", "par", "ce", "cette", "sont", "ou", "être", "votre", "vos", "peut"]),
+    "de": set(["der", "die", "das", "und", "ist", "mit", "für", "von", "den", "dem", "ein", "eine", "zu", "nicht", "auf", "wird", "werden", "des", "im", "auch", "oder", "kann", "sich", "wenn", "sie"]),
+    "es": set(["el", "la", "los", "las", "del", "y", "es", "una", "para", "con", "que", "por", "se", "su", "al", "lo", "como", "esta", "este", "pueden", "puede", "sus"]),
 }
 
 
@@ -959,8 +955,8 @@ def po_licences(text: str) -> list[str]:
     """Licences of DEP-5 stanzas that cover translation files (po/*.po)."""
     out = set()
     for stanza in re.split(r"\n\s*\n", text):
-        files = re.search(r"^Files:((?:.*)(?:\n[ \t]+.*)*)", stanza, flags=re.M)
-        lic = re.search(r"^License:[ \t]*(\S.*)$", stanza, flags=re.M)
+        files = re.search(r"^Files:((?:.*)(?:\n[ \t]+.*)*)", stanza, flags=re.MULTILINE)
+        lic = re.search(r"^License:[ \t]*(\S.*)$", stanza, flags=re.MULTILINE)
         if files and lic and re.search(r"(^|\s)po/(\*|[\w@.-]+\.po)", files.group(1)):
             out.add(lic.group(1).strip())
     return sorted(out)
@@ -979,17 +975,17 @@ def copyright_summary(root: Path, name: str, hint: str = "") -> tuple[str, list[
             return "unknown", [], []
         path = cands[0]
     text = path.read_text(encoding="utf-8", errors="replace")
-    names = sorted({m.strip() for m in re.findall(r"^License:[ \t]*(\S.*)$", text, flags=re.M)})
+    names = sorted({m.strip() for m in re.findall(r"^License:[ \t]*(\S.*)$", text, flags=re.MULTILINE)})
     main, holders = "", []
     for stanza in re.split(r"\n\s*\n", text):
-        files = re.search(r"^Files:\s*(.*)$", stanza, flags=re.M)
+        files = re.search(r"^Files:\s*(.*)$", stanza, flags=re.MULTILINE)
         if not files:
             continue
         if not (files.group(1).strip() == "*" or (hint and hint in files.group(1))):
             continue
-        m = re.search(r"^License:[ \t]*(\S.*)$", stanza, flags=re.M)
+        m = re.search(r"^License:[ \t]*(\S.*)$", stanza, flags=re.MULTILINE)
         main = m.group(1).strip() if m else ""
-        m = re.search(r"^Copyright:(.*(?:\n[ \t]+.*)*)", stanza, flags=re.M)
+        m = re.search(r"^Copyright:(.*(?:\n[ \t]+.*)*)", stanza, flags=re.MULTILINE)
         if m:
             holders = [h.strip() for h in m.group(1).splitlines() if h.strip()]
         if main and (not hint or hint in files.group(1)):
@@ -1000,7 +996,7 @@ def copyright_summary(root: Path, name: str, hint: str = "") -> tuple[str, list[
                 " / ".join(names) if names else "see the package's copyright file")
         names = sorted(set(names) | set(phrases))
     if not holders:
-        holders = [l.strip() for l in text.splitlines() if re.match(r"\s*Copyright\s*(\(C\)|©)?\s*\d", l)]
+        holders = [ln.strip() for ln in text.splitlines() if re.match(r"\s*Copyright\s*(\(C\)|©)?\s*\d", ln)]
     main = LICENCE_OVERRIDES.get(name, main)
     po = po_licences(text)
     if po:
@@ -1091,7 +1087,7 @@ def attribution_md(pk: Packages, counts: dict[str, Counter]) -> str:
 def file_stats(path: Path) -> dict:
     raw = gzip.open(path).read().decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
     lines = raw.splitlines()
-    return {"lines": len(lines), "words": sum(len(l.split()) for l in lines),
+    return {"lines": len(lines), "words": sum(len(ln.split()) for ln in lines),
             "chars": len(raw), "bytes_on_disk": path.stat().st_size}
 
 
@@ -1131,10 +1127,10 @@ def main(argv: list[str] | None = None) -> int:
     log("building the classification task")
     cls = build_classify(col.lohelp, english, hasher, args)
     cdir = out / "classify"
-    emit(cdir / "train.en.tsv.gz", [f"{l}\t{t}" for l, t in cls["train"]])
-    emit(cdir / "valid.en.tsv.gz", [f"{l}\t{t}" for l, t in cls["valid"]])
+    emit(cdir / "train.en.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["train"]])
+    emit(cdir / "valid.en.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["valid"]])
     for lang in CORPUS_LANGS:
-        emit(cdir / f"test.{lang}.tsv.gz", [f"{l}\t{t}" for l, t in cls["test"][lang]])
+        emit(cdir / f"test.{lang}.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["test"][lang]])
 
     # --- held-out sets
     log("drawing held-out sets")
@@ -1278,11 +1274,11 @@ def stats_md(stats: dict, cls_summary: dict) -> str:
             lines.append(f"| `{name}` | {s['lines']} | {s['words']} | {s['chars']} | {s['bytes_on_disk']} |")
         lines.append("")
     lines += ["## classify: examples per class", "", "| class | train | valid | " +
-              " | ".join(f"test.{l}" for l in CORPUS_LANGS) + " |",
+              " | ".join(f"test.{lg}" for lg in CORPUS_LANGS) + " |",
               "|---|---:|---:|" + "---:|" * len(CORPUS_LANGS)]
     for label, s in cls_summary.items():
         lines.append(f"| {label} | {s['train']} | {s['valid']} | " +
-                     " | ".join(str(s['test'][l]) for l in CORPUS_LANGS) + " |")
+                     " | ".join(str(s['test'][lg]) for lg in CORPUS_LANGS) + " |")
     total = sum(s["bytes_on_disk"] for s in stats.values())
     lines += ["", f"Total size of the files listed: {total} bytes.", ""]
     return "\n".join(lines)

@@ -84,10 +84,10 @@ def test_tiled_corpus_reads_back(tiny_data, tmp_path):
 
 
 def _tiny_task(data):
+    from conftest import tiny_config_overrides
+
     from xlm.config import load_config
     from xlm.tasks.pretraining import PretrainConfig, PretrainTask
-
-    from conftest import tiny_config_overrides
 
     return PretrainTask(load_config(PretrainConfig, None, tiny_config_overrides(data, data.parent / "unused")), seed=0)
 
@@ -103,7 +103,7 @@ def test_decode_throughput_runs_tiny(capsys):
 
 
 def test_dropout_ab_runs_tiny_and_puts_our_dropout_back(capsys):
-    import xlm.model.transformer as transformer
+    from xlm.model import transformer
 
     ours = transformer.dropout
     bench = load("dropout_ab")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config_overrides
 
 from xlm.cli import main
 from xlm.config import load_config
@@ -21,8 +22,6 @@ from xlm.tasks.classification import ClassifierHead, ClassifyConfig, classify_lo
 from xlm.tasks.pretraining import PretrainConfig
 from xlm.text.vocab import EOS_INDEX
 from xlm.training.runner import run_training
-
-from conftest import tiny_config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

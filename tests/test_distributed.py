@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import tiny_config_overrides
+from safetensors.torch import load_file
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
@@ -47,7 +46,7 @@ def test_torchrun_pretrain_writes_from_rank_zero_only(tiny_data, tmp_path):
     state = json.loads((out / "checkpoints" / "step-00000004" / "train_state.json").read_text())
     assert state["world_size"] == 2 and len(state["task_states"]) == 2
     # each rank reads its own part of the stream: sampler states differ or data offsets differ
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in ln]
     assert steps == [1, 2, 3, 4]  # one writer: no duplicated lines
 
 
@@ -63,7 +62,7 @@ def test_torchrun_train_mt_with_denoising_and_back_translation(tiny_data, tmp_pa
     assert (out / "final" / "model.safetensors").is_file()
     state = json.loads((out / "checkpoints" / "step-00000003" / "train_state.json").read_text())
     assert state["world_size"] == 2 and len(state["task_states"]) == 2
-    train = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    train = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in ln]
     assert [x["step"] for x in train] == [1, 2, 3, 4]
     assert {k.split("/")[1] for x in train for k in x if k.startswith("loss/")} >= {"mt", "ae", "bt"}
 
@@ -91,6 +90,7 @@ def test_torchrun_finetune_classify(tiny_checkpoint, tmp_path, monkeypatch, caps
     import io
 
     from test_classification import toy_set
+
     from xlm.cli import main
     from xlm.tasks.classification import load_classifier
 
@@ -112,7 +112,7 @@ def test_torchrun_finetune_classify(tiny_checkpoint, tmp_path, monkeypatch, caps
     ranks = [json.loads((spy / f"rank{k}.json").read_text()) for k in (0, 1)]
 
     # one metrics writer: one train line per step, one eval line per epoch
-    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [x["step"] for x in records if x["type"] == "train"]
     n = len(ranks[0]["batches"])
     per_epoch = n // epochs

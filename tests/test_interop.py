@@ -25,7 +25,7 @@ from xlm.interop.original import (
 )
 from xlm.model.pretrained import ModelInfo, load_pretrained, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import EOS_INDEX, END_OF_WORD, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS
+from xlm.text.vocab import END_OF_WORD, EOS_INDEX, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS
 from xlm.training.checkpoint import save_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -408,8 +408,12 @@ def test_import_original_translation_model(tmp_path, vocab_dir):
     # cross-attention against the original formula with separate q/k/v projections
     raw = torch.load(pth, weights_only=True)["decoder"]
     x, mem = torch.randn(2, 5, cfg.emb_dim), torch.randn(2, 7, cfg.emb_dim)
-    lin = lambda t, n: t @ raw[f"module.encoder_attn.0.{n}.weight"].T + raw[f"module.encoder_attn.0.{n}.bias"]  # noqa: E731
-    heads = lambda t: t.view(2, -1, cfg.n_heads, cfg.emb_dim // cfg.n_heads).transpose(1, 2)  # noqa: E731
+    def lin(t, n):
+        return t @ raw[f"module.encoder_attn.0.{n}.weight"].T + raw[f"module.encoder_attn.0.{n}.bias"]
+
+    def heads(t):
+        return t.view(2, -1, cfg.n_heads, cfg.emb_dim // cfg.n_heads).transpose(1, 2)
+
     q, k, v = heads(lin(x, "q_lin")), heads(lin(mem, "k_lin")), heads(lin(mem, "v_lin"))
     w = torch.softmax(q @ k.transpose(2, 3) / (cfg.emb_dim // cfg.n_heads) ** 0.5, dim=-1)
     expected = lin((w @ v).transpose(1, 2).reshape(2, 5, cfg.emb_dim), "out_lin")

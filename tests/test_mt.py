@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_prepared, train_losses
 
 from xlm.cli import main
 from xlm.config import ConfigError, load_config
@@ -18,8 +19,6 @@ from xlm.objectives.translation import NoiseConfig, add_noise, blank_words, drop
 from xlm.tasks.translation import MTConfig, MTTask, parse_schedule, run_mt_training, schedule_value
 from xlm.text.vocab import EOS_INDEX, MASK_INDEX
 from xlm.training.checkpoint import save_checkpoint
-
-from conftest import make_tiny_prepared, train_losses
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -109,7 +109,9 @@ def test_batch_order_is_shuffled_within_windows():
 @pytest.mark.parametrize("skip", [0, 1, 17, 40, 190])  # from the start, mid-window, across the epoch end (193 batches)
 def test_exact_resume(skip):
     data = fake_pairs(3000, seed=5)
-    make = lambda: PairBatcher(data, MAX_TOKENS, MAX_LEN, seed=1, rank=1, world=2, group=256)  # noqa: E731
+    def make():
+        return PairBatcher(data, MAX_TOKENS, MAX_LEN, seed=1, rank=1, world=2, group=256)
+
     ref = make()
     expected = [ref.next_ids().tolist() for _ in range(skip + 60)]
     run = make()

@@ -1,8 +1,8 @@
+from conftest import tiny_config_overrides
+
 from xlm.config import load_config
 from xlm.tasks.pretraining import PretrainConfig
 from xlm.training.runner import run_training
-
-from conftest import tiny_config_overrides
 
 
 def test_pretrain_runs(tiny_data, tmp_path):

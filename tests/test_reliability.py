@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import _write_binarized, make_tiny_prepared, tiny_config_overrides
 from safetensors.torch import load_file
 
 import xlm
-from conftest import _write_binarized, make_tiny_prepared, tiny_config_overrides
 from xlm.cli import main as cli_main
 from xlm.config import ConfigError, load_config
 from xlm.data.batching import PairBatcher, concat_pair, sentence_rows

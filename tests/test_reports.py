@@ -1,13 +1,12 @@
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config_overrides
 
 from xlm.config import load_config
 from xlm.reports import format_table, plot_training
 from xlm.tasks.pretraining import PretrainConfig
 from xlm.training.runner import run_training
-
-from conftest import tiny_config_overrides
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 

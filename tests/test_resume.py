@@ -3,14 +3,13 @@
 
 import pytest
 import torch
+from conftest import tiny_config_overrides, train_losses
 from safetensors.torch import load_file
 
 from xlm.config import ConfigError, load_config
 from xlm.tasks.pretraining import PretrainConfig
 from xlm.training.checkpoint import verify_checkpoint
 from xlm.training.runner import run_training
-
-from conftest import tiny_config_overrides, train_losses
 
 
 def cfg(data, out, steps, extra=()):

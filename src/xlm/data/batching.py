@@ -37,7 +37,7 @@ class Batch:
     pred_mask: Tensor | None = None
     targets: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
@@ -47,7 +47,7 @@ class Batch:
     def n_tokens(self) -> int:
         return int(self.lengths.sum())
 
-    def with_masking(self, pred_mask: Tensor, inputs: Tensor, targets: Tensor) -> "Batch":
+    def with_masking(self, pred_mask: Tensor, inputs: Tensor, targets: Tensor) -> Batch:
         return replace(self, tokens=inputs, pred_mask=pred_mask, targets=targets)
 
 

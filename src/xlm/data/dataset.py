@@ -123,7 +123,7 @@ class MonolingualData:
     @classmethod
     def _from_files(
         cls, prefix: Path, meta: dict[str, Any], dtype: np.dtype, n_items: int, idx_dtype: np.dtype, n_sentences: int, idx_offset: int
-    ) -> "MonolingualData":
+    ) -> MonolingualData:
         self = cls(prefix, None, None, meta)
         self._dtype, self._idx_dtype = dtype, idx_dtype
         self._n_items, self._n_sentences, self._idx_offset = n_items, n_sentences, idx_offset
@@ -131,7 +131,7 @@ class MonolingualData:
         return self
 
     @classmethod
-    def open(cls, prefix: str | Path, vocab_hash: str | None = None) -> "MonolingualData":
+    def open(cls, prefix: str | Path, vocab_hash: str | None = None) -> MonolingualData:
         prefix = Path(prefix)
         meta_path = Path(f"{prefix}.json")
         bin_path, idx_path = Path(f"{prefix}.bin"), Path(f"{prefix}.idx.npy")
@@ -175,7 +175,7 @@ class MonolingualData:
         if self._bin is not None:  # file-backed: the maps are recreated on demand
             self._tokens = self._bounds = None
 
-    def __enter__(self) -> "MonolingualData":
+    def __enter__(self) -> MonolingualData:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -321,7 +321,7 @@ class ParallelData:
     tgt: MonolingualData
 
     @classmethod
-    def open(cls, src_prefix: str | Path, tgt_prefix: str | Path, vocab_hash: str | None = None) -> "ParallelData":
+    def open(cls, src_prefix: str | Path, tgt_prefix: str | Path, vocab_hash: str | None = None) -> ParallelData:
         src = MonolingualData.open(src_prefix, vocab_hash)
         tgt = MonolingualData.open(tgt_prefix, vocab_hash)
         if len(src) != len(tgt):
@@ -335,7 +335,7 @@ class ParallelData:
         self.src.close()
         self.tgt.close()
 
-    def __enter__(self) -> "ParallelData":
+    def __enter__(self) -> ParallelData:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -355,7 +355,7 @@ class PreparedData:
     info: dict[str, Any]
 
     @classmethod
-    def open(cls, directory: str | Path) -> "PreparedData":
+    def open(cls, directory: str | Path) -> PreparedData:
         d = Path(directory)
         if not d.is_dir():
             raise DataError(f"{d}: prepared data directory not found (run `xlm prepare` first)")

@@ -19,12 +19,12 @@ from __future__ import annotations
 import collections
 import json
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 import os
 import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

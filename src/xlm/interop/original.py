@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
-
 from safetensors.torch import save_file
+from torch import Tensor
 
 from xlm.errors import CheckpointError, DataError
 from xlm.model.pretrained import MODEL_JSON, WEIGHTS, ModelInfo

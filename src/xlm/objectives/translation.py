@@ -26,7 +26,6 @@ from xlm.model.transformer import length_mask
 from xlm.objectives.language_modeling import LossOutput
 from xlm.text.vocab import MASK_INDEX
 
-
 # --------------------------------------------------------------------------- noise
 
 
@@ -101,7 +100,7 @@ class PairBatch:
     tgt_lengths: Tensor
     tgt_lang: int
 
-    def to(self, device: torch.device | str) -> "PairBatch":
+    def to(self, device: torch.device | str) -> PairBatch:
         return PairBatch(
             self.src.to(device),
             self.src_lengths.to(device),

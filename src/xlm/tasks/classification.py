@@ -205,7 +205,7 @@ class Batch:
     langs: Tensor  # (B,)
     labels: Tensor  # (B,)
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         return Batch(*(t.to(device) for t in (self.tokens, self.lengths, self.langs, self.labels)))
 
 

@@ -150,7 +150,7 @@ class MTObjectivesConfig(Config):
         return v
 
     @model_validator(mode="after")
-    def _noise(self) -> "MTObjectivesConfig":
+    def _noise(self) -> MTObjectivesConfig:
         NoiseConfig(self.word_shuffle, self.word_dropout, self.word_blank)
         return self
 
@@ -407,15 +407,15 @@ def run_mt_training(cfg: MTConfig, resume: str | None = None) -> dict[str, float
     """Train with ``cfg``; ``resume`` is None, "latest" or a checkpoint path. One process, or
     one per device under ``torchrun``."""
 
-    def make(env: DistEnv) -> "MTTask":
+    def make(env: DistEnv) -> MTTask:
         log = print if env.is_main else (lambda *a, **k: None)
         return MTTask(cfg, cfg.train.seed, env.rank, env.world, log)
 
-    def on_start(task: "MTTask", out: Path) -> None:
+    def on_start(task: MTTask, out: Path) -> None:
         if task.report is not None:
             write_atomic(out / "init_report.json", json.dumps(task.report.to_json(), indent=1))
 
-    def describe(task: "MTTask", device: torch.device, env: DistEnv) -> str:
+    def describe(task: MTTask, device: torch.device, env: DistEnv) -> str:
         n = task.model.num_parameters()
         steps = ", ".join(s.name for s in task.steps)
         return (

@@ -276,7 +276,7 @@ class BPETokenizer:
         self._tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
 
     @classmethod
-    def from_dir(cls, directory: str | Path) -> "BPETokenizer":
+    def from_dir(cls, directory: str | Path) -> BPETokenizer:
         d = Path(directory)
         vocab = Vocabulary.from_dir(d)
         return cls(vocab, read_merges(d / MERGES_FILE), d)

@@ -57,7 +57,7 @@ class Vocabulary:
                 raise DataError(f"vocabulary must have {tok!r} at id {i} (the XLM special-token layout)")
 
     @classmethod
-    def from_dir(cls, directory: str | Path) -> "Vocabulary":
+    def from_dir(cls, directory: str | Path) -> Vocabulary:
         d = Path(directory)
         vp, mp = d / VOCAB_FILE, d / MERGES_FILE
         if not vp.is_file():

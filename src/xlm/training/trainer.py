@@ -131,7 +131,7 @@ class _StopFlag:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -144,7 +144,7 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.signal = signum
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
