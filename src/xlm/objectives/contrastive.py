@@ -36,11 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xlm.config import ConfigError
-from xlm.data.batching import PairBatcher, pad_rows, sentence_rows
+from xlm.data.batching import pad_rows, sentence_rows
 from xlm.model.transformer import pool_states
-from xlm.objectives.registry import Objective, ObjectiveContext, Source, register, split_pair
+from xlm.objectives.registry import Objective, ObjectiveContext, Source, pair_source, register, split_pair
 
 Pooling = Literal["first", "mean"]
+
 
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather ``(n_r, D)`` rows of every rank (``n_r`` may differ) into ``(sum n_r, D)``;
@@ -260,17 +261,9 @@ class XLCoObjective(Objective):
                 f"objectives.xlco: {entry!r} has no parallel training data in {ctx.prepared.directory} "
                 f"(train.{a}-{b}.{a} / train.{a}-{b}.{b})"
             )
-        data = ctx.prepared.para("train", a, b)
         rows = ctx.settings.xlco_batch_size
         budget = rows * (2 * ctx.data.max_len + 4)  # never binding: batches are cut by rows
-        sampler = PairBatcher(data, budget, ctx.data.max_len, ctx.seed + 15485863 * (index + 1), ctx.rank, ctx.world,
-                              max_rows=rows)  # fmt: skip
-        return Source(
-            entry,
-            data.src.n_tokens + data.tgt.n_tokens,
-            sampler,
-            (ctx.lang2id[a], ctx.lang2id[b]),
-        )
+        return pair_source(ctx, entry, budget, ctx.seed + 15485863 * (index + 1), max_rows=rows)
 
     def loss(self, model: nn.Module, source: Source, device: torch.device) -> tuple[Tensor, int]:
         s = self.ctx.settings

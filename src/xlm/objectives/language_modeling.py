@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from xlm.data.batching import (
     Batch,
-    PairBatcher,
     StreamSampler,
     concat_pair,
     sentence_rows,
@@ -31,8 +30,8 @@ from xlm.objectives.registry import (
     Objective,
     ObjectiveContext,
     Source,
+    pair_source,
     register,
-    split_pair,
 )
 
 
@@ -159,23 +158,7 @@ class TLMObjective(Objective):
         return [e for e in settings.mlm if "-" in e]
 
     def build_source(self, entry: str, index: int) -> Source:
-        ctx, d = self.ctx, self.ctx.data
-        a, b = split_pair(entry)
-        data = ctx.prepared.para("train", a, b)
-        sampler = PairBatcher(
-            data,
-            d.tlm_max_tokens,
-            d.max_len,
-            ctx.seed + 104729 * (index + 1),
-            ctx.rank,
-            ctx.world,
-        )
-        return Source(
-            entry,
-            data.src.n_tokens + data.tgt.n_tokens,
-            sampler,
-            (ctx.lang2id[a], ctx.lang2id[b]),
-        )
+        return pair_source(self.ctx, entry, self.ctx.data.tlm_max_tokens, self.ctx.seed + 104729 * (index + 1))
 
     def loss(self, model: nn.Module, source: Source, device: torch.device) -> tuple[Tensor, int]:
         batch = pair_batch(self.ctx, source, source.sampler.next_ids())

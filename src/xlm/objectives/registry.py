@@ -74,6 +74,16 @@ def split_pair(entry: str) -> tuple[str, str]:
     return a, b
 
 
+def pair_source(ctx: ObjectiveContext, entry: str, max_tokens: int, seed: int, max_rows: int = 0) -> Source:
+    """The train pairs of ``entry`` ("en-fr") with a :class:`PairBatcher` of this rank."""
+    from xlm.data.batching import PairBatcher
+
+    a, b = split_pair(entry)
+    data = ctx.prepared.para("train", a, b)
+    sampler = PairBatcher(data, max_tokens, ctx.data.max_len, seed, ctx.rank, ctx.world, max_rows=max_rows)
+    return Source(entry, data.src.n_tokens + data.tgt.n_tokens, sampler, (ctx.lang2id[a], ctx.lang2id[b]))
+
+
 class Objective:
     """Base class: ``entries`` picks this objective's languages/pairs from the config,
     ``build_source`` makes the sampler of one, ``loss`` trains on one batch."""
