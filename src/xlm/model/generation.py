@@ -17,7 +17,8 @@ running hypothesis can still score better. Beam size 1 gives the greedy output (
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xlm.data.batching import pad_rows, token_budget_batches
-from xlm.model.seq2seq import EncoderDecoder
+from xlm.model.seq2seq import EncoderDecoder, Translator
 from xlm.model.transformer import KVCache
 from xlm.text.vocab import EOS_INDEX, PAD_INDEX
 
@@ -42,6 +43,26 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError("beam_size must be >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        """The setting recorded with a translation checkpoint (``model.json``, ``extra.decode``)."""
+        return {k: getattr(self, k) for k in DECODE_KEYS}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> DecodeConfig:
+        """The recorded setting; :data:`EVAL_DECODE` for a checkpoint that recorded none."""
+        if not data:
+            return EVAL_DECODE
+        return cls(**{k: data[k] for k in DECODE_KEYS if k in data})
+
+    def override(self, **changes: Any) -> DecodeConfig:
+        """This setting with the changes that are not None (command-line options given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+DECODE_KEYS = ("beam_size", "length_penalty", "early_stopping", "max_len_a", "max_len_b")
+# Evaluation and `xlm translate`: greedy, outputs up to 1.5 L + 10 tokens (MTEvalConfig's defaults).
+EVAL_DECODE = DecodeConfig(max_len_a=1.5, max_len_b=10)
 
 
 def max_output_length(src_lengths: Tensor, a: float, b: int, max_positions: int) -> int:
@@ -261,3 +282,36 @@ def _translate_batches(
         src, src_len = pad_rows([np.asarray(rows[i], dtype=np.int64) for i in ids])
         tokens, lens = generate(model, src.to(device), src_len.to(device), src_lang, tgt_lang, cfg)
         yield ids, output_words(tokens.cpu(), lens.cpu())
+
+
+def translate_text(
+    tr: Translator,
+    lines: Sequence[str],
+    src: str,
+    tgt: str,
+    cfg: DecodeConfig,
+    device: torch.device | str,
+    max_tokens: int = 4000,
+    tokenized: bool = False,
+) -> tuple[list[str], int]:
+    """Raw ``src`` lines -> ``tgt`` lines with a translation checkpoint: normalized and
+    BPE-encoded with its vocabulary, translated, BPE undone and detokenized (Moses-tokenized
+    with ``tokenized``). An empty line stays empty. Also returns how many lines were longer
+    than the model's positions (their first tokens were translated)."""
+    from xlm.text.bpe import BPETokenizer, TextEncoder
+
+    src_id, tgt_id = tr.info.lang_id(src), tr.info.lang_id(tgt)
+    lower = tr.info.lowercase_and_remove_accent
+    bpe = BPETokenizer.from_dir(tr.directory)
+    src_enc = TextEncoder(tr.directory, src, lower, bpe)
+    tgt_enc = TextEncoder(tr.directory, tgt, lower, bpe)
+    limit = tr.model.encoder.cfg.max_positions - 2
+    ids = src_enc.encode_batch(list(lines))
+    n_long = sum(len(x) > limit for x in ids)
+    todo = [i for i, x in enumerate(ids) if x]
+    rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
+    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens)
+    out = [""] * len(lines)
+    for i, w in zip(todo, words):
+        out[i] = tgt_enc.bpe.decode(w) if tokenized else tgt_enc.decode(w)
+    return out, n_long
