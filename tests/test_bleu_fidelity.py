@@ -19,6 +19,7 @@ from sacremoses import MosesTokenizer
 from xlm.cli import main
 from xlm.config import ConfigError, load_config
 from xlm.data.dataset import PreparedData
+from xlm.data.prepare import SETTING_KEYS, same_settings
 from xlm.errors import DataError
 from xlm.evaluation.bleu import MULTI_BLEU, bleu_files, multi_bleu, raw_reference_path, translate_and_score
 from xlm.model.generation import EVAL_DECODE, DecodeConfig
@@ -127,6 +128,13 @@ def test_prepare_keeps_raw_references_aligned_with_the_binarized_pairs(tmp_path)
     assert raw_reference_path(data, "test", "fr", "en").read_text().splitlines() == [en[i] for i in kept]
     assert prepared.info["raw_references"] == ["raw/test.en-fr.en", "raw/test.en-fr.fr"]
     assert not raw_reference_path(data, "train", "en", "fr").exists()  # training text is not copied
+    # a folder prepared before the raw text was kept is prepared again (scripts/demo.py checks this)
+    settings = {k: prepared.info[k] for k in SETTING_KEYS}
+    assert same_settings(data, settings)
+    info = dict(prepared.info)
+    del info["raw_references"]
+    (data / "prepare.json").write_text(json.dumps(info))
+    assert not same_settings(data, settings)
 
 
 def _tiny_translator(max_positions: int = 256) -> EncoderDecoder:

@@ -515,6 +515,8 @@ def same_settings(out_dir: str | Path, settings: dict[str, Any]) -> bool:
         info = json.loads(p.read_text(encoding="utf-8"))
         if not all(info.get(k) == v for k, v in settings.items()):
             return False
+        if "raw_references" not in info:  # prepared before the raw valid/test text was kept
+            return False
         if "inputs" in info and "raw_dir" in info:
             return input_fingerprint(discover(info["raw_dir"], info.get("languages"))) == info["inputs"]
     except (UnicodeDecodeError, json.JSONDecodeError, DataError, OSError):

@@ -18,6 +18,7 @@ ways; :func:`corpus_bleu` / :func:`bleu_files` score text with sacreBLEU.
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 from collections import Counter
@@ -83,7 +84,10 @@ def read_lines(path: str | Path) -> list[str]:
     if not p.is_file():
         raise DataError(f"{p}: file not found")
     try:
-        text = p.read_text(encoding="utf-8")
+        data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as universal newlines
+    except gzip.BadGzipFile:
+        raise DataError(f"{p}: not a gzip file") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     lines = text.split("\n")
