@@ -227,6 +227,9 @@ def test_training_time_bleu_equals_evaluate_bleu_on_the_same_checkpoint(tmp_path
         metrics["valid/bleu"] == metrics["valid/bleu/en-fr"]
         and metrics["valid/bleu_norm"] == metrics["valid/bleu_norm/en-fr"]
     )
+    # the raw references given as a file: the same figures
+    assert main([*argv, "--ref", str(raw), "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == figures
     # options still override the recorded setting
     assert main([*argv, "--beam", "1", "--max-len-b", "1", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["en-fr/bleu_tok"] == 0.0  # at most one word per sentence: no 4-grams

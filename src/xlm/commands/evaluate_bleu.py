@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.errors import XLMError
     from xlm.reports import format_table, write_json
 
-    if args.hyp is not None or args.ref is not None:
+    if args.hyp is not None or (args.ref is not None and args.checkpoint is None):
         if args.hyp is None or args.ref is None:
             raise XLMError("--hyp and --ref go together")
         metrics, rows, headers = _files(args)
