@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from xlm.data.dataset import PreparedData
 from xlm.data.prepare import SETTING_KEYS, same_settings
 from xlm.errors import DataError
 from xlm.evaluation.bleu import MULTI_BLEU, bleu_files, multi_bleu, raw_reference_path, translate_and_score
-from xlm.model.generation import EVAL_DECODE, DecodeConfig
+from xlm.model.generation import EVAL_DECODE, DecodeConfig, translate_rows
 from xlm.model.seq2seq import EncoderDecoder, load_translator
 from xlm.model.transformer import ModelConfig
 from xlm.tasks.translation import MTConfig, MTTask, run_mt_training
@@ -260,3 +261,26 @@ def test_evaluation_notes_missing_raw_references_once(tmp_path):
     first, second = task.evaluate(), task.evaluate()
     assert first == second and "valid/bleu" not in first and np.isfinite(first["valid/bleu_norm"])
     assert sum("no raw references" in n for n in notes) == 1
+
+
+# --------------------------------------------------------------------------- length limits
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_an_output_does_not_depend_on_the_sentences_batched_with_it(beam):
+    """The length limit a * L + b is each sentence's own: a short source decodes to the same
+    words alone and batched beside a long one (an untrained model runs to its limit)."""
+    model = _tiny_translator()
+    with torch.no_grad():
+        model.decoder.pred_bias[1] = -1e4  # never </s>: every output runs to its limit
+    g = torch.Generator().manual_seed(0)
+    short = np.concatenate(([1], torch.randint(14, 60, (5,), generator=g).numpy(), [1]))
+    long = np.concatenate(([1], torch.randint(14, 60, (40,), generator=g).numpy(), [1]))
+    cfg = DecodeConfig(beam_size=beam, max_len_a=1.0, max_len_b=2)
+    alone = translate_rows(model, [short], 0, 1, cfg, "cpu")
+    together = translate_rows(model, [short, long], 0, 1, cfg, "cpu")
+    assert together[0] == alone[0] and len(alone[0]) + 2 == 1.0 * len(short) + 2
+    # back-translation keeps the original's one limit per batch, from its longest source
+    per_batch = replace(cfg, sentence_limits=False)
+    assert translate_rows(model, [short], 0, 1, per_batch, "cpu") == alone
+    assert len(translate_rows(model, [short, long], 0, 1, per_batch, "cpu")[0]) > len(alone[0])

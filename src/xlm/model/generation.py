@@ -5,7 +5,10 @@ With the cache each step feeds only the newest token and attends to the stored k
 values, so producing T tokens costs O(T) decoder passes of one position instead of
 re-running the whole prefix (O(T^2) positions); ``use_cache=False`` does the latter and
 exists to check the former. Outputs are ``</s> w1 .. wn </s>`` rows padded with ``<pad>``;
-a row that reaches ``max_len`` without ``</s>`` gets one as its last token.
+a row that reaches its length limit without ``</s>`` gets one as its last token. The limit is
+``a * L + b`` for each sentence's own source length ``L`` (so an output does not depend on the
+sentences batched with it), or, with ``sentence_limits=False`` (back-translation, as the
+original), for the longest source of the batch.
 
 Beam search keeps ``beam_size`` running hypotheses per sentence; a hypothesis that emits
 ``</s>`` is finished and scored ``sum log p / length ** length_penalty``. A sentence is done
@@ -39,6 +42,7 @@ class DecodeConfig:
     max_len_a: float = 1.3  # output length limit: a * source length + b (the original's 1.3 L + 5)
     max_len_b: int = 5
     use_cache: bool = True
+    sentence_limits: bool = True  # False: one limit per batch, from its longest source (the original's)
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -70,6 +74,11 @@ def max_output_length(src_lengths: Tensor, a: float, b: int, max_positions: int)
     return max(2, min(int(a * int(src_lengths.max()) + b), max_positions))
 
 
+def output_limits(src_lengths: Tensor, a: float, b: int, max_positions: int) -> Tensor:
+    """``a * L + b`` for each source length ``L`` (delimiters included), within the model's positions."""
+    return torch.tensor([max_output_length(n.view(1), a, b, max_positions) for n in src_lengths], dtype=torch.long)
+
+
 def _next_logits(
     model: EncoderDecoder, inputs: Tensor, lang: Tensor, memory: Tensor, memory_lengths: Tensor, cache: KVCache | None
 ) -> Tensor:
@@ -88,10 +97,13 @@ def greedy_decode(
     tgt_lang: int,
     max_len: int,
     use_cache: bool = True,
+    limits: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Argmax decoding; returns ``(tokens (B, T), lengths (B,))``. Finished rows leave the
-    batch (and the cache), so a batch costs what its unfinished sentences cost."""
+    """Argmax decoding; returns ``(tokens (B, T), lengths (B,))``. Row ``i`` is at most
+    ``limits[i]`` tokens long (default: ``max_len``). Finished rows leave the batch (and the
+    cache), so a batch costs what its unfinished sentences cost."""
     bs, device = src.shape[0], src.device
+    limit = torch.full((bs,), max_len, dtype=torch.long, device=device) if limits is None else limits.to(device)
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
     out = torch.full((bs, max_len), PAD_INDEX, dtype=torch.long, device=device)
     out[:, 0] = EOS_INDEX
@@ -102,7 +114,7 @@ def greedy_decode(
     for t in range(1, max_len):
         inputs = out[active, t - 1 : t] if cache is not None else out[active, :t]
         logp = _next_logits(model, inputs, torch.full((len(active),), tgt_lang, device=device), memory, mem_len, cache)
-        word = logp.argmax(-1) if t < max_len - 1 else torch.full_like(active, EOS_INDEX)
+        word = torch.where(limit[active] - 1 <= t, EOS_INDEX, logp.argmax(-1))  # no room left: </s>
         out[active, t] = word
         finished = word == EOS_INDEX
         lengths[active[finished]] = t + 1
@@ -163,9 +175,12 @@ def beam_search(
     length_penalty: float = 1.0,
     early_stopping: bool = False,
     use_cache: bool = True,
+    limits: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Batched beam search; returns the best hypothesis of each sentence as ``(tokens, lengths)``."""
+    """Batched beam search; returns the best hypothesis of each sentence as ``(tokens, lengths)``,
+    that of sentence ``i`` at most ``limits[i]`` tokens long (default: ``max_len``)."""
     bs, n, device = src.shape[0], beam_size, src.device
+    limit = [max_len] * bs if limits is None else [int(x) for x in limits.tolist()]
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
     memory = memory.repeat_interleave(n, dim=0)
     mem_len = src_lengths.repeat_interleave(n)
@@ -174,19 +189,22 @@ def beam_search(
     seqs[:, 0] = EOS_INDEX
     scores = torch.zeros(bs, n, device=device)
     scores[:, 1:] = -float("inf")  # all beams start identical: expand only the first one
-    finished = [_Finished(n, length_penalty, early_stopping, max_len - 1) for _ in range(bs)]
+    finished = [_Finished(n, length_penalty, early_stopping, limit[b] - 1) for b in range(bs)]
     done = [False] * bs
     cache = KVCache() if use_cache else None
     for t in range(1, max_len):
         inputs = seqs[:, t - 1 : t] if cache is not None else seqs[:, :t]
         logp = _next_logits(model, inputs, lang, memory, mem_len, cache)  # (B*n, V)
-        if t == max_len - 1:  # no room left: every running hypothesis ends here
+        ending = [b for b in range(bs) if not done[b] and t >= limit[b] - 1]
+        if ending:  # no room left: every running hypothesis of these sentences ends here
             final = (scores.view(-1) + logp[:, EOS_INDEX]).tolist()
-            for b in range(bs):
+            for b in ending:
                 for k in range(n):
-                    if not done[b] and final[b * n + k] > -float("inf"):
+                    if final[b * n + k] > -float("inf"):
                         finished[b].add(seqs[b * n + k, 1:t].tolist(), final[b * n + k])
-            break
+                done[b] = True
+            if all(done):
+                break
         vocab = logp.shape[-1]
         cand = (scores.view(-1, 1) + logp).view(bs, n * vocab)
         top_scores, top_ids = cand.topk(min(2 * n, n * vocab), dim=1)
@@ -232,12 +250,15 @@ def generate(
     model: EncoderDecoder, src: Tensor, src_lengths: Tensor, src_lang: int, tgt_lang: int, cfg: DecodeConfig = DecodeConfig()
 ) -> tuple[Tensor, Tensor]:
     """Translate one batch (greedy for beam size 1, else beam search)."""
-    max_len = max_output_length(src_lengths, cfg.max_len_a, cfg.max_len_b, model.decoder.cfg.max_positions)
+    positions = model.decoder.cfg.max_positions
+    max_len = max_output_length(src_lengths, cfg.max_len_a, cfg.max_len_b, positions)
+    limits = output_limits(src_lengths.cpu(), cfg.max_len_a, cfg.max_len_b, positions) if cfg.sentence_limits else None
     if cfg.beam_size == 1:
-        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache)
+        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache, limits)
     return beam_search(
-        model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping, cfg.use_cache
-    )
+        model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping,
+        cfg.use_cache, limits,
+    )  # fmt: skip
 
 
 def output_words(tokens: Tensor, lengths: Tensor) -> list[list[int]]:

@@ -334,7 +334,8 @@ class MTTask:
         was_training = self.model.training
         self.model.eval()
         try:
-            decode = DecodeConfig(beam_size=1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b)
+            # one length limit per batch, from its longest sentence, as the original back-translates
+            decode = DecodeConfig(1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False)
             tokens, lengths = generate(self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode)
         finally:
             self.model.train(was_training)
