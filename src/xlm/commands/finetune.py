@@ -149,7 +149,8 @@ def _translate_test(mt_checkpoint: str, cfg: Any, result: Any) -> dict[str, Any]
     from xlm.reports import format_table
     from xlm.tasks.classification import translate_test
 
-    tt = translate_test(result.model_dir, mt_checkpoint, cfg.data.test, cfg.data.format_of("test"), cfg.train.device)
+    data = cfg.data
+    tt = translate_test(result.model_dir, mt_checkpoint, data.test, data.format_of("test"), cfg.train.device, data.max_len)
     rows = [[lang, result.accuracy[lang], tt[lang]] for lang in tt if lang != "average"]
     zero_shot = [result.accuracy[r[0]] for r in rows]
     if rows:

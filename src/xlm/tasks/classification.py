@@ -821,11 +821,13 @@ def translate_test(
     test: dict[str, str],
     fmt: str = "tsv",
     device: str = "auto",
+    max_len: int = 256,
     log: Any = print,
 ) -> dict[str, float]:
     """The paper's translate-test: each test set (``language -> file``) other than the
     classifier's fine-tuning language translated into that language by ``mt_checkpoint`` and
-    classified. Returns the accuracy (%) per language and their average."""
+    classified (``max_len`` tokens per example, as the zero-shot evaluation). Returns the
+    accuracy (%) per language and their average."""
     dev = pick_device(device)
     clf = load_classifier(classifier, dev)
     target = translate_test_target(clf)
@@ -834,5 +836,5 @@ def translate_test(
         if lang == target:
             continue
         data = read_examples(path, lang, fmt)
-        accuracy[lang] = classifier_accuracy(clf, translate_examples(data, mt_checkpoint, target, dev, log))
+        accuracy[lang] = classifier_accuracy(clf, translate_examples(data, mt_checkpoint, target, dev, log), max_len)
     return summarize(accuracy) if accuracy else {}
