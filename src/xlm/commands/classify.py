@@ -1,6 +1,8 @@
 """``xlm classify FINETUNED --lang fr [--probs] < texts``: the predicted label of each input
 line, one output line per input line. A line with a tab is a pair (premise<TAB>hypothesis).
-With ``--probs`` every label's probability follows, as ``label:probability``."""
+With ``--probs`` every label's probability follows, as ``label:probability``. With
+``--translate-test MT_CHECKPOINT`` the lines are first translated into the classifier's
+fine-tuning language by that translation model (the paper's translate-test)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 * **BLEU vs raw references** (``bleu``): the detokenized output scored by sacreBLEU (13a)
   against the *raw* reference text, as published sacreBLEU figures are. ``xlm prepare``
   keeps the raw valid/test sides of every parallel corpus (``raw/`` in the prepared
-  folder); ``xlm evaluate bleu --ref`` / ``--raw`` give them for older folders;
+  folder); ``xlm evaluate bleu --ref`` gives them for an older folder;
 * **BLEU vs normalized references** (``bleu_norm``): the same output against references
   rebuilt from the binarized data (Moses punctuation normalization, lower-cased and
   accent-stripped if the vocabulary is, ``<unk>`` kept). It needs no raw text, but it is
