@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from xlm import __version__
 from xlm.errors import XLMError
+from xlm.fileio import check_output_paths
 
 # Module names under xlm.commands, each with a ``register(subparsers)`` function.
 COMMANDS: list[str] = [
@@ -28,6 +30,10 @@ COMMANDS: list[str] = [
     "bench",
 ]
 
+# Options that name what a command writes, checked before it starts work (xlm.fileio).
+OUTPUT_FILES = ("json", "plot", "output")
+OUTPUT_FOLDERS = ("out", "out_dir", "save_hypotheses")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xlm", description="Cross-lingual language model pretraining and its uses.")
@@ -45,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_output_paths([getattr(args, k, None) for k in OUTPUT_FILES], [getattr(args, k, None) for k in OUTPUT_FOLDERS])
         return int(args.func(args) or 0)
-    except (XLMError, FileNotFoundError) as e:
+    except KeyboardInterrupt as e:  # Ctrl-C, or a training run stopped by a signal after saving
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        reason = getattr(e, "message", "") or "stopped by Ctrl-C"
+        print(f"xlm {args.command}: interrupted: {reason}", file=sys.stderr)
+        return 128 + signum
+    except (XLMError, OSError) as e:
         print(f"xlm {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -66,12 +66,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Read a TOML file (optional), apply ``key=value`` overrides and validate into ``cls``."""
+def read_config_data(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The settings given by a TOML file (optional) and ``key=value`` overrides, not validated."""
     data: dict[str, Any] = {}
-    source = "command-line overrides"
     if path is not None:
-        source = str(path)
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
@@ -81,8 +79,13 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    data = apply_overrides(data, overrides or [])
-    return validate_config(cls, data, source)
+    return apply_overrides(data, overrides or [])
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Read a TOML file (optional), apply ``key=value`` overrides and validate into ``cls``."""
+    source = str(path) if path is not None else "command-line overrides"
+    return validate_config(cls, read_config_data(path, overrides), source)
 
 
 def validate_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:

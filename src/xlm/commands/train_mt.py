@@ -5,11 +5,12 @@ under ``torchrun`` (``torchrun --nproc_per_node K -m xlm train-mt ...``)."""
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
+import sys
 from pathlib import Path
 
-from xlm.config import load_config
+from xlm.fileio import write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xlm.tasks.translation import MTConfig, run_mt_training
+    from xlm.training.runner import load_run_config
 
-    cfg = load_config(MTConfig, args.config, args.overrides)
-    metrics = run_mt_training(cfg, resume=args.resume)
+    cfg = load_run_config(MTConfig, args.config, args.overrides, args.resume)
+    with contextlib.redirect_stdout(sys.stderr):  # status lines; standard output gets the metrics only
+        metrics = run_mt_training(cfg, resume=args.resume)
     if metrics and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1))
+        write_json("-", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return 0
