@@ -312,3 +312,13 @@ def test_config_errors_on_resume_name_the_saved_file(tiny_run, tmp_path, capsys)
     assert f"{run / 'config.toml'}" in err and "model.emb_dims: unknown field" in err
     with pytest.raises(ConfigError):
         load_config(PretrainConfig, None, ["model.emb_dims=3"])
+
+
+def test_json_to_standard_output_keeps_tables_and_status_on_stderr(tiny_run, tiny_data, capsys):
+    argv = ["evaluate", "ppl", str(tiny_run / "final"), "--data", str(tiny_data), "--max-rows", "2", "--device", "cpu"]
+    assert main([*argv, "--json", "-"]) == 0
+    out, err = capsys.readouterr()
+    metrics = json.loads(out)  # nothing but the JSON
+    assert metrics and "MLM ppl" in err  # the table went to stderr
+    assert main(argv) == 0
+    assert "MLM ppl" in capsys.readouterr().out  # without --json -, the table is the output

@@ -10,7 +10,7 @@ import sys
 
 from xlm import __version__
 from xlm.errors import XLMError
-from xlm.fileio import check_output_paths
+from xlm.fileio import check_output_paths, is_stdout, status_on_stderr
 
 # Module names under xlm.commands, each with a ``register(subparsers)`` function.
 COMMANDS: list[str] = [
@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        check_output_paths([getattr(args, k, None) for k in OUTPUT_FILES], [getattr(args, k, None) for k in OUTPUT_FOLDERS])
+        files = [getattr(args, k, None) for k in OUTPUT_FILES]
+        check_output_paths(files, [getattr(args, k, None) for k in OUTPUT_FOLDERS])
+        if any(f is not None and is_stdout(f) for f in files):  # results to stdout: tables and status to stderr
+            with status_on_stderr():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C, or a training run stopped by a signal after saving
         signum = int(getattr(e, "signum", signal.SIGINT))

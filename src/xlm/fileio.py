@@ -26,11 +26,12 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 STDOUT_NAMES = ("-", "/dev/stdout")
+_results: list[Any] = []  # the real standard output while print() is sent to stderr (see status_on_stderr)
 
 
 def is_stdout(path: str | Path) -> bool:
@@ -100,9 +101,10 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     note), straight through for standard output and other special files."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if is_stdout(path):
-        sys.stdout.flush()
-        sys.stdout.buffer.write(raw)
-        sys.stdout.buffer.flush()
+        out = _results[-1] if _results else sys.stdout
+        out.flush()
+        out.buffer.write(raw)
+        out.buffer.flush()
         return Path(path)
     target = resolve_target(path)
     if target.exists() and not target.is_file() and not target.is_dir():  # /dev/null, a FIFO, a terminal
@@ -181,6 +183,18 @@ def replace_directory(directory: str | Path, fill: Callable[[Path], None]) -> Pa
             os.replace(old, directory)
         raise
     return directory
+
+
+@contextmanager
+def status_on_stderr() -> Iterator[None]:
+    """Within the block, ``print()`` goes to stderr, while what is written to ``-`` or
+    ``/dev/stdout`` still reaches standard output: it holds machine-readable results only."""
+    _results.append(_results[-1] if _results else sys.stdout)  # nested: the outermost real one
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _results.pop()
 
 
 def status(message: str) -> None:

@@ -9,7 +9,6 @@ win over both. Prints the accuracy per test language and their average.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
 from pathlib import Path
@@ -153,15 +152,15 @@ def result_table(accuracy: dict[str, float], examples: dict[str, int], train_lan
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from xlm.fileio import is_stdout, write_json
+    from xlm.fileio import is_stdout, status_on_stderr, write_json
     from xlm.tasks.classification import run_finetune
 
     cfg = build_config(args)
-    with contextlib.redirect_stdout(sys.stderr):  # status lines; standard output is for results
+    with status_on_stderr():  # status lines; standard output is for results
         result = run_finetune(cfg, resume=args.resume)
     if not result.is_main:  # another process of a torchrun job: rank 0 reports
         return 0
-    # the table goes to standard output, unless the JSON does
+    # the table goes to standard output, unless the JSON does (a TOML file can name it)
     human = sys.stderr if is_stdout(cfg.output.json_file) or is_stdout(cfg.output.plot_file) else sys.stdout
     if not result.accuracy:
         print(f"fine-tuned model: {result.model_dir} (no test files given)", file=human)

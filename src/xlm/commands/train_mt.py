@@ -5,12 +5,10 @@ under ``torchrun`` (``torchrun --nproc_per_node K -m xlm train-mt ...``)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import sys
 from pathlib import Path
 
-from xlm.fileio import write_json
+from xlm.fileio import status_on_stderr, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.training.runner import load_run_config
 
     cfg = load_run_config(MTConfig, args.config, args.overrides, args.resume)
-    with contextlib.redirect_stdout(sys.stderr):  # status lines; standard output gets the metrics only
+    with status_on_stderr():  # standard output gets the metrics only
         metrics = run_mt_training(cfg, resume=args.resume)
     if metrics and int(os.environ.get("RANK", "0")) == 0:
         write_json("-", {k: round(v, 4) for k, v in sorted(metrics.items())})
