@@ -9,7 +9,7 @@ import signal
 import sys
 
 from xlm import __version__
-from xlm.errors import XLMError
+from xlm.errors import Interrupted, XLMError
 from xlm.fileio import check_output_paths, is_stdout, status_on_stderr
 
 # Module names under xlm.commands, each with a ``register(subparsers)`` function.
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _stop_on_sigterm()
     try:
         files = [getattr(args, k, None) for k in OUTPUT_FILES]
         check_output_paths(files, [getattr(args, k, None) for k in OUTPUT_FOLDERS])
@@ -65,6 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     except (XLMError, OSError) as e:
         print(f"xlm {args.command}: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum, f"received signal {signum}")
+
+
+def _stop_on_sigterm() -> object:
+    """SIGTERM stops a command like Ctrl-C (cleanup runs, one line, exit 143); training loops
+    catch it themselves to save first. Returns the previous handler (None off the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_interrupted)
+    except ValueError:  # not the main thread
+        return None
 
 
 if __name__ == "__main__":
