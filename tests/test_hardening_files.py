@@ -198,7 +198,8 @@ def test_resume_reads_the_saved_config_and_refuses_changes_to_model_or_data(tiny
     assert "data.bptt: saved 32, now 16" in err and "model.emb_dim: saved 32, now 64" in err
     assert (run / "config.toml").read_text() == saved, "config.toml is not touched before the check passes"
     # only the out folder and the harmless change: every other setting comes from config.toml
-    assert main(["pretrain", f'train.out_dir="{run}"', "train.max_steps=6", "train.log_every=2", "--resume"]) == 0
+    # (--resume takes an optional path: an override right after it is still an override)
+    assert main(["pretrain", "--resume", "train.max_steps=6", f'train.out_dir="{run}"', "train.log_every=2"]) == 0
     out, err = capsys.readouterr()
     assert "resumed from" in err and "train.max_steps changed from 4 to 6" in err
     assert json.loads(out)  # the metrics, alone on standard output

@@ -7,6 +7,7 @@ in a TOML file or an override is an error that names the field.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +52,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return key.split("."), value
+
+
+def resume_and_overrides(resume: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``--resume key=value``: argparse gives the override to ``--resume`` (it takes an optional
+    checkpoint path); give it back to the overrides and resume from the latest checkpoint."""
+    if resume is not None and re.match(r"^[A-Za-z_][\w.]*=", resume):
+        return "latest", [resume, *overrides]
+    return resume, overrides
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

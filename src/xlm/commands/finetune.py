@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from xlm.config import ConfigError, load_config, read_config_data, validate_config
+from xlm.config import ConfigError, load_config, read_config_data, resume_and_overrides, validate_config
 from xlm.data.classification import FORMATS
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -80,6 +80,7 @@ def build_config(args: argparse.Namespace) -> Any:
     from xlm.tasks.classification import ClassifyConfig
     from xlm.training.runner import resume_config
 
+    args.resume, args.args = resume_and_overrides(args.resume, args.args)
     overrides = [a for a in args.args if _OVERRIDE.match(a)]
     positional = [a for a in args.args if not _OVERRIDE.match(a)]
     if len(positional) > 1:

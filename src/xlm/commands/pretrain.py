@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from xlm.config import resume_and_overrides
 from xlm.fileio import status_on_stderr, write_json
 
 
@@ -22,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.tasks.pretraining import PretrainConfig
     from xlm.training.runner import load_run_config, run_training
 
+    args.resume, args.overrides = resume_and_overrides(args.resume, args.overrides)
     cfg = load_run_config(PretrainConfig, args.config, args.overrides, args.resume)
     with status_on_stderr():  # standard output gets the metrics only
         metrics = run_training(cfg, resume=args.resume)

@@ -8,6 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
+from xlm.config import resume_and_overrides
 from xlm.fileio import status_on_stderr, write_json
 
 
@@ -23,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.tasks.translation import MTConfig, run_mt_training
     from xlm.training.runner import load_run_config
 
+    args.resume, args.overrides = resume_and_overrides(args.resume, args.overrides)
     cfg = load_run_config(MTConfig, args.config, args.overrides, args.resume)
     with status_on_stderr():  # standard output gets the metrics only
         metrics = run_mt_training(cfg, resume=args.resume)
