@@ -145,9 +145,9 @@ def json_text(data: Any, indent: int | None = 2, name: str = "JSON") -> str:
     return json.dumps(clean, indent=indent, sort_keys=True, allow_nan=False) + "\n"
 
 
-def write_json(path: str | Path, data: Any) -> Path:
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON atomically (``-`` or ``/dev/stdout``: standard output)."""
-    return write_atomic(path, json_text(data, name="standard output" if is_stdout(path) else str(path)))
+    return write_atomic(path, json_text(data, indent, "standard output" if is_stdout(path) else str(path)))
 
 
 def write_figure(fig: Any, path: str | Path, **savefig: Any) -> Path:

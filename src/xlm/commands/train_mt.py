@@ -29,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
     with status_on_stderr():  # standard output gets the metrics only
         metrics = run_mt_training(cfg, resume=args.resume)
     if metrics and int(os.environ.get("RANK", "0")) == 0:
-        write_json("-", {k: round(v, 4) for k, v in sorted(metrics.items())})
+        write_json("-", {k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1)
     return 0
