@@ -17,7 +17,7 @@ from xlm.errors import XLMError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrieval", help="cross-lingual sentence retrieval precision@1")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
     p.add_argument("--pairs", action="append", default=[], metavar="SRC-TGT=FILE",
                    help="TSV of translation pairs (source<TAB>target), repeatable")
     p.add_argument("--prepared", type=Path, help="use the binarized parallel splits of this `xlm prepare` directory")
