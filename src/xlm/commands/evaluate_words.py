@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LANG=FILE",
         help="raw text of LANG whose most frequent words are the candidates",
     )
-    p.add_argument("--max-vocab", type=int, default=20000, help="frequent words kept per language (default 20000)")
+    p.add_argument("--max-vocab", type=int, default=20000, help="frequent words kept per language")
     p.add_argument("--csls-k", type=int, default=10, help="neighbours in the CSLS hubness correction")
     p.add_argument(
         "--vectors",
