@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_overrides
 
 from xlm import fileio
 from xlm.cli import main
@@ -24,27 +23,32 @@ from xlm.tasks.pretraining import PretrainConfig
 from xlm.training import checkpoint as ckpt
 from xlm.training.runner import RESUME_MAY_CHANGE, run_training
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def pretrain_args(data: Path, out: Path, steps: int = 4) -> list[str]:
-    return [*tiny_config_overrides(data, out, steps), "train.threads=1"]
+@pytest.fixture(scope="session")
+def pretrain_args(tiny_config_overrides):
+    """Factory: ``pretrain_args(data, out, steps=4)``, the overrides of a tiny one-thread run."""
+
+    def make(data: Path, out: Path, steps: int = 4) -> list[str]:
+        return [*tiny_config_overrides(data, out, steps), "train.threads=1"]
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory) -> Path:
+def tiny_run(tiny_data, tmp_path_factory, pretrain_args) -> Path:
     """A finished 4-step pretraining run (checkpoints at steps 3 and 4, final/)."""
+    n = torch.get_num_threads()
     out = tmp_path_factory.mktemp("hardening") / "run"
-    run_training(load_config(PretrainConfig, None, pretrain_args(tiny_data, out)))
+    try:
+        run_training(load_config(PretrainConfig, None, pretrain_args(tiny_data, out)))
+    finally:
+        torch.set_num_threads(n)
     return out
 
 
@@ -216,7 +220,7 @@ def test_resume_reads_the_saved_config_and_refuses_changes_to_model_or_data(tiny
 # --------------------------------------------------------------------------- outputs checked first
 
 
-def test_output_paths_are_checked_before_any_work(tiny_run, tmp_path, capsys, monkeypatch):
+def test_output_paths_are_checked_before_any_work(tiny_run, tmp_path, capsys, monkeypatch, tiny_config_overrides):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
 
@@ -248,7 +252,7 @@ def test_output_paths_are_checked_before_any_work(tiny_run, tmp_path, capsys, mo
 # --------------------------------------------------------------------------- interrupts and stdout
 
 
-def test_ctrl_c_in_pretraining_saves_then_exits_130(tiny_data, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_in_pretraining_saves_then_exits_130(tiny_data, tmp_path, capsys, monkeypatch, pretrain_args):
     original = pretraining.PretrainTask.train_batch
 
     def interrupted(self, micro_step):
@@ -297,7 +301,7 @@ def test_ctrl_c_in_finetuning_saves_and_never_evaluates_the_test_set(tiny_run, t
     assert tested and (out / "results.json").is_file()
 
 
-def test_pretrain_metrics_alone_on_standard_output(tiny_data, tmp_path, capsys):
+def test_pretrain_metrics_alone_on_standard_output(tiny_data, tmp_path, capsys, pretrain_args):
     assert main(["pretrain", *pretrain_args(tiny_data, tmp_path / "run", 2)]) == 0
     out, err = capsys.readouterr()
     metrics = json.loads(out)
