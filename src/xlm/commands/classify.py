@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="translate the input into the classifier's fine-tuning language with this `xlm train-mt` checkpoint "
         "first, and classify the translation",
     )  # fmt: skip
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     add_precision_option(p)
     p.set_defaults(func=run)
 

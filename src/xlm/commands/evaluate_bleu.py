@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bleu", help="BLEU of a translation checkpoint on a prepared split, or of --hyp against --ref")
     p.add_argument("checkpoint", type=Path, nargs="?", help="a checkpoint written by `xlm train-mt`")
     p.add_argument("--data", type=Path, help="prepared directory (`xlm prepare`) holding the parallel split")
-    p.add_argument("--split", default="test")
-    p.add_argument("--directions", default="", help="comma-separated, e.g. en-fr,fr-en (default: those the model was trained on)")
+    p.add_argument("--split", default="test", help="parallel split of --data")
+    p.add_argument("--directions", default="", help="comma-separated, e.g. en-fr,fr-en (default: those recorded with the checkpoint)")
     p.add_argument("--beam", type=int, help="beam size (default: the checkpoint's evaluation setting)")
     p.add_argument("--length-penalty", type=float, help="beam scores are log p / length**this (default: the checkpoint's)")
     p.add_argument("--early-stopping", action="store_true", default=None, help="stop a sentence at BEAM finished hypotheses")
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="hyp", help="label of --hyp/--ref in the table and JSON keys")
     p.add_argument("--save-hypotheses", type=Path, help="folder for the translations ({split}.{src}-{tgt}.txt)")
     p.add_argument("--json", type=Path, help="also write the figures as one JSON object")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.set_defaults(func=run)
 
@@ -66,6 +66,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     from xlm.data.dataset import PreparedData
     from xlm.errors import XLMError
     from xlm.evaluation.bleu import raw_reference_path, translate_and_score
+    from xlm.fileio import status
     from xlm.model.generation import DecodeConfig
     from xlm.model.seq2seq import load_translator
     from xlm.reports import write_atomic
@@ -92,7 +93,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
         beam_size=args.beam, length_penalty=args.length_penalty, early_stopping=args.early_stopping,
         max_len_a=args.max_len_a, max_len_b=args.max_len_b,
     )  # fmt: skip
-    print("decoding: " + ", ".join(f"{k}={v}" for k, v in decode.to_json().items()))
+    status("decoding: " + ", ".join(f"{k}={v}" for k, v in decode.to_json().items()))
     tokenizer = BPETokenizer.from_dir(args.checkpoint)
     metrics: dict[str, float] = {}
     rows = []
@@ -109,7 +110,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
             args.max_sentences, args.max_tokens, refs,
         )  # fmt: skip
         if out.n_long:
-            print(out.long_note(f"{a}-{b}"))
+            status(out.long_note(f"{a}-{b}"))
         scores = out.scores()
         for key, value in scores.items():
             metrics[f"{a}-{b}/{key}"] = value
@@ -117,7 +118,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
         if args.save_hypotheses:
             write_atomic(args.save_hypotheses / f"{args.split}.{a}-{b}.txt", "".join(h + "\n" for h in out.hyp))
     if any(r[2] == "-" for r in rows):
-        print(f"no raw references for some directions in {args.data / 'raw'} (prepared before xlm kept them; "
+        status(f"no raw references for some directions in {args.data / 'raw'} (prepared before xlm kept them; "
               "give --ref): BLEU (raw refs) is '-'")  # fmt: skip
     headers = ["direction", "sentences", "BLEU (raw refs)", "BLEU (normalized refs)", "BLEU (tok, multi-bleu)", "too long"]
     return metrics, rows, headers

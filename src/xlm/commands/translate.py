@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
     p.add_argument("--input", type=Path, help="read this file instead of standard input")
     p.add_argument("--output", type=Path, help="write this file instead of standard output")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     add_precision_option(p)
     p.set_defaults(func=run)
