@@ -69,9 +69,9 @@ def main(out: str) -> None:
 
 
 def finetune(spy_dir: str, argv: list[str]) -> int:
+    from xlm import checkpoint_io as checkpoint
     from xlm.cli import main as cli_main
     from xlm.tasks import classification
-    from xlm.training import checkpoint
 
     rank = int(os.environ.get("RANK", "0"))
     spy = Path(spy_dir)

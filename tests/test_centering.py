@@ -14,6 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from xlm import checkpoint_io as ckpt_mod
+from xlm.checkpoint_io import (
+    MANIFEST,
+    add_file_to_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from xlm.cli import main
 from xlm.errors import CheckpointError, XLMError
 from xlm.evaluation.centering import (
@@ -33,13 +40,6 @@ from xlm.evaluation.embeddings import EmbedOptions, SentenceEncoder
 from xlm.model.pretrained import ModelInfo, load_pretrained, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.vocab import Vocabulary
-from xlm.training import checkpoint as ckpt_mod
-from xlm.training.checkpoint import (
-    MANIFEST,
-    add_file_to_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
-)
 
 ROOT = Path(__file__).parent.parent
 DIM, N_LAYERS = 32, 2

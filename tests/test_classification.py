@@ -315,7 +315,7 @@ def test_centered_classifier_stores_language_means_for_classify(tmp_path, tiny_c
     assert main(_finetune_argv(tmp_path, tiny_checkpoint, "--out", str(out), "train.max_steps=3")) == 0
     clf = load_classifier(out)
     assert set(clf.language_means) == {"fr"} and clf.language_means["fr"].shape == (32,)
-    verify = __import__("xlm.training.checkpoint", fromlist=["verify_checkpoint"]).verify_checkpoint
+    verify = __import__("xlm.checkpoint_io", fromlist=["verify_checkpoint"]).verify_checkpoint
     verify(out / "final")  # the means are listed in the manifest
     rows = [np.array([EOS_INDEX, 14 + 40 + w, EOS_INDEX]) for w in (1, 2, 3)]
     alone = np.stack([clf.predict_probs([r], "fr")[0] for r in rows])

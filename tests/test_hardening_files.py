@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from xlm import checkpoint_io as ckpt
 from xlm import fileio
 from xlm.cli import main
 from xlm.config import ConfigError, load_config
 from xlm.tasks import classification, pretraining
 from xlm.tasks.pretraining import PretrainConfig
-from xlm.training import checkpoint as ckpt
 from xlm.training.runner import RESUME_MAY_CHANGE, run_training
 
 pytestmark = pytest.mark.usefixtures("restore_threads")

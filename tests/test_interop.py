@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from xlm.checkpoint_io import save_checkpoint
 from xlm.cli import main as cli_main
 from xlm.errors import CheckpointError
 from xlm.interop.huggingface import export_hf, import_hf
@@ -27,7 +28,6 @@ from xlm.model.pretrained import ModelInfo, load_pretrained, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text import bpe, normalize
 from xlm.text.vocab import END_OF_WORD, EOS_INDEX, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS
-from xlm.training.checkpoint import save_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

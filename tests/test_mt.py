@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from xlm.checkpoint_io import save_checkpoint
 from xlm.cli import main
 from xlm.config import ConfigError, load_config
 from xlm.model.pretrained import ModelInfo, write_model_files
@@ -17,7 +18,6 @@ from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.objectives.translation import NoiseConfig, add_noise, blank_words, drop_words, shuffle_words
 from xlm.tasks.translation import MTConfig, MTTask, parse_schedule, run_mt_training, schedule_value
 from xlm.text.vocab import EOS_INDEX, MASK_INDEX
-from xlm.training.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_file
 
 import xlm
+from xlm import checkpoint_io as ckpt
+from xlm import fileio
 from xlm.cli import main as cli_main
 from xlm.config import ConfigError, load_config
 from xlm.data.batching import PairBatcher, concat_pair, sentence_rows
@@ -37,7 +39,6 @@ from xlm.model.pretrained import load_pretrained
 from xlm.tasks import pretraining
 from xlm.tasks.pretraining import PretrainConfig
 from xlm.text.vocab import Vocabulary
-from xlm.training import checkpoint as ckpt
 from xlm.training import trainer as trainer_mod
 from xlm.training.runner import run_training
 from xlm.training.trainer import TrainingError
@@ -309,7 +310,7 @@ def _reseal(directory: Path) -> None:
     for name in manifest["files"]:
         p = directory / name
         manifest["files"][name] = {"sha256": ckpt.sha256_file(p), "bytes": p.stat().st_size}
-    ckpt.write_json(directory / ckpt.MANIFEST, manifest)
+    fileio.write_json(directory / ckpt.MANIFEST, manifest)
 
 
 @pytest.mark.parametrize("damage, message", [(_truncate, r"size \d+ bytes, expected \d+ \(truncated\?\)"), (_alter, "checksum mismatch")])

@@ -36,8 +36,8 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path):
     renamed into place has the permissions open() and mkdir() would give under the umask."""
     import os
 
+    from xlm.checkpoint_io import save_checkpoint
     from xlm.reports import write_atomic
-    from xlm.training.checkpoint import save_checkpoint
 
     mask = os.umask(0o022)
     os.umask(mask)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from xlm.checkpoint_io import verify_checkpoint
 from xlm.config import ConfigError, load_config
 from xlm.tasks.pretraining import PretrainConfig
-from xlm.training.checkpoint import verify_checkpoint
 from xlm.training.runner import run_training
 
 

@@ -33,11 +33,11 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from xlm.checkpoint_io import MANIFEST, add_file_to_checkpoint, read_json
 from xlm.errors import CheckpointError, XLMError
 from xlm.evaluation.embeddings import POOLINGS, EmbedOptions, SentenceEncoder, resolve_layers
 from xlm.model.precision import Precision
 from xlm.model.pretrained import MODEL_JSON, ModelInfo, Pretrained, load_pretrained
-from xlm.training.checkpoint import MANIFEST, add_file_to_checkpoint, read_json
 
 CENTERING_FILE = "centering.safetensors"
 FORMAT_NAME = "xlm-centering"

@@ -25,7 +25,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from xlm.checkpoint_io import read_json, state_dict_for_saving
 from xlm.errors import CheckpointError
+from xlm.fileio import replace_directory, write_json
 from xlm.interop.original import (
     TRANSLATION_ARCHITECTURE,
     check_output_dir,
@@ -55,7 +57,6 @@ from xlm.text.vocab import (
     UNK_WORD,
     VOCAB_FILE,
 )
-from xlm.training.checkpoint import read_json, replace_directory, state_dict_for_saving, write_json
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"

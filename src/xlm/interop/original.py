@@ -36,11 +36,12 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from xlm.checkpoint_io import save_checkpoint
 from xlm.errors import CheckpointError, DataError
+from xlm.fileio import write_json
 from xlm.model.pretrained import MODEL_JSON, WEIGHTS, ModelInfo
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.vocab import END_OF_WORD, MERGES_FILE, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS, VOCAB_FILE
-from xlm.training.checkpoint import save_checkpoint, write_json
 
 FASTBPE_CONTINUATION = "@@"
 ORIGINAL_MAX_POSITIONS = 512  # N_MAX_POSITIONS of the original code (also read from the weights)

@@ -1,5 +1,5 @@
 """A pretrained model as other commands use it: the network, its languages and its vocabulary,
-saved in / loaded from a checkpoint directory (see ``xlm.training.checkpoint``)."""
+saved in / loaded from a checkpoint directory (see ``xlm.checkpoint_io``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from xlm.checkpoint_io import load_tensors, read_json, state_dict_for_saving, verify_checkpoint
 from xlm.errors import CheckpointError
+from xlm.fileio import write_json
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, Vocabulary
-from xlm.training.checkpoint import load_tensors, read_json, state_dict_for_saving, verify_checkpoint, write_json
 
 MODEL_JSON = "model.json"
 ENCODER_DECODER = "encoder-decoder"  # model.json "architecture" of a translation model

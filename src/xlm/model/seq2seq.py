@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xlm.checkpoint_io import load_tensors
 from xlm.errors import CheckpointError
 from xlm.model.pretrained import ENCODER_DECODER, MODEL_JSON, WEIGHTS, ModelInfo, Pretrained, read_model_info
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.vocab import Vocabulary
-from xlm.training.checkpoint import load_tensors
 
 ARCHITECTURE = ENCODER_DECODER
 _SHARED_KEY = "decoder.embeddings.weight"

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import field_validator
 from torch import Tensor, nn
 
+from xlm.checkpoint_io import load_tensors, read_json, verify_checkpoint
 from xlm.config import Config, ConfigError
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.classification import (
@@ -36,12 +37,10 @@ from xlm.data.classification import (
     read_examples,
 )
 from xlm.errors import CheckpointError, DataError
-from xlm.fileio import check_output_paths, status
+from xlm.fileio import check_output_paths, status, write_json
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained, write_model_files
 from xlm.model.transformer import TransformerModel, pool_states
 from xlm.objectives.contrastive import contrastive_loss
-from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
-from xlm.training.checkpoint import write_json as write_plain_json
 from xlm.training.distributed import DistEnv, pick_device
 from xlm.training.optim import OptimConfig
 from xlm.training.runner import TrainPlan, run_task
@@ -543,7 +542,7 @@ def store_language_means(
     directory: Path, task: ClassifyTask, sets: list[EncodedSet], device: torch.device, max_tokens: int
 ) -> None:
     """Each language's mean pooled vector over ``sets``, added to the fine-tuned checkpoint."""
-    from xlm.training.checkpoint import add_file_to_checkpoint
+    from xlm.checkpoint_io import add_file_to_checkpoint
 
     sums: dict[int, tuple[Tensor, int]] = {}
     for s in sets:
@@ -560,10 +559,10 @@ def store_language_means(
 def write_classifier_files(directory: Path, head: nn.Module, labels: list[str]) -> None:
     from safetensors.torch import save_file
 
-    from xlm.training.checkpoint import state_dict_for_saving
+    from xlm.checkpoint_io import state_dict_for_saving
 
     save_file(state_dict_for_saving(head), str(directory / HEAD_WEIGHTS))
-    write_plain_json(directory / LABELS_JSON, {"labels": labels})
+    write_json(directory / LABELS_JSON, {"labels": labels})
 
 
 # --------------------------------------------------------------------------- loading and prediction

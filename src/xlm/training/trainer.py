@@ -25,11 +25,12 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from xlm import checkpoint_io as ckpt
 from xlm.config import Config
 from xlm.errors import Interrupted, XLMError
-from xlm.fileio import finite_json, status, write_atomic
+from xlm.fileio import finite_json, status, write_atomic, write_json
 from xlm.model.precision import native_bf16
-from xlm.training import checkpoint as ckpt
+from xlm.training.checkpoint import optimizer_from_tensors, optimizer_to_tensors
 from xlm.training.distributed import DistEnv, barrier, gather_objects, wrap_ddp
 from xlm.training.optim import OptimConfig, build_optimizer, learning_rate, set_lr
 
@@ -194,7 +195,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _state_json(self, sampler_states: list[Any]) -> dict[str, Any]:
-        _, optim_meta = ckpt.optimizer_to_tensors(self.optimizer)
+        _, optim_meta = optimizer_to_tensors(self.optimizer)
         return {
             "step": self.step,
             "best": self.best,
@@ -223,12 +224,12 @@ class Trainer:
                     for name, module in self.modules.items():  # those the model files leave out (resume reads all)
                         if not (tmp / f"{name}.safetensors").exists():
                             save_file(ckpt.state_dict_for_saving(module), str(tmp / f"{name}.safetensors"))
-                    tensors, _ = ckpt.optimizer_to_tensors(self.optimizer)
+                    tensors, _ = optimizer_to_tensors(self.optimizer)
                     for r, rng in enumerate(rngs):
                         for k, v in rng.items():
                             tensors[f"{k}.rank{r}"] = torch.tensor(v, dtype=torch.uint8)
                     save_file(tensors, str(tmp / TRAIN_STATE_TENSORS))
-                    ckpt.write_json(tmp / TRAIN_STATE_JSON, self._state_json(task_states))
+                    write_json(tmp / TRAIN_STATE_JSON, self._state_json(task_states))
 
             ckpt.save_checkpoint(target, write, {"step": self.step})
             if directory is None:
@@ -263,7 +264,7 @@ class Trainer:
             weights = ckpt.load_tensors(directory / f"{name}.safetensors")
             module.load_state_dict(weights)
         try:
-            self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, state["optimizer"]))
+            self.optimizer.load_state_dict(optimizer_from_tensors(tensors, state["optimizer"]))
         except ValueError as e:  # e.g. another set of trainable weights than the run that wrote it
             raise TrainingError(
                 f"{directory}: its optimizer state does not fit this run's trainable weights ({e}); it was "
