@@ -13,7 +13,13 @@ from __future__ import annotations
 import sys
 
 from xlm.benchmarking.throughput import MODES, SHAPES  # noqa: F401  (for callers of this script)
-from xlm.commands.bench import main
+from xlm.cli import main as cli_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``xlm bench`` with this script's arguments."""
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,9 +18,8 @@ from xlm.data.classification import build_row, encode_set, pretokenized_encoder,
 from xlm.errors import DataError
 from xlm.model.pretrained import load_pretrained
 from xlm.tasks.classification import ClassifierHead, ClassifyConfig, classify_logits, load_classifier, make_batch
-from xlm.tasks.pretraining import PretrainConfig
+from xlm.tasks.pretraining import PretrainConfig, run_training
 from xlm.text.vocab import EOS_INDEX
-from xlm.training.runner import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 from xlm.config import ConfigError, load_config
 from xlm.objectives import contrastive
 from xlm.objectives.contrastive import MomentumEncoder, contrastive_loss, queue_contrastive_loss
-from xlm.tasks.pretraining import PretrainConfig, PretrainTask
-from xlm.training.runner import run_training
+from xlm.tasks.pretraining import PretrainConfig, PretrainTask, run_training
 
 
 def _pairs(n=16, d=8, noise=0.05, seed=0):

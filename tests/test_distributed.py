@@ -70,8 +70,7 @@ def test_torchrun_train_mt_with_denoising_and_back_translation(tiny_data, tmp_pa
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tiny_data, tiny_config_overrides, tmp_path_factory) -> Path:
     from xlm.config import load_config
-    from xlm.tasks.pretraining import PretrainConfig
-    from xlm.training.runner import run_training
+    from xlm.tasks.pretraining import PretrainConfig, run_training
 
     threads = torch.get_num_threads()  # train.threads=1 sets torch's global thread count
     out = tmp_path_factory.mktemp("ddp_cls_pretrain") / "run"

@@ -31,8 +31,7 @@ from xlm.evaluation.word_translation import (
     translation_metrics,
 )
 from xlm.model.pretrained import load_pretrained
-from xlm.tasks.pretraining import PretrainConfig
-from xlm.training.runner import run_training
+from xlm.tasks.pretraining import PretrainConfig, run_training
 
 # ----------------------------------------------------------------------------- metrics
 

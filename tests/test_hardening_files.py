@@ -20,8 +20,8 @@ from xlm import fileio
 from xlm.cli import main
 from xlm.config import ConfigError, load_config
 from xlm.tasks import classification, pretraining
-from xlm.tasks.pretraining import PretrainConfig
-from xlm.training.runner import RESUME_MAY_CHANGE, run_training
+from xlm.tasks.pretraining import PretrainConfig, run_training
+from xlm.training.runner import RESUME_MAY_CHANGE
 
 pytestmark = pytest.mark.usefixtures("restore_threads")
 

@@ -1,6 +1,5 @@
 from xlm.config import load_config
-from xlm.tasks.pretraining import PretrainConfig
-from xlm.training.runner import run_training
+from xlm.tasks.pretraining import PretrainConfig, run_training
 
 
 def test_pretrain_runs(tiny_data, tiny_config_overrides, tmp_path):

@@ -37,10 +37,9 @@ from xlm.data.dataset import MonolingualData, PreparedData
 from xlm.errors import CheckpointError, DataError, XLMError
 from xlm.model.pretrained import load_pretrained
 from xlm.tasks import pretraining
-from xlm.tasks.pretraining import PretrainConfig
+from xlm.tasks.pretraining import PretrainConfig, run_training
 from xlm.text.vocab import Vocabulary
 from xlm.training import trainer as trainer_mod
-from xlm.training.runner import run_training
 from xlm.training.trainer import TrainingError
 
 STEPS = 8  # checkpoints at steps 3, 6 and 8 (save_every=3, and the last step)

@@ -4,8 +4,7 @@ import pytest
 
 from xlm.config import load_config
 from xlm.reports import format_table, plot_training
-from xlm.tasks.pretraining import PretrainConfig
-from xlm.training.runner import run_training
+from xlm.tasks.pretraining import PretrainConfig, run_training
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 

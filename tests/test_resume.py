@@ -7,8 +7,7 @@ from safetensors.torch import load_file
 
 from xlm.checkpoint_io import verify_checkpoint
 from xlm.config import ConfigError, load_config
-from xlm.tasks.pretraining import PretrainConfig
-from xlm.training.runner import run_training
+from xlm.tasks.pretraining import PretrainConfig, run_training
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ import math
 import pytest
 
 from xlm.config import load_config
-from xlm.tasks.pretraining import PretrainConfig
+from xlm.tasks.pretraining import PretrainConfig, run_training
 from xlm.training.optim import OptimConfig, learning_rate
-from xlm.training.runner import run_training
 
 LR = 1e-3
 

@@ -16,9 +16,8 @@ from xlm.cli import main
 from xlm.config import load_config
 from xlm.data.classification import read_examples
 from xlm.tasks.classification import classifier_accuracy, load_classifier, translate_test
-from xlm.tasks.pretraining import PretrainConfig
+from xlm.tasks.pretraining import PretrainConfig, run_training
 from xlm.tasks.translation import MTConfig, run_mt_training
-from xlm.training.runner import run_training
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from xlm.errors import XLMError
@@ -77,14 +76,3 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_rows(rows, args.plot, where)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``xlm bench`` as a script (benchmarks/train_throughput.py)."""
-    from xlm.cli import main as cli_main
-
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

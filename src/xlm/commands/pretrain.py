@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.tasks.pretraining import PretrainConfig
-    from xlm.training.runner import load_run_config, run_training
+    from xlm.tasks.pretraining import PretrainConfig, run_training
+    from xlm.training.runner import load_run_config
 
     args.resume, args.overrides = resume_and_overrides(args.resume, args.overrides)
     cfg = load_run_config(PretrainConfig, args.config, args.overrides, args.resume)

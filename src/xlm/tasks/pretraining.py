@@ -20,21 +20,16 @@ from torch import nn
 
 from xlm.config import Config, ConfigError
 from xlm.data.batching import (
-    Batch,
-    concat_pair,
     language_probabilities,
     sentence_rows,
 )
-from xlm.data.dataset import MonolingualData, PreparedData
+from xlm.data.dataset import PreparedData
+from xlm.evaluation.centering import center_checkpoint
+from xlm.evaluation.perplexity import lm_scores
+from xlm.fileio import status
 from xlm.model.pretrained import ModelInfo, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.objectives.contrastive import pair_retrieval_accuracy
-from xlm.objectives.language_modeling import (
-    LossOutput,
-    apply_masking,
-    clm_loss,
-    mlm_loss,
-)
 from xlm.objectives.masking import MaskingConfig, frequency_weights
 from xlm.objectives.registry import (
     DataShape,
@@ -43,8 +38,10 @@ from xlm.objectives.registry import (
     Source,
     registered,
 )
+from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig
-from xlm.training.trainer import StepOutput, TrainConfig
+from xlm.training.runner import run_task
+from xlm.training.trainer import StepOutput, TrainConfig, Trainer
 
 
 class DataConfig(Config):
@@ -318,21 +315,6 @@ def evaluate_xlco(
     return metrics
 
 
-def _accumulate(acc: dict[str, list[float]], key: str, out: LossOutput) -> None:
-    a = acc.setdefault(key, [0.0, 0.0, 0.0])
-    a[0] += float(out.loss) * out.n_pred
-    a[1] += out.n_pred
-    a[2] += out.n_correct
-
-
-def _stream_rows(data: MonolingualData, bptt: int, max_rows: int) -> list[np.ndarray]:
-    n = min(max_rows, (data.stream_length - 1) // bptt)
-    if n == 0:  # a split shorter than one row: evaluate it as a single short row
-        return [np.asarray(data.tokens, dtype=np.int64)]
-    return [np.asarray(data.stream(i * bptt, bptt + 1), dtype=np.int64)[:bptt] for i in range(n)]
-
-
-@torch.no_grad()
 def evaluate_lm(
     model: nn.Module,
     prepared: PreparedData,
@@ -340,60 +322,46 @@ def evaluate_lm(
     cfg: PretrainConfig,
     masking: MaskingConfig,
     device: torch.device,
-    batch_rows: int = 16,
 ) -> dict[str, float]:
     """Perplexity and accuracy per split, objective and language (deterministic masking):
     keys like ``valid/mlm/en/ppl``, ``valid/tlm/en-fr/acc`` and averages ``valid/mlm/ppl``."""
     obj, ev = cfg.objectives, cfg.eval
-    acc: dict[str, list[float]] = {}
-    for split in ev.splits:
-        gen = torch.Generator().manual_seed(ev.seed)
-        for kind, entries in (
-            ("mlm", [e for e in obj.mlm if "-" not in e]),
-            ("clm", obj.clm),
-        ):
-            for lang in entries:
-                if not prepared.has_mono(split, lang):
-                    continue
-                rows = _stream_rows(prepared.mono(split, lang), cfg.data.bptt, ev.max_rows)
-                for i in range(0, len(rows), batch_rows):
-                    chunk = rows[i : i + batch_rows]
-                    width = max(len(r) for r in chunk)
-                    tokens = torch.full((len(chunk), width), 2, dtype=torch.long)
-                    for j, r in enumerate(chunk):
-                        tokens[j, : len(r)] = torch.from_numpy(r)
-                    lengths = torch.tensor([len(r) for r in chunk])
-                    batch = Batch(tokens, lengths, torch.full_like(tokens, lang2id[lang]))
-                    if kind == "mlm":
-                        out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
-                    else:
-                        out = clm_loss(model, batch.to(device))
-                    _accumulate(acc, f"{split}/{kind}/{lang}", out)
-        for e in (x for x in obj.mlm if "-" in x):
-            a, b = _pair(e)
-            if not prepared.has_para(split, a, b):
-                continue
-            data = prepared.para(split, a, b)
-            ids = np.arange(min(len(data), ev.max_pairs))
-            for i in range(0, len(ids), batch_rows):
-                part = ids[i : i + batch_rows]
-                batch = concat_pair(
-                    sentence_rows(data.src, part, cfg.data.max_len),
-                    sentence_rows(data.tgt, part, cfg.data.max_len),
-                    lang2id[a],
-                    lang2id[b],
-                )
-                out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
-                _accumulate(acc, f"{split}/tlm/{e}", out)
     metrics: dict[str, float] = {}
     per_kind: dict[str, list[float]] = {}
-    for key, (loss_sum, n, correct) in acc.items():
-        mean = loss_sum / max(n, 1)
-        ppl = float(np.exp(min(mean, 50.0)))
-        metrics[f"{key}/ppl"] = ppl
-        metrics[f"{key}/acc"] = correct / max(n, 1)
-        split, kind, _ = key.split("/")
-        per_kind.setdefault(f"{split}/{kind}", []).append(ppl)
+    for split in ev.splits:
+        scores = lm_scores(
+            model, prepared, lang2id, split, masking,
+            mlm=[e for e in obj.mlm if "-" not in e], clm=obj.clm, tlm=[_pair(e) for e in obj.mlm if "-" in e],
+            bptt=cfg.data.bptt, max_len=cfg.data.max_len, max_rows=ev.max_rows, max_pairs=ev.max_pairs, seed=ev.seed,
+            device=device,
+        )  # fmt: skip
+        for (kind, entry), score in scores.items():
+            metrics[f"{split}/{kind}/{entry}/ppl"] = score.ppl
+            metrics[f"{split}/{kind}/{entry}/acc"] = score.acc
+            per_kind.setdefault(f"{split}/{kind}", []).append(score.ppl)
     for k, v in per_kind.items():
         metrics[f"{k}/ppl"] = float(np.mean(v))
     return metrics
+
+
+def run_training(cfg: PretrainConfig, resume: str | None = None) -> dict[str, float]:
+    """Pretrain with ``cfg`` through the task runner, then store each language's mean sentence
+    vectors in best/ and final/."""
+
+    def describe(task: PretrainTask, device: torch.device, env: DistEnv) -> str:
+        n = task.model.num_parameters()
+        return f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
+
+    def center(task: PretrainTask, out: Path, trainer: Trainer) -> None:
+        """Each language's mean sentence vectors, stored in best/ and final/ (see xlm center)."""
+        for name in ("best", "final"):
+            if (out / name / "manifest.json").is_file():
+                center_checkpoint(out / name, cfg.data.path, "train", CENTER_SENTENCES, task.device)
+                status(f"language means of {CENTER_SENTENCES} train sentences per language stored in {out / name}")
+
+    return run_task(
+        cfg, lambda env: PretrainTask(cfg, cfg.train.seed, env.rank, env.world), describe, resume, on_end=center
+    )
+
+
+CENTER_SENTENCES = 2000  # per language, for the means stored at the end of pretraining

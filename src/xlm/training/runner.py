@@ -182,28 +182,3 @@ def run_task(
         return metrics
     finally:
         shutdown(env)
-
-
-def run_training(cfg: Any, resume: str | None = None) -> dict[str, float]:
-    """Pretrain with ``cfg`` (a PretrainConfig)."""
-    from xlm.tasks.pretraining import PretrainTask
-
-    def describe(task: Any, device: torch.device, env: DistEnv) -> str:
-        n = task.model.num_parameters()
-        return f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
-
-    def center(task: Any, out: Path, trainer: Trainer) -> None:
-        """Each language's mean sentence vectors, stored in best/ and final/ (see xlm center)."""
-        from xlm.evaluation.centering import center_checkpoint
-
-        for name in ("best", "final"):
-            if (out / name / "manifest.json").is_file():
-                center_checkpoint(out / name, cfg.data.path, "train", CENTER_SENTENCES, task.device)
-                status(f"language means of {CENTER_SENTENCES} train sentences per language stored in {out / name}")
-
-    return run_task(
-        cfg, lambda env: PretrainTask(cfg, cfg.train.seed, env.rank, env.world), describe, resume, on_end=center
-    )
-
-
-CENTER_SENTENCES = 2000  # per language, for the means stored at the end of pretraining
