@@ -16,8 +16,9 @@ from xlm.cli import main
 from xlm.config import load_config
 from xlm.data.classification import build_row, encode_set, pretokenized_encoder, read_examples
 from xlm.errors import DataError
+from xlm.model.classifier import ClassifierHead, classify_logits, load_classifier, make_batch
 from xlm.model.pretrained import load_pretrained
-from xlm.tasks.classification import ClassifierHead, ClassifyConfig, classify_logits, load_classifier, make_batch
+from xlm.tasks.classification import ClassifyConfig
 from xlm.tasks.pretraining import PretrainConfig, run_training
 from xlm.text.vocab import EOS_INDEX
 
@@ -110,7 +111,7 @@ def test_pair_layout_and_truncation():
 
 
 def test_raw_text_is_normalized_and_bpe_encoded_with_the_model_vocabulary(tmp_path):
-    from xlm.tasks.classification import text_encoder
+    from xlm.model.classifier import text_encoder
     from xlm.text.bpe import learn_bpe
     from xlm.text.vocab import UNK_INDEX
 

@@ -91,7 +91,7 @@ def test_torchrun_finetune_classify(tiny_checkpoint, tmp_path, monkeypatch, caps
     from test_classification import toy_set
 
     from xlm.cli import main
-    from xlm.tasks.classification import load_classifier
+    from xlm.model.classifier import load_classifier
 
     train = toy_set(tmp_path / "train.en.tsv", "e", 150, 1)
     lines = list(dict.fromkeys(train.read_text().splitlines()))  # distinct rows: each one is seen by exactly one rank

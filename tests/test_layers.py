@@ -72,3 +72,11 @@ def test_the_architecture_page_draws_the_same_layers():
     drawn = [re.split(r"\s{2,}", line.strip())[0] for line in block.strip().splitlines()]
     expected = [", ".join(n for n in names if not n.startswith("__")) for names in reversed(LAYERS)]
     assert drawn == expected
+
+
+def test_classifying_text_needs_no_training_task():
+    """``xlm classify`` is inference: it reads the classifier from ``model/``, not from the
+    fine-tuning task."""
+    imported = [target for _, target in _imports(SRC / "commands" / "classify.py")]
+    assert "xlm.model.classifier" in imported
+    assert not [t for t in imported if t.startswith(("xlm.tasks", "xlm.training"))]

@@ -15,7 +15,8 @@ from conftest import tiny_config_overrides, with_bpe_merges
 from xlm.cli import main
 from xlm.config import load_config
 from xlm.data.classification import read_examples
-from xlm.tasks.classification import classifier_accuracy, load_classifier, translate_test
+from xlm.model.classifier import load_classifier
+from xlm.tasks.classification import classifier_accuracy, translate_test
 from xlm.tasks.pretraining import PretrainConfig, run_training
 from xlm.tasks.translation import MTConfig, run_mt_training
 

@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xlm.data.classification import build_row
+    from xlm.model.classifier import load_classifier, text_encoder
     from xlm.model.precision import inference_autocast
-    from xlm.tasks.classification import load_classifier, text_encoder
 
     clf = load_classifier(args.model, args.device)
     translate = None
@@ -75,9 +75,9 @@ def _translator(args: argparse.Namespace, clf: Any) -> tuple[Callable[[list[list
     """``--translate-test``: a function translating each part of the input lines from
     ``--lang`` into the classifier's fine-tuning language (returned with it)."""
     from xlm.errors import XLMError
+    from xlm.model.classifier import translate_test_target
     from xlm.model.generation import DecodeConfig, translate_text
     from xlm.model.seq2seq import load_translator
-    from xlm.tasks.classification import translate_test_target
 
     if args.pretokenized:
         raise XLMError("--translate-test reads raw text: it does not go with --pretokenized")

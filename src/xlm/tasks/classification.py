@@ -5,15 +5,14 @@ languages and evaluated on all of them (zero-shot transfer / translate-train).
 The fine-tuning is a :class:`~xlm.training.trainer.Task`: the generic trainer does the
 optimizer (separate learning rates for encoder and head), checkpoints, one evaluation per
 epoch on the valid set and the best epoch (``best/``). A fine-tuned directory holds the
-encoder (``model.safetensors``, ``model.json``, vocabulary: loadable by ``load_pretrained``),
-the head (``head.safetensors``) and ``labels.json``; :func:`load_classifier` reads it all.
+encoder, the head and ``labels.json`` (see :mod:`xlm.model.classifier`, which reads it).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import field_validator
 from torch import Tensor, nn
 
-from xlm.checkpoint_io import load_tensors, read_json, verify_checkpoint
+from xlm.checkpoint_io import load_tensors
 from xlm.config import Config, ConfigError
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.classification import (
@@ -33,11 +32,26 @@ from xlm.data.classification import (
     build_row,
     encode_set,
     label_mapping,
-    pretokenized_encoder,
     read_examples,
 )
-from xlm.errors import CheckpointError, DataError
-from xlm.fileio import check_output_paths, status, write_json
+from xlm.errors import DataError
+from xlm.fileio import check_output_paths, status
+from xlm.model.classifier import (
+    HEAD_WEIGHTS,
+    LABELS_JSON,
+    LANGUAGE_MEANS,
+    Classifier,
+    ClassifierHead,
+    classify_logits,
+    encode_for_head,
+    load_classifier,
+    make_batch,
+    set_features,
+    set_logits,
+    text_encoder,
+    translate_test_target,
+    write_classifier_files,
+)
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained, write_model_files
 from xlm.model.transformer import TransformerModel, pool_states
 from xlm.objectives.contrastive import contrastive_loss
@@ -46,8 +60,6 @@ from xlm.training.optim import OptimConfig
 from xlm.training.runner import TrainPlan, run_task
 from xlm.training.trainer import StepOutput, TrainConfig, Trainer, seed_everything
 
-HEAD_WEIGHTS = "head.safetensors"
-LABELS_JSON = "labels.json"
 FormatName = Literal["tsv", "xnli", "mnli-jsonl", "mnli-tsv"]
 
 
@@ -163,112 +175,9 @@ class ClassifyConfig(Config):
 # --------------------------------------------------------------------------- model
 
 
-class ClassifierHead(nn.Module):
-    """Dropout and a linear layer on the pooled hidden states (the first one, the ``</s>``
-    that starts every input, as XLM; or their mean): ``(B, T, D) -> (B, C)``."""
-
-    def __init__(self, dim: int, n_labels: int, dropout: float = 0.1, pooling: str = "first", layer: int = -1):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(dim, n_labels)
-        self.pooling = pooling
-        self.layer = layer  # the encoder layer whose states the head reads (-1: the last)
-
-    def features(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """``(B, T, D)`` -> pooled ``(B, D)``."""
-        if self.pooling == "first" or lengths is None:
-            return hidden[:, 0]
-        return pool_states(hidden, lengths, self.pooling)
-
-    def classify(self, features: Tensor) -> Tensor:
-        return self.proj(self.dropout(features))
-
-    def forward(self, hidden: Tensor, lengths: Tensor | None = None, center_langs: Tensor | None = None) -> Tensor:
-        """Logits ``(B, C)``; with ``center_langs`` ``(B,)`` each row's pooled vector is centered
-        on the mean of the batch's rows of its language."""
-        features = self.features(hidden, lengths)
-        if center_langs is not None:
-            features = center_by_language(features, center_langs)
-        return self.classify(features)
-
-
-def center_by_language(features: Tensor, langs: Tensor) -> Tensor:
-    """Subtract from each row the mean of the rows of its language (``langs`` ``(B,)``)."""
-    out = features.clone()
-    for lang in langs.unique():
-        rows = langs == lang
-        out[rows] = features[rows] - features[rows].mean(0, keepdim=True)
-    return out
-
-
-@dataclass
-class Batch:
-    tokens: Tensor  # (B, T)
-    lengths: Tensor  # (B,)
-    langs: Tensor  # (B,)
-    labels: Tensor  # (B,)
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device) for t in (self.tokens, self.lengths, self.langs, self.labels)))
-
-
-def make_batch(rows: list[np.ndarray], lang_ids: list[int], labels: list[int]) -> Batch:
-    tokens, lengths = pad_rows(rows)
-    return Batch(tokens, lengths, torch.tensor(lang_ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
-
-
-def encode(encoder: nn.Module, head: nn.Module, tokens: Tensor, lengths: Tensor, langs: Tensor) -> Tensor:
-    """The states of the layer the head reads."""
-    layer = _head(head).layer
-    return encoder(tokens, lengths=lengths, langs=langs, layer=None if layer == -1 else layer)
-
-
-def classify_features(encoder: nn.Module, head: nn.Module, batch: Batch) -> Tensor:
-    hidden = encode(encoder, head, batch.tokens, batch.lengths, batch.langs)
-    return _head(head).features(hidden, batch.lengths)
-
-
-def _head(head: nn.Module) -> ClassifierHead:
-    return getattr(head, "module", head)  # DDP wraps it
-
-
-def classify_logits(encoder: nn.Module, head: nn.Module, batch: Batch, center: bool = False) -> Tensor:
-    """Logits ``(B, C)``; ``center`` subtracts each language's mean pooled vector over the batch."""
-    hidden = encode(encoder, head, batch.tokens, batch.lengths, batch.langs)
-    return head(hidden, batch.lengths, batch.langs if center else None)
-
-
 def eval_batches(data: EncodedSet, max_tokens: int) -> list[np.ndarray]:
     order = np.argsort(data.lengths, kind="stable")
     return token_budget_batches(data.lengths, order, max_tokens)
-
-
-@torch.no_grad()
-@torch.no_grad()
-def set_features(
-    encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int
-) -> Tensor:
-    """Pooled vectors ``(N, D)`` the head reads, of one language's encoded rows (eval mode)."""
-    head = _head(head)
-    lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
-    features = torch.zeros(len(rows), head.proj.in_features, device=device)
-    for ids in token_budget_batches(lengths, np.argsort(lengths, kind="stable"), max_tokens):
-        batch = make_batch([rows[i] for i in ids], [lang_id] * len(ids), [0] * len(ids)).to(device)
-        features[torch.as_tensor(ids, device=device)] = classify_features(encoder, head, batch).float()
-    return features
-
-
-def set_logits(
-    encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int,
-    center: bool = False, mean: Tensor | None = None,
-) -> Tensor:  # fmt: skip
-    """Logits ``(N, C)`` of one language's encoded rows (modules in eval mode); ``center``
-    subtracts ``mean`` (the language's stored mean pooled vector), else the mean of the set."""
-    features = set_features(encoder, head, rows, lang_id, device, max_tokens)
-    if center and len(rows):
-        ref = mean.to(features.device) if mean is not None else features.mean(0)
-        features = features - ref[None, :]
-    return _head(head).classify(features).float()
 
 
 @torch.no_grad()
@@ -284,17 +193,6 @@ def evaluate_set(
 
 
 # --------------------------------------------------------------------------- data loading
-
-
-def text_encoder(directory: Path, lang: str, lowercase_and_remove_accent: bool, pretokenized: bool):
-    """``lines -> id lists`` for ``lang`` with the vocabulary in ``directory``: Moses
-    normalization + BPE (as ``xlm prepare``), or a plain token lookup for pre-tokenized text."""
-    from xlm.text.bpe import BPETokenizer, TextEncoder
-
-    tokenizer = BPETokenizer.from_dir(directory)
-    if pretokenized:
-        return pretokenized_encoder(tokenizer.vocab)
-    return TextEncoder(directory, lang, lowercase_and_remove_accent, tokenizer=tokenizer).encode_batch
 
 
 def load_split(
@@ -434,7 +332,7 @@ class ClassifyTask:
         tokens, lengths = pad_rows(rows + src + tgt)
         row_langs = torch.tensor(langs + [a] * m + [b] * m, dtype=torch.long)
         tokens, lengths, row_langs = tokens.to(self.device), lengths.to(self.device), row_langs.to(self.device)
-        hidden = encode(self.forward_encoder, self.forward_head, tokens, lengths, row_langs)
+        hidden = encode_for_head(self.forward_encoder, self.forward_head, tokens, lengths, row_langs)
         cls_hidden = hidden[:n, : int(lengths[:n].max())]
         logits = self.forward_head(cls_hidden, lengths[:n], row_langs[:n] if ft.center else None)
         vec = pool_states(hidden[n:], lengths[n:], ft.pooling)
@@ -535,9 +433,6 @@ class _AuxiliaryPairs:
             s.load_state_dict(st)
 
 
-LANGUAGE_MEANS = "language_means.json"
-
-
 def store_language_means(
     directory: Path, task: ClassifyTask, sets: list[EncodedSet], device: torch.device, max_tokens: int
 ) -> None:
@@ -554,99 +449,6 @@ def store_language_means(
     counts = {id2lang[i]: n for i, (_, n) in sums.items()}
     data = json.dumps({"means": means, "examples": counts}, sort_keys=True).encode("utf-8")
     add_file_to_checkpoint(directory, LANGUAGE_MEANS, data)
-
-
-def write_classifier_files(directory: Path, head: nn.Module, labels: list[str]) -> None:
-    from safetensors.torch import save_file
-
-    from xlm.checkpoint_io import state_dict_for_saving
-
-    save_file(state_dict_for_saving(head), str(directory / HEAD_WEIGHTS))
-    write_json(directory / LABELS_JSON, {"labels": labels})
-
-
-# --------------------------------------------------------------------------- loading and prediction
-
-
-@dataclass
-class Classifier:
-    """A fine-tuned classifier: encoder, head, labels, languages and vocabulary."""
-
-    pretrained: Pretrained
-    head: ClassifierHead
-    labels: list[str]
-    # each language's mean pooled vector over the sets evaluated at the end of fine-tuning
-    # (centered classifiers subtract it; a language without one is centered on its input)
-    language_means: dict[str, Tensor] = field(default_factory=dict)
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.pretrained.info
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.head.parameters()).device
-
-    @torch.no_grad()
-    def predict_probs(self, rows: list[np.ndarray], lang: str, max_tokens: int = 4096) -> np.ndarray:
-        """Class probabilities ``(N, C)`` of encoded rows (see ``build_row``) of language ``lang``."""
-        lang_id = self.info.lang_id(lang)
-        if not rows:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        self.pretrained.model.eval()
-        self.head.eval()
-        center = bool(self.info.extra.get("classifier", {}).get("center", False))
-        mean = self.language_means.get(lang)
-        logits = set_logits(self.pretrained.model, self.head, rows, lang_id, self.device, max_tokens, center, mean)
-        return logits.softmax(-1).cpu().numpy()
-
-
-def resolve_classifier_dir(directory: str | Path) -> Path:
-    """A fine-tuned checkpoint, or a fine-tuning run folder (its ``best/``, else ``final/``)."""
-    d = Path(directory)
-    if (d / LABELS_JSON).is_file():
-        return d
-    for sub in ("best", "final"):
-        if (d / sub / LABELS_JSON).is_file():
-            return d / sub
-    if not d.exists():
-        raise CheckpointError(f"{d}: no such fine-tuned model")
-    raise CheckpointError(f"{d}: not a fine-tuned classifier (no {LABELS_JSON} in it, nor in best/ or final/)")
-
-
-def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """Load a directory written by ``xlm finetune classify`` (checksums verified)."""
-    d = resolve_classifier_dir(directory)
-    verify_checkpoint(d)
-    pretrained = load_pretrained(d, device)
-    data = read_json(d / LABELS_JSON)
-    labels = data.get("labels") if isinstance(data, dict) else None
-    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise CheckpointError(f'{d / LABELS_JSON}: expected {{"labels": [at least two strings]}}')
-    meta = pretrained.info.extra.get("classifier", {})
-    head = ClassifierHead(
-        pretrained.info.config.emb_dim,
-        len(labels),
-        float(meta.get("dropout", 0.1)),
-        meta.get("pooling", "first"),
-        int(meta.get("layer", -1)),
-    )
-    state = load_tensors(d / HEAD_WEIGHTS)
-    try:
-        head.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{d / HEAD_WEIGHTS}: does not match {len(labels)} labels: {e}") from None
-    head.to(device).eval()
-    means: dict[str, Tensor] = {}
-    if (d / LANGUAGE_MEANS).is_file():
-        stored = read_json(d / LANGUAGE_MEANS).get("means", {})
-        for lang, vec in stored.items():
-            if len(vec) != head.proj.in_features:
-                raise CheckpointError(
-                    f"{d / LANGUAGE_MEANS}: the {lang!r} mean has {len(vec)} values, the model {head.proj.in_features}"
-                )
-            means[lang] = torch.tensor(vec, dtype=torch.float32)
-    return Classifier(pretrained, head, labels, means)
 
 
 def fresh_model(pretrained: Pretrained) -> Pretrained:
@@ -776,14 +578,6 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = stat
 
 
 # --------------------------------------------------------------------------- translate-test
-
-
-def translate_test_target(clf: Classifier) -> str:
-    """The language test sets are translated into: the one the classifier was fine-tuned on."""
-    langs = clf.info.extra.get("classifier", {}).get("train_languages") or ["en"]
-    if len(langs) != 1:
-        raise ConfigError(f"translate-test needs a classifier fine-tuned on one language, this one was on {langs}")
-    return str(langs[0])
 
 
 def translate_examples(
