@@ -81,8 +81,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     device = pick_device(args.device)
     tr = load_translator(args.checkpoint, device)
     prepared = PreparedData.open(args.data)
-    if prepared.vocab.hash != tr.vocab.hash:
-        raise XLMError(f"{args.data} was prepared with another vocabulary than {args.checkpoint}'s")
+    prepared.check_vocabulary(tr.vocab, args.checkpoint)
     if args.directions:
         directions = [tuple(d.split("-")) for d in args.directions.split(",")]
     else:

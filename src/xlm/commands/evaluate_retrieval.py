@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         score(a, b, centered(enc_a, enc_a.encode_text(src)), centered(enc_b, enc_b.encode_text(tgt)))
     if args.prepared is not None:
         prepared = PreparedData.open(args.prepared)
-        if prepared.vocab.hash != pretrained.vocab.hash:
-            raise XLMError(f"{args.prepared} was prepared with another vocabulary than {args.checkpoint}")
+        prepared.check_vocabulary(pretrained.vocab, args.checkpoint)
         only = {s.strip() for s in args.langs.split(",") if s.strip()}
         pairs = _prepared_pairs(prepared.directory, args.split, set(pretrained.info.lang2id), only)
         if not pairs:

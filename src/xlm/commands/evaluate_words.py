@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     pretrained = load_model(args.checkpoint, args.device)
     lower = pretrained.info.lowercase_and_remove_accent
     prepared = PreparedData.open(args.vocab_data) if args.vocab_data else None
-    if prepared is not None and prepared.vocab.hash != pretrained.vocab.hash:
-        raise XLMError(f"{args.vocab_data} was prepared with another vocabulary than {args.checkpoint}")
+    if prepared is not None:
+        prepared.check_vocabulary(pretrained.vocab, args.checkpoint)
     cache: dict[str, list[str]] = {}
 
     def frequent(lang: str) -> list[str]:

@@ -388,6 +388,16 @@ class PreparedData:
     def has_para(self, split: str, src: str, tgt: str) -> bool:
         return Path(f"{self.para_prefix(split, src, tgt, src)}.json").is_file()
 
+    def check_vocabulary(self, vocab: Vocabulary, owner: str | Path, field: str = "") -> None:
+        """Refuse data prepared with another vocabulary than ``owner``'s (a checkpoint, whose
+        vocabulary is ``vocab``); ``field`` names the setting that gave this directory."""
+        if self.vocab.hash != vocab.hash:
+            where = f"{field}: " if field else ""
+            raise DataError(
+                f"{where}{self.directory} was prepared with another vocabulary ({self.vocab.hash}) than {owner} "
+                f"({vocab.hash}); prepare it with that vocabulary: `xlm prepare ... --vocab {owner}`"
+            )
+
     def mono(self, split: str, lang: str) -> MonolingualData:
         return MonolingualData.open(self.mono_prefix(split, lang), self.vocab.hash)
 

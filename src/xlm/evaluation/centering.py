@@ -147,11 +147,7 @@ def read_sentences(prepared_dir: str | Path, pretrained: Pretrained, split: str 
     if max_sentences < 0:
         raise XLMError("max_sentences must be 0 (all) or positive")
     prepared = PreparedData.open(prepared_dir)
-    if prepared.vocab.hash != pretrained.vocab.hash:
-        raise XLMError(
-            f"{prepared_dir} was prepared with another vocabulary ({prepared.vocab.hash}) "
-            f"than {pretrained.directory} ({pretrained.vocab.hash})"
-        )
+    prepared.check_vocabulary(pretrained.vocab, pretrained.directory)
     langs = list(pretrained.info.lang2id)
     missing = [lang for lang in langs if not prepared.has_mono(split, lang)]
     if missing:

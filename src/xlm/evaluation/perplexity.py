@@ -132,11 +132,7 @@ def evaluate_perplexity(
     ``bptt`` tokens per language; 0: the whole split)."""
     if objective not in ("mlm", "clm", "both"):
         raise XLMError(f"objective {objective!r} is not one of mlm, clm, both")
-    if pretrained.vocab.hash != prepared.vocab.hash:
-        raise XLMError(
-            f"{prepared.directory} was prepared with another vocabulary than the model's "
-            f"({prepared.vocab.hash} vs {pretrained.vocab.hash}); re-run `xlm prepare --vocab {pretrained.directory}`"
-        )
+    prepared.check_vocabulary(pretrained.vocab, pretrained.directory)
     info = pretrained.info
     langs = list(langs) if langs else [lang for lang in info.lang2id if prepared.has_mono(split, lang)]
     for lang in langs:

@@ -29,7 +29,6 @@ from xlm.model.pretrained import ENCODER_DECODER, MODEL_JSON, WEIGHTS, ModelInfo
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.vocab import Vocabulary
 
-ARCHITECTURE = ENCODER_DECODER
 _SHARED_KEY = "decoder.embeddings.weight"
 _SOURCE_KEY = "encoder.embeddings.weight"
 
@@ -168,7 +167,7 @@ def model_info(cfg: ModelConfig, lang2id: dict[str, int], lowercase: bool, model
         lang2id,
         lowercase,
         {
-            "architecture": ARCHITECTURE,
+            "architecture": ENCODER_DECODER,
             "decoder_layers": model.decoder_layers,
             "share_embeddings": model.share_embeddings,
             **extra,
@@ -188,7 +187,7 @@ def load_translator(directory: str | Path, device: str | torch.device = "cpu") -
     """Load a checkpoint written by ``xlm train-mt`` (checksums verified)."""
     d = Path(directory)
     info = read_model_info(d)
-    if info.extra.get("architecture") != ARCHITECTURE:
+    if info.extra.get("architecture") != ENCODER_DECODER:
         raise CheckpointError(
             f"{d} is a language model, not a translation model: train one from it with `xlm train-mt` "
             "(init.pretrained = this checkpoint)"

@@ -398,8 +398,7 @@ class _AuxiliaryPairs:
         if not ft.xlco_data:
             raise ConfigError("finetune.xlco_data: give the `xlm prepare` directory that holds the xlco_pairs")
         prepared = PreparedData.open(ft.xlco_data)
-        if prepared.vocab.hash != pretrained.vocab.hash:
-            raise ConfigError(f"finetune.xlco_data: {ft.xlco_data} was prepared with another vocabulary than the model")
+        prepared.check_vocabulary(pretrained.vocab, pretrained.directory, "finetune.xlco_data")
         self.max_len = min(cfg.data.max_len, pretrained.info.config.max_positions) - 2
         self.samplers = []
         for i, e in enumerate(ft.xlco_pairs):

@@ -27,8 +27,8 @@ from torch import nn
 from xlm.config import Config, ConfigError
 from xlm.data.batching import PairBatcher, sentence_rows
 from xlm.data.dataset import ParallelData, PreparedData
-from xlm.errors import CheckpointError
 from xlm.evaluation.bleu import raw_reference_path, translate_and_score
+from xlm.evaluation.perplexity import perplexity
 from xlm.model.generation import DecodeConfig, generate
 from xlm.model.pretrained import load_pretrained, write_model_files
 from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, model_info
@@ -232,11 +232,7 @@ class MTTask:
         needed |= {p for d in eval_directions(cfg) for p in d}
         if cfg.init.pretrained:
             pre = load_pretrained(cfg.init.pretrained)
-            if pre.vocab.hash != self.prepared.vocab.hash:
-                raise CheckpointError(
-                    f"{cfg.init.pretrained} uses vocabulary {pre.vocab.hash} but {cfg.data.path} was prepared with "
-                    f"{self.prepared.vocab.hash}: prepare the MT data with the pretrained model's vocabulary"
-                )
+            self.prepared.check_vocabulary(pre.vocab, cfg.init.pretrained, "data.path")
             self.lang2id = dict(pre.info.lang2id)
             keep = {"dropout": cfg.model.dropout, "attention_dropout": cfg.model.attention_dropout}
             model_cfg = pre.info.config.model_copy(update=keep)
@@ -443,7 +439,7 @@ class MTTask:
             out = translation_loss(self.model, batch.to(self.device))
             total += float(out.loss) * out.n_pred
             count += out.n_pred
-        return float(np.exp(min(total / max(count, 1), 50.0)))
+        return perplexity(total / max(count, 1))
 
 
 RAW_NOTE = "folders prepared before xlm kept raw valid/test text"
