@@ -21,9 +21,12 @@ from torch import nn
 from xlm.config import Config, ConfigError
 from xlm.data.batching import (
     Batch,
+    PairBatcher,
     concat_pair,
+    dropped_report,
     language_probabilities,
     sentence_rows,
+    within_length,
 )
 from xlm.data.dataset import MonolingualData, PreparedData
 from xlm.model.pretrained import ModelInfo, write_model_files
@@ -53,7 +56,7 @@ class DataConfig(Config):
     bptt: int = 256  # tokens per stream row (CLM/MLM)
     batch_size: int = 32  # stream rows per batch
     tlm_max_tokens: int = 4096  # token budget of a TLM batch (padded size)
-    max_len: int = 254  # words kept per sentence of a pair (longer ones are truncated)
+    max_len: int = 254  # longest sentence of a training pair, in words: longer pairs are dropped
 
 
 class ObjectivesConfig(Config):
@@ -215,6 +218,16 @@ class PretrainTask:
             k: language_probabilities([s.size for s in o.sources], d.lang_alpha) for k, o in self.objectives.items()
         }
 
+    def startup_report(self) -> list[str]:
+        """One line per training pair (TLM, XLCo): the pairs dropped for a side longer than
+        ``data.max_len`` words (they are dropped, not cut)."""
+        lines: dict[str, str] = {}
+        for sources in self.groups.values():
+            for s in sources:
+                if isinstance(s.sampler, PairBatcher) and s.name not in lines:
+                    lines[s.name] = dropped_report(s.name, s.sampler.data, self.cfg.data.max_len)
+        return list(lines.values())
+
     def _frequency_weights(self) -> torch.Tensor:
         counts = np.zeros(self.model_cfg.vocab_size, dtype=np.int64)
         for lang in self.lang2id:
@@ -374,12 +387,16 @@ def evaluate_lm(
             if not prepared.has_para(split, a, b):
                 continue
             data = prepared.para(split, a, b)
-            ids = np.arange(min(len(data), ev.max_pairs))
+            # whole pairs, as the original evaluates (only training drops over-long pairs); a
+            # pair with a side beyond the model's positions cannot be read and is skipped
+            fit = cfg.model.max_positions - 2
+            ids = np.arange(len(data))
+            ids = ids[within_length(data, ids, fit)][: ev.max_pairs]
             for i in range(0, len(ids), batch_rows):
                 part = ids[i : i + batch_rows]
                 batch = concat_pair(
-                    sentence_rows(data.src, part, cfg.data.max_len),
-                    sentence_rows(data.tgt, part, cfg.data.max_len),
+                    sentence_rows(data.src, part, fit),
+                    sentence_rows(data.tgt, part, fit),
                     lang2id[a],
                     lang2id[b],
                 )
