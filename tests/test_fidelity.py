@@ -1,17 +1,22 @@
 """Paper fidelity of the training recipe: weight decay groups, the paper configs' optimizer and
 masking, label smoothing over real tokens only, and gradient accumulation within one objective."""
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import tiny_config_overrides
 from torch import nn
 
 from xlm.config import load_config
 from xlm.model.seq2seq import EncoderDecoder
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.tasks.pretraining import PretrainConfig
+from xlm.tasks.pretraining import PretrainConfig, PretrainTask
 from xlm.tasks.translation import MTConfig
+from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig, build_optimizer
+from xlm.training.trainer import StepOutput, TrainConfig, Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = ModelConfig(vocab_size=60, n_langs=2, emb_dim=16, n_layers=2, n_heads=2, max_positions=32)
@@ -44,3 +49,66 @@ def test_paper_configs_use_the_original_adam_inverse_sqrt_and_frequency_aware_ma
         assert (o.lr, o.beta1, o.beta2, o.eps, o.weight_decay) == (1e-4, 0.9, 0.98, 1e-8, 0.0)
         assert (o.schedule, o.warmup_steps, o.min_lr, o.clip_norm) == ("inverse_sqrt", 4000, 1e-7, 5.0)
     assert paper.objectives.sample_alpha == 0.5  # weights ∝ count^-0.5, as the paper describes
+
+
+class _Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1, 1))
+
+
+class _AccumulationTask:
+    """Micro-batch ``i`` predicts ``n_pred[i]`` tokens with values ``x``: its loss is their
+    mean of ``w * x``, so its gradient is the mean of its ``x``."""
+
+    def __init__(self, n_pred: list[int]):
+        self.model, self.n_pred = _Counting(), n_pred
+        self.values = [torch.arange(n, dtype=torch.float32) * (i + 1) for i, n in enumerate(n_pred)]
+
+    def modules(self):
+        return {"model": self.model}
+
+    def bind(self, wrapped, device):
+        pass
+
+    def train_batch(self, micro_step):
+        x = self.values[micro_step % len(self.values)]
+        return StepOutput((self.model.w[0, 0] * x).mean(), "mlm/en", len(x), n_pred=len(x))
+
+    def evaluate(self):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def write_model_files(self, directory):
+        pass
+
+
+def test_accumulated_micro_batches_are_weighted_by_predicted_tokens(tmp_path, monkeypatch):
+    task = _AccumulationTask([2, 10, 5])
+    optim = OptimConfig(accumulate=3, clip_norm=0.0, warmup_steps=1)
+    train = TrainConfig(out_dir=str(tmp_path), max_steps=1, eval_every=0, save_every=0, progress=False,
+                        eval_at_start=False, log_every=1)  # fmt: skip
+    trainer = Trainer(task, train, optim, DistEnv(), torch.device("cpu"))
+    grads = []
+    step = trainer._optimizer_step
+    monkeypatch.setattr(trainer, "_optimizer_step", lambda: (grads.append(float(task.model.w.grad)), step())[1])
+    trainer.train()
+    every_token = torch.cat(task.values)
+    assert grads == [pytest.approx(float(every_token.mean()))]  # not the mean of the three batch means
+    assert float(every_token.mean()) != pytest.approx(float(torch.stack([v.mean() for v in task.values]).mean()))
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert logged[0]["loss/mlm/en"] == pytest.approx(0.0)  # w = 0 before the update: the weighted mean of zeros
+
+
+def test_an_update_accumulates_micro_batches_of_one_objective(tiny_data, tmp_path):
+    overrides = tiny_config_overrides(tiny_data, tmp_path / "run") + ["optim.accumulate=2"]
+    cfg = load_config(PretrainConfig, None, overrides)
+    task = PretrainTask(cfg, seed=0)
+    kinds = [task.train_batch(micro).name.split("/")[0] for micro in range(8)]
+    assert kinds == ["mlm", "mlm", "tlm", "tlm", "mlm", "mlm", "tlm", "tlm"]
+    assert task.train_batch(8).n_pred > 0  # MLM reports the tokens it predicts (the weights above)

@@ -43,6 +43,7 @@ from xlm.objectives.registry import (
     DataShape,
     Objective,
     ObjectiveContext,
+    ObjectiveLoss,
     Source,
     registered,
 )
@@ -254,11 +255,14 @@ class PretrainTask:
         return {k: o.sources for k, o in self.objectives.items()}
 
     def train_batch(self, micro_step: int) -> StepOutput:
-        kind = self.kinds[micro_step % len(self.kinds)]
+        # objectives take turns by update: the micro-batches accumulated into one update all
+        # come from one objective (each from a language or pair drawn with q_i)
+        update = micro_step // max(1, self.cfg.optim.accumulate)
+        kind = self.kinds[update % len(self.kinds)]
         objective = self.objectives[kind]
         source = objective.sources[int(self.choice_rng.choice(len(objective.sources), p=self.probs[kind]))]
-        loss, n_tokens = objective.loss(self.forward_model, source, self.device)
-        return StepOutput(loss, f"{kind}/{source.name}", n_tokens, weight=self.weights[kind])
+        out = ObjectiveLoss(*objective.loss(self.forward_model, source, self.device))
+        return StepOutput(out.loss, f"{kind}/{source.name}", out.n_tokens, weight=self.weights[kind], n_pred=out.n_pred)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {

@@ -283,10 +283,10 @@ class MTTask:
     def startup_report(self) -> list[str]:
         """One line per training file: the pairs (or, for ae/bt, sentences) dropped for being
         longer than ``data.max_len`` words (they are dropped, not cut)."""
-        lines: dict[tuple[str, str], str] = {}
+        lines: dict[tuple[str, ...], str] = {}
         for s in self.steps:
             data = s.batcher.data
-            key = (str(data.src.prefix), str(data.tgt.prefix))
+            key = tuple(sorted((str(data.src.prefix), str(data.tgt.prefix))))  # en-fr and fr-en: one file
             if key not in lines:
                 name = s.langs[0] if data.src is data.tgt else "-".join(sorted(s.langs))
                 lines[key] = dropped_report(name, data, self.cfg.data.max_len)
@@ -342,10 +342,10 @@ class MTTask:
         active = [s for s in self.steps if weights[s.name] > 0]
         if not active:
             raise TrainingError(f"every objective has weight 0 at step {update}: check the *_weight schedules")
-        step = active[micro_step % len(active)]
+        step = active[update % len(active)]  # the micro-batches of one update: one step kind
         batch = self.make_batch(step)
         out = translation_loss(self.forward_model, batch, self.cfg.objectives.label_smoothing)
-        return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name])
+        return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name], out.n_pred)
 
     def state_dict(self) -> dict[str, Any]:
         return {
