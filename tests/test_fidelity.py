@@ -12,8 +12,10 @@ from torch import nn
 from xlm.config import load_config
 from xlm.model.seq2seq import EncoderDecoder
 from xlm.model.transformer import ModelConfig, TransformerModel
+from xlm.objectives.translation import smoothed_cross_entropy
 from xlm.tasks.pretraining import PretrainConfig, PretrainTask
 from xlm.tasks.translation import MTConfig
+from xlm.text.vocab import EOS_INDEX, N_SPECIAL, PAD_INDEX
 from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig, build_optimizer
 from xlm.training.trainer import StepOutput, TrainConfig, Trainer
@@ -112,3 +114,23 @@ def test_an_update_accumulates_micro_batches_of_one_objective(tiny_data, tmp_pat
     kinds = [task.train_batch(micro).name.split("/")[0] for micro in range(8)]
     assert kinds == ["mlm", "mlm", "tlm", "tlm", "mlm", "mlm", "tlm", "tlm"]
     assert task.train_batch(8).n_pred > 0  # MLM reports the tokens it predicts (the weights above)
+
+
+def test_label_smoothing_puts_no_probability_on_pad_and_special_tokens():
+    torch.manual_seed(0)
+    vocab, eps = 40, 0.1
+    logits = torch.randn(6, vocab, requires_grad=True)
+    targets = torch.tensor([EOS_INDEX, 20, 21, 39, N_SPECIAL, 30])
+    smoothed_cross_entropy(logits, targets, eps).backward()
+    # d(mean CE)/d logits = (softmax - q) / rows: recover the target distribution q
+    q = torch.softmax(logits.detach(), -1) - logits.grad * len(targets)
+    support = vocab - (N_SPECIAL - 1)  # </s> and the ordinary tokens
+    assert torch.allclose(q.sum(-1), torch.ones(6), atol=1e-5)
+    for i, t in enumerate(targets.tolist()):
+        expected = torch.full((vocab,), eps / support)
+        expected[[j for j in range(N_SPECIAL) if j != EOS_INDEX]] = 0.0  # <s>, <pad>, <unk>, <special*>
+        expected[t] += 1 - eps
+        assert torch.allclose(q[i], expected, atol=1e-5)
+    assert q[:, PAD_INDEX].abs().max() < 1e-6
+    plain = torch.nn.functional.cross_entropy(logits.detach(), targets)
+    assert torch.equal(smoothed_cross_entropy(logits.detach(), targets, 0.0), plain)  # eps 0: unchanged
