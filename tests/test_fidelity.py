@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config_overrides
 from torch import nn
 
 from xlm.config import load_config
@@ -107,7 +106,7 @@ def test_accumulated_micro_batches_are_weighted_by_predicted_tokens(tmp_path, mo
     assert logged[0]["loss/mlm/en"] == pytest.approx(0.0)  # w = 0 before the update: the weighted mean of zeros
 
 
-def test_an_update_accumulates_micro_batches_of_one_objective(tiny_data, tmp_path):
+def test_an_update_accumulates_micro_batches_of_one_objective(tiny_data, tiny_config_overrides, tmp_path):
     overrides = tiny_config_overrides(tiny_data, tmp_path / "run") + ["optim.accumulate=2"]
     cfg = load_config(PretrainConfig, None, overrides)
     task = PretrainTask(cfg, seed=0)
