@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xlm.data.batching import Batch, concat_pair, pad_rows, sentence_rows
+from xlm.data.batching import Batch, concat_pair, pad_rows, sentence_rows, within_length
 from xlm.data.dataset import MonolingualData, PreparedData
 from xlm.errors import XLMError
 from xlm.model.pretrained import Pretrained
@@ -84,9 +84,9 @@ def lm_scores(
     batch_rows: int = 16,
 ) -> dict[tuple[str, str], LMScore]:
     """Scores keyed by (objective, language or ``src-tgt`` pair) for the MLM and CLM languages
-    (``max_rows`` rows of ``bptt`` tokens each) and the TLM pairs (``max_pairs`` pairs, sides
-    cut to ``max_len``) that ``split`` has; the others are left out. One generator seeded with
-    ``seed`` masks them all, in that order."""
+    (``max_rows`` rows of ``bptt`` tokens each) and the TLM pairs (the first ``max_pairs``
+    pairs with at most ``max_len`` words a side) that ``split`` has; the others are left out.
+    One generator seeded with ``seed`` masks them all, in that order."""
     gen = torch.Generator().manual_seed(seed)
     scores: dict[tuple[str, str], LMScore] = {}
     for kind, langs in (("mlm", mlm), ("clm", clm)):
@@ -106,7 +106,10 @@ def lm_scores(
         if not prepared.has_para(split, a, b):
             continue
         data = prepared.para(split, a, b)
-        ids = np.arange(min(len(data), max_pairs))
+        # whole pairs, as the original evaluates (only training drops over-long pairs); a pair
+        # with a side longer than max_len (the model's positions) cannot be read and is skipped
+        ids = np.arange(len(data))
+        ids = ids[within_length(data, ids, max_len)][:max_pairs]
         for i in range(0, len(ids), batch_rows):
             part = ids[i : i + batch_rows]
             batch = concat_pair(

@@ -20,6 +20,8 @@ from torch import nn
 
 from xlm.config import Config, ConfigError
 from xlm.data.batching import (
+    PairBatcher,
+    dropped_report,
     language_probabilities,
     sentence_rows,
 )
@@ -35,6 +37,7 @@ from xlm.objectives.registry import (
     DataShape,
     Objective,
     ObjectiveContext,
+    ObjectiveLoss,
     Source,
     registered,
 )
@@ -50,7 +53,7 @@ class DataConfig(Config):
     bptt: int = 256  # tokens per stream row (CLM/MLM)
     batch_size: int = 32  # stream rows per batch
     tlm_max_tokens: int = 4096  # token budget of a TLM batch (padded size)
-    max_len: int = 254  # words kept per sentence of a pair (longer ones are truncated)
+    max_len: int = 254  # longest sentence of a training pair, in words: longer pairs are dropped
 
 
 class ObjectivesConfig(Config):
@@ -212,6 +215,16 @@ class PretrainTask:
             k: language_probabilities([s.size for s in o.sources], d.lang_alpha) for k, o in self.objectives.items()
         }
 
+    def startup_report(self) -> list[str]:
+        """One line per training pair (TLM, XLCo): the pairs dropped for a side longer than
+        ``data.max_len`` words (they are dropped, not cut)."""
+        lines: dict[str, str] = {}
+        for sources in self.groups.values():
+            for s in sources:
+                if isinstance(s.sampler, PairBatcher) and s.name not in lines:
+                    lines[s.name] = dropped_report(s.name, s.sampler.data, self.cfg.data.max_len)
+        return list(lines.values())
+
     def _frequency_weights(self) -> torch.Tensor:
         counts = np.zeros(self.model_cfg.vocab_size, dtype=np.int64)
         for lang in self.lang2id:
@@ -238,11 +251,14 @@ class PretrainTask:
         return {k: o.sources for k, o in self.objectives.items()}
 
     def train_batch(self, micro_step: int) -> StepOutput:
-        kind = self.kinds[micro_step % len(self.kinds)]
+        # objectives take turns by update: the micro-batches accumulated into one update all
+        # come from one objective (each from a language or pair drawn with q_i)
+        update = micro_step // max(1, self.cfg.optim.accumulate)
+        kind = self.kinds[update % len(self.kinds)]
         objective = self.objectives[kind]
         source = objective.sources[int(self.choice_rng.choice(len(objective.sources), p=self.probs[kind]))]
-        loss, n_tokens = objective.loss(self.forward_model, source, self.device)
-        return StepOutput(loss, f"{kind}/{source.name}", n_tokens, weight=self.weights[kind])
+        out = ObjectiveLoss(*objective.loss(self.forward_model, source, self.device))
+        return StepOutput(out.loss, f"{kind}/{source.name}", out.n_tokens, weight=self.weights[kind], n_pred=out.n_pred)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -332,7 +348,7 @@ def evaluate_lm(
         scores = lm_scores(
             model, prepared, lang2id, split, masking,
             mlm=[e for e in obj.mlm if "-" not in e], clm=obj.clm, tlm=[_pair(e) for e in obj.mlm if "-" in e],
-            bptt=cfg.data.bptt, max_len=cfg.data.max_len, max_rows=ev.max_rows, max_pairs=ev.max_pairs, seed=ev.seed,
+            bptt=cfg.data.bptt, max_len=cfg.model.max_positions - 2, max_rows=ev.max_rows, max_pairs=ev.max_pairs, seed=ev.seed,
             device=device,
         )  # fmt: skip
         for (kind, entry), score in scores.items():
@@ -350,7 +366,8 @@ def run_training(cfg: PretrainConfig, resume: str | None = None) -> dict[str, fl
 
     def describe(task: PretrainTask, device: torch.device, env: DistEnv) -> str:
         n = task.model.num_parameters()
-        return f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
+        head = f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
+        return "\n".join([head, *task.startup_report()])
 
     def center(task: PretrainTask, out: Path, trainer: Trainer) -> None:
         """Each language's mean sentence vectors, stored in best/ and final/ (see xlm center)."""
