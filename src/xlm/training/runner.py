@@ -60,6 +60,15 @@ def config_changes(saved: Config, new: Config) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def run_sections(cfg: Config) -> tuple[TrainConfig, OptimConfig]:
+    """The ``train`` and ``optim`` sections that every task's config has (each task's config
+    class declares them among its own sections, in its own order)."""
+    train, optim = getattr(cfg, "train", None), getattr(cfg, "optim", None)
+    if not isinstance(train, TrainConfig) or not isinstance(optim, OptimConfig):
+        raise TypeError(f"{type(cfg).__name__} has no train and optim sections: the runner cannot run it")
+    return train, optim
+
+
 def read_saved_config(cls: type[C], out: Path) -> C | None:
     """The ``config.toml`` of the run in ``out``, or None if it has none."""
     path = out / CONFIG_FILE
@@ -86,7 +95,7 @@ def resume_config(cls: type[C], given: dict[str, Any], source: str = "command li
     A run folder without a saved config gets ``given`` alone. :func:`run_task` then refuses what
     a resumed run may not change."""
     cfg = validate_config(cls, given, source)
-    saved = read_saved_config(cls, Path(cfg.train.out_dir))  # type: ignore[attr-defined]
+    saved = read_saved_config(cls, Path(run_sections(cfg)[0].out_dir))
     if saved is None:
         return cfg
     return validate_config(cls, _deep_merge(saved.model_dump(mode="json"), given), f"{source} on top of the saved config")
@@ -140,7 +149,7 @@ def run_task(
     resumed one refuses changes to its saved config. Rank 0 writes ``config.toml`` into the run
     folder, logs ``describe(task, ...)`` and, after training, calls ``on_end(task, run folder,
     trainer)``. An interrupted run saves a checkpoint and raises ``xlm.errors.Interrupted``."""
-    tcfg = cfg.train  # type: ignore[attr-defined]
+    tcfg, ocfg = run_sections(cfg)
     out = Path(tcfg.out_dir)
     check_output_folder(out, "run folder")
     changes: list[tuple[str, Any, Any]] = []
@@ -160,7 +169,7 @@ def run_task(
     try:
         seed_everything(tcfg.seed + env.rank)
         task = make_task(env)
-        p = plan(task) if plan is not None else TrainPlan(tcfg, cfg.optim)  # type: ignore[attr-defined]
+        p = plan(task) if plan is not None else TrainPlan(tcfg, ocfg)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_atomic(out / CONFIG_FILE, to_toml(cfg))
