@@ -146,7 +146,7 @@ def evaluate_perplexity(
         raise XLMError(f"{prepared.directory}: no {split} split in any of the model's languages {sorted(info.lang2id)}")
     bptt = min(bptt, pretrained.model.cfg.max_positions)
     kinds = ("mlm", "clm") if objective == "both" else (objective,)
-    masking = MaskingConfig(word_pred, vocab_size=len(pretrained.vocab))
+    masking = MaskingConfig(word_pred=word_pred, vocab_size=len(pretrained.vocab))
     pretrained.model.eval()
     scores = lm_scores(
         pretrained.model, prepared, info.lang2id, split, masking,

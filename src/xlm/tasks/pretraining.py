@@ -186,7 +186,9 @@ class PretrainTask:
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
         p0, p1, p2 = obj.mask_probs
-        self.masking = MaskingConfig(obj.word_pred, p0, p1, p2, vocab_size=len(vocab))
+        self.masking = MaskingConfig(
+            word_pred=obj.word_pred, mask_prob=p0, random_prob=p1, keep_prob=p2, vocab_size=len(vocab)
+        )
         self.seed, self.rank, self.world = seed, rank, world
         # same seed on every rank: all processes train the same objective and language each step
         self.choice_rng = np.random.default_rng([seed, 17])

@@ -29,7 +29,7 @@ from xlm.data.batching import PairBatcher, dropped_report, sentence_rows
 from xlm.data.dataset import ParallelData, PreparedData
 from xlm.evaluation.bleu import raw_reference_path, translate_and_score
 from xlm.evaluation.perplexity import perplexity
-from xlm.model.generation import DecodeConfig, generate
+from xlm.model.generation import DECODE_KEYS, DecodeConfig, generate
 from xlm.model.pretrained import load_pretrained, write_model_files
 from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, model_info
 from xlm.model.transformer import ModelConfig
@@ -151,8 +151,12 @@ class MTObjectivesConfig(Config):
 
     @model_validator(mode="after")
     def _noise(self) -> MTObjectivesConfig:
-        NoiseConfig(self.word_shuffle, self.word_dropout, self.word_blank)
+        self.noise()
         return self
+
+    def noise(self) -> NoiseConfig:
+        """The denoising auto-encoder's corruption."""
+        return NoiseConfig(word_shuffle=self.word_shuffle, word_dropout=self.word_dropout, word_blank=self.word_blank)
 
 
 class MTEvalConfig(Config):
@@ -169,7 +173,7 @@ class MTEvalConfig(Config):
     def decode(self) -> DecodeConfig:
         """The decoding setting of evaluation, recorded with every checkpoint (``extra.decode``)
         and used by ``xlm evaluate bleu`` and ``xlm translate`` unless told otherwise."""
-        return DecodeConfig(self.beam_size, self.length_penalty, self.early_stopping, self.max_len_a, self.max_len_b)
+        return DecodeConfig(**{k: getattr(self, k) for k in DECODE_KEYS})
 
 
 class MTConfig(Config):
@@ -260,7 +264,7 @@ class MTTask:
             log(self.report.summary())
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
-        self.noise = NoiseConfig(obj.word_shuffle, obj.word_dropout, obj.word_blank)
+        self.noise = obj.noise()
         self.steps = self._build_steps(seed, rank, world)
         self.noise_rng = np.random.default_rng([seed, rank, 23])
         self._tokenizer: BPETokenizer | None = None
@@ -343,7 +347,7 @@ class MTTask:
         self.model.eval()
         try:
             # one length limit per batch, from its longest sentence, as the original back-translates
-            decode = DecodeConfig(1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False)
+            decode = DecodeConfig(beam_size=1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False)
             tokens, lengths = generate(self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode)
         finally:
             self.model.train(was_training)
