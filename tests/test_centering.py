@@ -294,7 +294,8 @@ def test_xlm_center_end_to_end(checkpoint, bpe_data, tiny_data, tmp_path, capsys
 
     # another vocabulary, a missing language, a bad option: one-line errors, checkpoint unchanged
     assert main(["center", str(checkpoint), "--prepared", str(tiny_data)]) == 1
-    assert f"{tiny_data} was prepared with another vocabulary" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the one vocabulary check of every command: both hashes, the fix
+    assert f"{tiny_data} was prepared with another vocabulary" in err and f"--vocab {checkpoint}`" in err
     assert main([*argv[:4], "--split", "nosuch"]) == 1
     assert "no nosuch monolingual data" in capsys.readouterr().err
     assert main([*argv, "--max-sentences", "-1"]) == 1
