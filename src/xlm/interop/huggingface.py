@@ -26,17 +26,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from xlm.errors import CheckpointError
-from xlm.interop.original import (
+from xlm.interop.common import (
     TRANSLATION_ARCHITECTURE,
+    VocabFiles,
     check_output_dir,
     check_sizes,
-    from_xlm_layout,
-    merges_outside_vocab,
-    outside_note,
     safe_torch_load,
     save_imported,
-    to_xlm_layout,
 )
+from xlm.interop.layout import from_xlm_layout, to_xlm_layout
+from xlm.interop.original import merges_outside_vocab, outside_note
 from xlm.model.pretrained import MODEL_JSON, ModelInfo, load_pretrained
 from xlm.model.transformer import ModelConfig
 from xlm.text.vocab import (
@@ -442,7 +441,7 @@ def import_hf(
     if outside:
         notes.append(outside_note(outside, len(merges), str(src / MERGES_FILE)))
     info = ModelInfo(cfg, lang2id, lower, {"imported_from": {"format": "huggingface", "path": str(src.resolve())}})
-    save_imported(Path(out), {k: v.float() for k, v in state.items()}, info, tokens, merges, overwrite)
+    save_imported(Path(out), {k: v.float() for k, v in state.items()}, info, VocabFiles(tokens, merges, source=str(src)), overwrite)
     return ImportReport(Path(out), cfg, lang2id, lower, notes)
 
 
