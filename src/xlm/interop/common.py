@@ -22,10 +22,9 @@ from torch import Tensor
 from xlm.errors import CheckpointError, DataError
 from xlm.model.pretrained import MODEL_JSON, WEIGHTS, ModelInfo
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import MERGES_FILE, VOCAB_FILE
+from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, write_vocab_info
 from xlm.training.checkpoint import save_checkpoint, write_json
 
-VOCAB_INFO_FILE = "vocab_info.json"
 SAFE_GLOBALS: list[Any] = [argparse.Namespace]
 TRANSLATION_ARCHITECTURE = "encoder-decoder"  # model.json "architecture" of a translation checkpoint
 
@@ -157,7 +156,7 @@ class VocabFiles:
         if self.kind == "bpe":
             write_merges(directory, self.merges)
         else:
-            write_json(directory / VOCAB_INFO_FILE, {"kind": self.kind, "specials": self.specials})
+            write_vocab_info(directory, self.kind, self.specials)
         for name, path in self.copies.items():
             shutil.copyfile(path, directory / name)
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from xlm.errors import CheckpointError
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, Vocabulary
+from xlm.text.vocab import MODEL_FILES, VOCAB_FILE, VOCAB_INFO_FILE, Vocabulary, read_vocab_info
 from xlm.training.checkpoint import load_tensors, read_json, state_dict_for_saving, verify_checkpoint, write_json
 
 MODEL_JSON = "model.json"
@@ -47,17 +47,32 @@ class ModelInfo:
         return cls(cfg, lang2id, lower, data)
 
     def lang_id(self, lang: str) -> int:
+        """The id of ``lang``. A model with no language list and no language embeddings (an
+        imported XLM-R or BERT) takes text of any language: id 0."""
+        if not self.lang2id and not (self.config.use_lang_emb and self.config.n_langs > 1):
+            return 0
         if lang not in self.lang2id:
             raise CheckpointError(f"language {lang!r} is not one of the model's languages {sorted(self.lang2id)}")
         return self.lang2id[lang]
 
 
 def write_model_files(directory: Path, model: torch.nn.Module, info: ModelInfo, vocab_dir: Path) -> None:
-    """Write weights, model.json and the vocabulary into ``directory`` (no manifest)."""
+    """Write weights, model.json and the vocabulary (``vocab.json`` and the files of its kind)
+    into ``directory`` (no manifest)."""
     save_file(state_dict_for_saving(model), str(directory / WEIGHTS))
     write_json(directory / MODEL_JSON, info.to_json())
-    for name in (VOCAB_FILE, MERGES_FILE):
+    for name in vocab_file_names(Path(vocab_dir)):
         shutil.copyfile(Path(vocab_dir) / name, directory / name)
+
+
+def vocab_file_names(vocab_dir: Path) -> list[str]:
+    """The files of the vocabulary in ``vocab_dir``: ``vocab.json``, ``vocab_info.json`` when
+    there is one, and its kind's model file (``merges.txt``, ``sentencepiece.bpe.model``,
+    ``vocab.txt``), with the tokenizer's settings file when there is one."""
+    kind, _ = read_vocab_info(vocab_dir)
+    names = [VOCAB_FILE, MODEL_FILES[kind]]
+    names += [n for n in (VOCAB_INFO_FILE, "sentencepiece.json", "wordpiece.json") if (vocab_dir / n).is_file()]
+    return names
 
 
 @dataclass
