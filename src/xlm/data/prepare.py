@@ -240,9 +240,9 @@ def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
     outputs = {f.name: tmp_dir / f"{f.name}.tok" for f in files}
-    raw = opts.tokenizer != "bpe"  # SentencePiece and WordPiece read raw text (they normalize inside)
+    keep_raw = opts.tokenizer != "bpe"  # SentencePiece and WordPiece read raw text (they normalize inside)
     for f in files:  # build (and validate) the normalizers before starting workers
-        if not raw:
+        if not keep_raw:
             Normalizer(f.lang, opts.lowercase)
     cache = LineCache(opts.cache_mb * 1_000_000)
 
@@ -259,7 +259,7 @@ def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -
                         if raw not in chunk.misses:
                             numbers.append(first + k)
                         chunk.misses.setdefault(raw, []).append(k)
-                task = (f.lang, opts.lowercase, list(chunk.misses), str(f.path), numbers, opts.errors, raw)
+                task = (f.lang, opts.lowercase, list(chunk.misses), str(f.path), numbers, opts.errors, keep_raw)
                 yield chunk, task if chunk.misses else None
 
     handles: dict[int, Any] = {}
