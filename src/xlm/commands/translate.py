@@ -38,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from xlm.model.generation import DecodeConfig, translate_rows
     from xlm.model.precision import inference_autocast
     from xlm.model.seq2seq import load_translator
-    from xlm.text.bpe import BPETokenizer, TextEncoder
     from xlm.text.lines import read_lines
-    from xlm.text.vocab import EOS_INDEX
+    from xlm.text.tokenizer import TextEncoder, load_tokenizer
     from xlm.training.distributed import pick_device
 
     if args.threads:
@@ -49,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     tr = load_translator(args.checkpoint, device)
     src_id, tgt_id = tr.info.lang_id(args.src), tr.info.lang_id(args.tgt)
     lower = tr.info.lowercase_and_remove_accent
-    bpe = BPETokenizer.from_dir(args.checkpoint)
+    bpe = load_tokenizer(args.checkpoint)
+    specials = bpe.vocab.specials
     src_enc = TextEncoder(args.checkpoint, args.src, lower, bpe)
     tgt_enc = TextEncoder(args.checkpoint, args.tgt, lower, bpe)
     if args.input is not None:
@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if n_cut:
         print(f"xlm translate: {n_cut} line(s) longer than {limit} tokens were truncated", file=sys.stderr)
     todo = [i for i, x in enumerate(ids) if x]  # an empty line stays empty
-    rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
-    decode = DecodeConfig(args.beam, args.length_penalty, args.early_stopping, args.max_len_a, args.max_len_b)
+    rows = [np.asarray([specials.start, *ids[i][:limit], specials.end], dtype=np.int64) for i in todo]
+    decode = DecodeConfig(
+        args.beam, args.length_penalty, args.early_stopping, args.max_len_a, args.max_len_b, specials=specials
+    )
     with inference_autocast(device, args.precision):
         words = translate_rows(tr.model, rows, src_id, tgt_id, decode, device, args.max_tokens)
     out = [""] * len(lines)

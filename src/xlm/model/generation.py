@@ -27,7 +27,7 @@ from torch import Tensor
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.model.seq2seq import EncoderDecoder
 from xlm.model.transformer import KVCache
-from xlm.text.vocab import EOS_INDEX, PAD_INDEX
+from xlm.text.vocab import XLM_SPECIALS, Specials
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class DecodeConfig:
     max_len_a: float = 1.3  # output length limit: a * source length + b (the original's 1.3 L + 5)
     max_len_b: int = 5
     use_cache: bool = True
+    specials: Specials = XLM_SPECIALS  # the vocabulary's start / end / pad ids (XLM: </s> ... </s>)
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -67,13 +68,15 @@ def greedy_decode(
     tgt_lang: int,
     max_len: int,
     use_cache: bool = True,
+    specials: Specials = XLM_SPECIALS,
 ) -> tuple[Tensor, Tensor]:
     """Argmax decoding; returns ``(tokens (B, T), lengths (B,))``. Finished rows leave the
     batch (and the cache), so a batch costs what its unfinished sentences cost."""
     bs, device = src.shape[0], src.device
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
-    out = torch.full((bs, max_len), PAD_INDEX, dtype=torch.long, device=device)
-    out[:, 0] = EOS_INDEX
+    start, end = specials.start, specials.end
+    out = torch.full((bs, max_len), specials.pad, dtype=torch.long, device=device)
+    out[:, 0] = start
     lengths = torch.full((bs,), max_len, dtype=torch.long, device=device)
     active = torch.arange(bs, device=device)
     mem_len = src_lengths
@@ -81,9 +84,9 @@ def greedy_decode(
     for t in range(1, max_len):
         inputs = out[active, t - 1 : t] if cache is not None else out[active, :t]
         logp = _next_logits(model, inputs, torch.full((len(active),), tgt_lang, device=device), memory, mem_len, cache)
-        word = logp.argmax(-1) if t < max_len - 1 else torch.full_like(active, EOS_INDEX)
+        word = logp.argmax(-1) if t < max_len - 1 else torch.full_like(active, end)
         out[active, t] = word
-        finished = word == EOS_INDEX
+        finished = word == end
         lengths[active[finished]] = t + 1
         if bool(finished.all()):
             break
@@ -142,6 +145,7 @@ def beam_search(
     length_penalty: float = 1.0,
     early_stopping: bool = False,
     use_cache: bool = True,
+    specials: Specials = XLM_SPECIALS,
 ) -> tuple[Tensor, Tensor]:
     """Batched beam search; returns the best hypothesis of each sentence as ``(tokens, lengths)``."""
     bs, n, device = src.shape[0], beam_size, src.device
@@ -149,8 +153,9 @@ def beam_search(
     memory = memory.repeat_interleave(n, dim=0)
     mem_len = src_lengths.repeat_interleave(n)
     lang = torch.full((bs * n,), tgt_lang, device=device)
-    seqs = torch.full((bs * n, max_len), PAD_INDEX, dtype=torch.long, device=device)
-    seqs[:, 0] = EOS_INDEX
+    start, end, pad = specials.start, specials.end, specials.pad
+    seqs = torch.full((bs * n, max_len), pad, dtype=torch.long, device=device)
+    seqs[:, 0] = start
     scores = torch.zeros(bs, n, device=device)
     scores[:, 1:] = -float("inf")  # all beams start identical: expand only the first one
     finished = [_Finished(n, length_penalty, early_stopping, max_len - 1) for _ in range(bs)]
@@ -160,7 +165,7 @@ def beam_search(
         inputs = seqs[:, t - 1 : t] if cache is not None else seqs[:, :t]
         logp = _next_logits(model, inputs, lang, memory, mem_len, cache)  # (B*n, V)
         if t == max_len - 1:  # no room left: every running hypothesis ends here
-            final = (scores.view(-1) + logp[:, EOS_INDEX]).tolist()
+            final = (scores.view(-1) + logp[:, end]).tolist()
             for b in range(bs):
                 for k in range(n):
                     if not done[b] and final[b * n + k] > -float("inf"):
@@ -180,7 +185,7 @@ def beam_search(
                     if s == -float("inf"):
                         break
                     row, word = b * n + idx // vocab, idx % vocab
-                    if word == EOS_INDEX:
+                    if word == end:
                         finished[b].add(seqs[row, 1:t].tolist(), s)
                     else:
                         beam.append((s, word, row))
@@ -189,7 +194,7 @@ def beam_search(
                 done[b] = not beam or finished[b].is_done(beam[0][0], t)
             if done[b]:
                 beam = []
-            beam += [(-float("inf") if not done[b] else 0.0, PAD_INDEX, b * n)] * (n - len(beam))
+            beam += [(-float("inf") if not done[b] else 0.0, pad, b * n)] * (n - len(beam))
             for s, word, row in beam:
                 next_scores.append(s)
                 next_words.append(word)
@@ -202,8 +207,8 @@ def beam_search(
         scores = torch.tensor(next_scores, device=device).view(bs, n)
         if cache is not None:  # every row stays among its sentence's beams: same encoder output
             cache.reorder(rows, cross=False)
-    best = [np.asarray([EOS_INDEX, *f.best(), EOS_INDEX], dtype=np.int64) for f in finished]
-    tokens, lengths = pad_rows(best)
+    best = [np.asarray([start, *f.best(), end], dtype=np.int64) for f in finished]
+    tokens, lengths = pad_rows(best, pad)
     return tokens.to(device), lengths.to(device)
 
 
@@ -213,10 +218,11 @@ def generate(
     """Translate one batch (greedy for beam size 1, else beam search)."""
     max_len = max_output_length(src_lengths, cfg.max_len_a, cfg.max_len_b, model.decoder.cfg.max_positions)
     if cfg.beam_size == 1:
-        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache)
+        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache, cfg.specials)
     return beam_search(
-        model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping, cfg.use_cache
-    )
+        model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping,
+        cfg.use_cache, cfg.specials,
+    )  # fmt: skip
 
 
 def output_words(tokens: Tensor, lengths: Tensor) -> list[list[int]]:
@@ -258,6 +264,6 @@ def _translate_batches(
     # the decoder side grows to ~1.3 x the source and beam search multiplies the rows
     budget = max(1, max_tokens // (2 * cfg.beam_size))
     for ids in token_budget_batches(lengths, order, budget):
-        src, src_len = pad_rows([np.asarray(rows[i], dtype=np.int64) for i in ids])
+        src, src_len = pad_rows([np.asarray(rows[i], dtype=np.int64) for i in ids], cfg.specials.pad)
         tokens, lens = generate(model, src.to(device), src_len.to(device), src_lang, tgt_lang, cfg)
         yield ids, output_words(tokens.cpu(), lens.cpu())

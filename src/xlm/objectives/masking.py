@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from xlm.text.vocab import MASK_INDEX, N_SPECIAL
+from xlm.text.vocab import MASK_INDEX, N_SPECIAL, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,15 @@ class MaskingConfig:
     keep_prob: float = 0.1
     mask_index: int = MASK_INDEX
     vocab_size: int = 0
-    n_special: int = N_SPECIAL
+    n_special: int = N_SPECIAL  # random replacements are drawn from ids [n_special, word_end)
+    word_end: int = 0  # 0: vocab_size (XLM's layout; XLM-R's <mask> is the last id)
+
+    @classmethod
+    def for_vocab(cls, vocab: Vocabulary, word_pred: float, mask_prob: float, random_prob: float, keep_prob: float) -> MaskingConfig:
+        """The vocabulary's mask id and ordinary-token range (XLM's: 5, [14, V))."""
+        return cls(
+            word_pred, mask_prob, random_prob, keep_prob, vocab.specials.mask, len(vocab), vocab.words_start, vocab.words_end
+        )
 
     def __post_init__(self) -> None:
         if abs(self.mask_prob + self.random_prob + self.keep_prob - 1.0) > 1e-6:
@@ -35,10 +43,13 @@ class MaskingConfig:
             raise ValueError("word_pred must be in (0, 1)")
 
 
-def frequency_weights(counts: Tensor, alpha: float) -> Tensor:
-    """Per-token sampling weights ∝ count^-alpha (tokens never seen get the largest weight)."""
+def frequency_weights(counts: Tensor, alpha: float, words: tuple[int, int] | None = None) -> Tensor:
+    """Per-token sampling weights ∝ count^-alpha (tokens never seen get the largest weight);
+    0 outside the ordinary ids ``words = [start, end)`` (XLM's: ``[14, V)``)."""
+    start, end = words if words is not None else (N_SPECIAL, len(counts))
     w = counts.clamp(min=1).double().pow(-alpha)
-    w[:N_SPECIAL] = 0.0
+    w[:start] = 0.0
+    w[end:] = 0.0
     return w.float()
 
 
@@ -73,7 +84,7 @@ def corrupt(tokens: Tensor, chosen: Tensor, cfg: MaskingConfig, gen: torch.Gener
     n = int(chosen.sum())
     targets = tokens[chosen]
     action = torch.rand(n, generator=gen, device=tokens.device)
-    random_tokens = torch.randint(cfg.n_special, cfg.vocab_size, (n,), generator=gen, device=tokens.device)
+    random_tokens = torch.randint(cfg.n_special, cfg.word_end or cfg.vocab_size, (n,), generator=gen, device=tokens.device)
     replaced = torch.where(
         action < cfg.mask_prob,
         torch.full_like(targets, cfg.mask_index),

@@ -35,7 +35,7 @@ from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, 
 from xlm.model.transformer import ModelConfig
 from xlm.objectives.translation import NoiseConfig, PairBatch, add_noise_rows, make_pair_batch, translation_loss
 from xlm.reports import write_atomic
-from xlm.text.bpe import BPETokenizer
+from xlm.text.tokenizer import Tokenizer, load_tokenizer
 from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig
 from xlm.training.runner import run_task
@@ -230,7 +230,11 @@ class MTTask:
             langs = self.prepared.languages or sorted(needed)
             self.lang2id = {lang: i for i, lang in enumerate(langs)}
             model_cfg = cfg.model.encoder_config().model_copy(
-                update={"vocab_size": len(self.prepared.vocab), "n_langs": len(langs)}
+                update={
+                    "vocab_size": len(self.prepared.vocab),
+                    "n_langs": len(langs),
+                    "pad_index": self.prepared.vocab.specials.pad,
+                }
             )
         for lang in sorted(needed):
             if lang not in self.lang2id:
@@ -247,10 +251,10 @@ class MTTask:
             log(self.report.summary())
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
-        self.noise = NoiseConfig(obj.word_shuffle, obj.word_dropout, obj.word_blank)
+        self.noise = NoiseConfig(obj.word_shuffle, obj.word_dropout, obj.word_blank, self.prepared.vocab.specials.mask)
         self.steps = self._build_steps(seed, rank, world)
         self.noise_rng = np.random.default_rng([seed, rank, 23])
-        self._tokenizer: BPETokenizer | None = None
+        self._tokenizer: Tokenizer | None = None
 
     def _build_steps(self, seed: int, rank: int, world: int) -> list[_Step]:
         obj, d = self.cfg.objectives, self.cfg.data
@@ -301,7 +305,9 @@ class MTTask:
         was_training = self.model.training
         self.model.eval()
         try:
-            decode = DecodeConfig(beam_size=1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b)
+            decode = DecodeConfig(
+                beam_size=1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, specials=self.prepared.vocab.specials
+            )
             tokens, lengths = generate(self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode)
         finally:
             self.model.train(was_training)
@@ -355,9 +361,9 @@ class MTTask:
         write_model_files(directory, self.model, info, self.prepared.directory)
 
     # --- evaluation -------------------------------------------------------------------
-    def tokenizer(self) -> BPETokenizer:
+    def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = BPETokenizer.from_dir(self.prepared.directory)
+            self._tokenizer = load_tokenizer(self.prepared.directory)
         return self._tokenizer
 
     def evaluate(self) -> dict[str, float]:
@@ -365,7 +371,10 @@ class MTTask:
         ``{split}/bleu/{a}-{b}`` and tokenized ``{split}/bleu_tok/{a}-{b}``) and the
         teacher-forced perplexity ``{split}/ppl/{a}-{b}``; means over directions ``{split}/bleu``."""
         ev, d = self.cfg.eval, self.cfg.data
-        decode = DecodeConfig(ev.beam_size, ev.length_penalty, ev.early_stopping, ev.max_len_a, ev.max_len_b)
+        decode = DecodeConfig(
+            ev.beam_size, ev.length_penalty, ev.early_stopping, ev.max_len_a, ev.max_len_b,
+            specials=self.prepared.vocab.specials,
+        )  # fmt: skip
         metrics: dict[str, float] = {}
         for split in ev.splits:
             bleus = []
