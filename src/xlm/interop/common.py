@@ -148,6 +148,7 @@ class VocabFiles:
     kind: str = "bpe"
     specials: dict[str, str] = field(default_factory=dict)  # role (start, end, pad, unk, mask) -> token
     copies: dict[str, Path] = field(default_factory=dict)  # file name -> source file
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> JSON (the tokenizer's settings)
     source: str = ""  # where the tokens were read, for error messages
 
     def write(self, directory: Path) -> None:
@@ -159,6 +160,8 @@ class VocabFiles:
             write_vocab_info(directory, self.kind, self.specials)
         for name, path in self.copies.items():
             shutil.copyfile(path, directory / name)
+        for name, data in self.settings.items():
+            write_json(directory / name, data)
 
 
 def write_merges(directory: Path, merges: list[tuple[str, str]]) -> None:

@@ -29,16 +29,15 @@ from xlm.interop.common import VocabFiles, check_sizes, save_imported
 from xlm.interop.layout import HF_BERT, HF_ROBERTA, EncoderNames, from_encoder_layout, to_encoder_layout
 from xlm.model.pretrained import Pretrained
 from xlm.model.transformer import ModelConfig
+from xlm.text.sentencepiece import SP_INFO_FILE, vocab_tokens
 from xlm.text.vocab import (
     SENTENCEPIECE_FILE,
     SENTENCEPIECE_SPECIAL_TOKENS,
     WORDPIECE_FILE,
     WORDPIECE_SPECIAL_TOKENS,
 )
+from xlm.text.wordpiece import WP_INFO_FILE
 from xlm.training.checkpoint import read_json, state_dict_for_saving, write_json
-
-FAIRSEQ_HEAD = ["<s>", "<pad>", "</s>", "<unk>"]  # fairseq's dictionary ids 0..3
-N_SP_CONTROL = 3  # SentencePiece's <unk> <s> </s>: piece i >= 3 has id i + 1 in XLM-R's vocabulary
 
 
 @dataclass(frozen=True)
@@ -53,15 +52,17 @@ class EncoderFormat:
     tokenizer_class: str
     tokenizer_file: str
     specials: Mapping[str, str]  # our roles -> tokens
+    settings_file: str  # where our tokenizer reads its settings (lowercasing)
 
 
 FORMATS = {
     "xlmr": EncoderFormat(
         "xlmr", "xlm-roberta", "XLMRobertaForMaskedLM", HF_ROBERTA, "sentencepiece",
-        "XLMRobertaTokenizer", SENTENCEPIECE_FILE, SENTENCEPIECE_SPECIAL_TOKENS,
+        "XLMRobertaTokenizer", SENTENCEPIECE_FILE, SENTENCEPIECE_SPECIAL_TOKENS, SP_INFO_FILE,
     ),
     "bert": EncoderFormat(
         "bert", "bert", "BertForMaskedLM", HF_BERT, "wordpiece", "BertTokenizer", WORDPIECE_FILE, WORDPIECE_SPECIAL_TOKENS,
+        WP_INFO_FILE,
     ),
 }  # fmt: skip
 MODEL_TYPES = {f.model_type: f for f in FORMATS.values()}
@@ -84,8 +85,11 @@ def sentencepiece_tokens(path: Path) -> list[str]:
         sp.LoadFromSerializedProto(path.read_bytes())
     except (RuntimeError, OSError) as e:
         raise CheckpointError(f"{path}: not a SentencePiece model ({str(e).strip().splitlines()[0]})") from None
-    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    return [*FAIRSEQ_HEAD, *pieces[N_SP_CONTROL:], "<mask>"]
+    if (sp.unk_id(), sp.bos_id(), sp.eos_id()) != (0, 1, 2):
+        raise CheckpointError(
+            f"{path}: <unk>={sp.unk_id()} <s>={sp.bos_id()} </s>={sp.eos_id()}, but XLM-R's SentencePiece models have 0, 1, 2"
+        )
+    return vocab_tokens(sp)
 
 
 def wordpiece_tokens(path: Path) -> list[str]:
@@ -108,15 +112,21 @@ def read_tokens(fmt: EncoderFormat, directory: Path) -> list[str]:
     return sentencepiece_tokens(path) if fmt.vocab_kind == "sentencepiece" else wordpiece_tokens(path)
 
 
-def vocab_files(fmt: EncoderFormat, directory: Path, tokens: list[str]) -> VocabFiles:
+def vocab_files(fmt: EncoderFormat, directory: Path, tokens: list[str], lowercase: bool = False) -> VocabFiles:
     path = directory / fmt.tokenizer_file
     missing = [t for t in fmt.specials.values() if t not in tokens]
     if missing:
         raise CheckpointError(
             f"{path}: the special tokens {missing} of {fmt.tokenizer_class} are not in the vocabulary"
         )
+    settings = {"lowercase_and_remove_accent": lowercase, "imported_from": str(directory.resolve())}
     return VocabFiles(
-        tokens, kind=fmt.vocab_kind, specials=dict(fmt.specials), copies={fmt.tokenizer_file: path}, source=str(path)
+        tokens,
+        kind=fmt.vocab_kind,
+        specials=dict(fmt.specials),
+        copies={fmt.tokenizer_file: path},
+        settings={fmt.settings_file: settings},
+        source=str(path),
     )
 
 
@@ -341,5 +351,7 @@ def import_encoder(
             notes.append("tokenizer_config.json does not say do_lower_case: True, BertTokenizer's default")
     lang2id = {lang: i for i, lang in enumerate(langs or [])}
     info = ModelInfo(cfg, lang2id, lowercase, {"imported_from": {"format": "huggingface", "path": str(src.resolve())}})
-    save_imported(out, {k: v.float() for k, v in state.items()}, info, vocab_files(fmt, src, tokens), overwrite)
+    save_imported(
+        out, {k: v.float() for k, v in state.items()}, info, vocab_files(fmt, src, tokens, lowercase), overwrite
+    )
     return cfg, lang2id, lowercase, notes

@@ -21,17 +21,11 @@ from torch import Tensor
 
 from xlm.errors import CheckpointError
 from xlm.interop.common import check_output_dir, check_sizes, safe_torch_load, save_imported, strip_module_prefix
-from xlm.interop.encoders import (
-    FAIRSEQ_HEAD,
-    FORMATS,
-    N_SP_CONTROL,
-    check_vocab_rows,
-    sentencepiece_tokens,
-    vocab_files,
-)
+from xlm.interop.encoders import FORMATS, check_vocab_rows, sentencepiece_tokens, vocab_files
 from xlm.interop.layout import fairseq_roberta, from_encoder_layout
 from xlm.model.pretrained import ModelInfo
 from xlm.model.transformer import ModelConfig
+from xlm.text.sentencepiece import FAIRSEQ_HEAD, N_SP_CONTROL
 
 FAIRSEQ_MODEL = "model.pt"
 FAIRSEQ_DICT = "dict.txt"
