@@ -27,7 +27,7 @@ from torch import Tensor
 from xlm.errors import CheckpointError
 from xlm.interop.common import VocabFiles, check_sizes, save_imported
 from xlm.interop.layout import HF_BERT, HF_ROBERTA, EncoderNames, from_encoder_layout, to_encoder_layout
-from xlm.model.pretrained import Pretrained
+from xlm.model.pretrained import ANY_LANGUAGE, ModelInfo, Pretrained
 from xlm.model.transformer import ModelConfig
 from xlm.text.sentencepiece import SP_INFO_FILE, vocab_tokens
 from xlm.text.vocab import (
@@ -332,8 +332,6 @@ def import_encoder(
 ) -> tuple[ModelConfig, dict[str, int], bool, list[str]]:
     """A ``transformers`` XLM-R / BERT directory (config and weights already read) -> a
     checkpoint of ours. Returns ``(config, lang2id, lowercase, notes)``."""
-    from xlm.model.pretrained import ModelInfo
-
     fmt = MODEL_TYPES[str(config.get("model_type"))]
     cfg = model_config_from_encoder(fmt, config, str(src / "config.json"))
     state, notes, _ = split_encoder_state(fmt, tensors, str(src))
@@ -350,7 +348,12 @@ def import_encoder(
         if "do_lower_case" not in tok_config:
             notes.append("tokenizer_config.json does not say do_lower_case: True, BertTokenizer's default")
     lang2id = {lang: i for i, lang in enumerate(langs or [])}
-    info = ModelInfo(cfg, lang2id, lowercase, {"imported_from": {"format": "huggingface", "path": str(src.resolve())}})
+    info = ModelInfo(
+        cfg,
+        lang2id,
+        lowercase,
+        {"imported_from": {"format": "huggingface", "path": str(src.resolve())}, ANY_LANGUAGE: not lang2id},
+    )
     save_imported(
         out, {k: v.float() for k, v in state.items()}, info, vocab_files(fmt, src, tokens, lowercase), overwrite
     )

@@ -23,7 +23,7 @@ from xlm.errors import CheckpointError
 from xlm.interop.common import check_output_dir, check_sizes, safe_torch_load, save_imported, strip_module_prefix
 from xlm.interop.encoders import FORMATS, check_vocab_rows, sentencepiece_tokens, vocab_files
 from xlm.interop.layout import fairseq_roberta, from_encoder_layout
-from xlm.model.pretrained import ModelInfo
+from xlm.model.pretrained import ANY_LANGUAGE, ModelInfo
 from xlm.model.transformer import ModelConfig
 from xlm.text.sentencepiece import FAIRSEQ_HEAD, N_SP_CONTROL
 
@@ -149,7 +149,9 @@ def import_fairseq(
     tokens = fairseq_vocab(src)
     check_vocab_rows(tokens, cfg, state, src / FAIRSEQ_DICT, str(path))
     check_sizes(cfg, state, str(path))
-    info = ModelInfo(cfg, {}, False, {"imported_from": {"format": "fairseq", "path": str(src.resolve())}})
+    info = ModelInfo(
+        cfg, {}, False, {"imported_from": {"format": "fairseq", "path": str(src.resolve())}, ANY_LANGUAGE: True}
+    )
     files = vocab_files(FORMATS["xlmr"], src, tokens)
     save_imported(out, {k: v.float() for k, v in state.items()}, info, files, overwrite)
     return FairseqImportReport(out, cfg, {}, notes)

@@ -19,6 +19,7 @@ from xlm.training.checkpoint import load_tensors, read_json, state_dict_for_savi
 MODEL_JSON = "model.json"
 ENCODER_DECODER = "encoder-decoder"  # model.json "architecture" of a translation model
 WEIGHTS = "model.safetensors"
+ANY_LANGUAGE = "any_language"  # model.json: an imported model whose languages are not listed
 
 
 @dataclass
@@ -47,10 +48,11 @@ class ModelInfo:
         return cls(cfg, lang2id, lower, data)
 
     def lang_id(self, lang: str) -> int:
-        """The id of ``lang``. A model with no language list and no language embeddings (an
-        imported XLM-R or BERT) takes text of any language: id 0."""
-        if not self.lang2id and not (self.config.use_lang_emb and self.config.n_langs > 1):
-            return 0
+        """The id of ``lang``. A model imported without a language list and without language
+        embeddings (XLM-R, BERT: ``"any_language"`` in model.json) takes text of any language:
+        a new one gets the next id (the network does not see it)."""
+        if self.extra.get(ANY_LANGUAGE) and not (self.config.use_lang_emb and self.config.n_langs > 1):
+            return self.lang2id.setdefault(lang, len(self.lang2id))
         if lang not in self.lang2id:
             raise CheckpointError(f"language {lang!r} is not one of the model's languages {sorted(self.lang2id)}")
         return self.lang2id[lang]
