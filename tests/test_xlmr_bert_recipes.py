@@ -1,6 +1,6 @@
 """The XLM-R and mBERT recipes end to end at tiny sizes: `xlm prepare` with a SentencePiece /
 WordPiece vocabulary on the shipped corpus, `xlm pretrain` with model.arch = xlmr / bert (the
-shipped configs, shrunk), the encoder's uses (embed, retrieval) on the result, and
+shipped configs, shrunk; TLM and XLCo on the XLM-R network too), the encoder's uses (embed, retrieval) on the result, and
 `xlm export --to hf`: transformers loads it with no missing or unexpected weights, its
 tokenizer gives our ids, and its logits equal ours on real sentences in a padded batch."""
 
@@ -41,6 +41,8 @@ def test_recipe_pretrain_use_and_export(tmp_path, arch, capsys):
         "train.max_steps=4", f"train.out_dir={run}", "train.eval_every=0", "train.save_every=4",
         "train.progress=false", "train.eval_at_start=false", "train.max_minutes=0",
     ]  # fmt: skip
+    if arch == "xlmr":  # the other objectives run on the variant too: TLM (restarted positions) and XLCo
+        overrides += ['objectives.mlm=["en","fr","en-fr"]', 'objectives.xlco=["en-fr"]', "objectives.xlco_batch_size=8"]
     assert cli_main(["pretrain", "--config", str(ROOT / "configs" / f"{config}.toml"), *overrides]) == 0
     ckpt = run / "final"
     pre = load_pretrained(ckpt)
