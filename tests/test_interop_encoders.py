@@ -250,3 +250,26 @@ def test_bench_pairs_carry_the_same_weights(arch, tmp_path):
     assert cli_main([*args, "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [r["arch"] for r in rows] == [arch, arch] and all(r["ours_tok_s"] > 0 and r["hf_tok_s"] > 0 for r in rows)
+
+
+def test_bert_saved_by_transformers_5_without_vocab_txt(tmp_path, built):
+    """transformers 5's save_pretrained writes tokenizer.json and no vocab.txt: the
+    vocabulary is read from tokenizer.json, and vocab.txt written for ours."""
+    src = tmp_path / "bert"
+    shutil.copytree(built["hf_bert"], src)
+    (src / "vocab.txt").unlink()
+    out = tmp_path / "ours"
+    import_hf(src, out)
+    assert (out / "vocab.txt").read_text() == (built["hf_bert"] / "vocab.txt").read_text()
+    ids, mask = hf_batch(src)
+    assert (our_logits(out, ids, mask) - hf_logits(load_hf(src), ids, mask)).abs().max() <= TOL
+
+
+def test_imported_model_takes_any_language(tmp_path, built):
+    import_hf(built["hf_xlmr"], tmp_path / "ours")
+    info = load_pretrained(tmp_path / "ours").info
+    assert info.lang2id == {} and info.lang_id("hi") == 0 and info.lang_id("fr") == 1 and info.lang_id("hi") == 0
+    import_hf(built["hf_xlmr"], tmp_path / "named", langs=["en", "fr"])
+    named = load_pretrained(tmp_path / "named").info
+    with pytest.raises(CheckpointError, match="not one of the model's languages"):
+        named.lang_id("hi")

@@ -149,6 +149,7 @@ class VocabFiles:
     specials: dict[str, str] = field(default_factory=dict)  # role (start, end, pad, unk, mask) -> token
     copies: dict[str, Path] = field(default_factory=dict)  # file name -> source file
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> JSON (the tokenizer's settings)
+    texts: dict[str, str] = field(default_factory=dict)  # file name -> text (a vocab.txt rebuilt from tokenizer.json)
     source: str = ""  # where the tokens were read, for error messages
 
     def write(self, directory: Path) -> None:
@@ -162,6 +163,8 @@ class VocabFiles:
             shutil.copyfile(path, directory / name)
         for name, data in self.settings.items():
             write_json(directory / name, data)
+        for name, text in self.texts.items():
+            (directory / name).write_text(text, encoding="utf-8")
 
 
 def write_merges(directory: Path, merges: list[tuple[str, str]]) -> None:

@@ -107,9 +107,29 @@ def wordpiece_tokens(path: Path) -> list[str]:
     return tokens
 
 
+def tokenizer_json_wordpiece(path: Path) -> list[str]:
+    """BERT's vocabulary from a ``tokenizer.json`` (what transformers 5's ``save_pretrained``
+    writes instead of ``vocab.txt``): its WordPiece model's ``vocab``, in id order."""
+    data = read_json(path)
+    model = data.get("model") if isinstance(data, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) and model.get("type") == "WordPiece" else None
+    if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
+        raise CheckpointError(f"{path}: not a WordPiece tokenizer with ids 0..n-1 (and there is no vocab.txt)")
+    return sorted(vocab, key=vocab.__getitem__)
+
+
 def read_tokens(fmt: EncoderFormat, directory: Path) -> list[str]:
     path = directory / fmt.tokenizer_file
-    return sentencepiece_tokens(path) if fmt.vocab_kind == "sentencepiece" else wordpiece_tokens(path)
+    if fmt.vocab_kind == "sentencepiece":
+        if not path.is_file() and (directory / "tokenizer.json").is_file():
+            raise CheckpointError(
+                f"{path}: missing; tokenizer.json alone cannot be turned back into a SentencePiece model "
+                "(copy the model's sentencepiece.bpe.model into the directory)"
+            )
+        return sentencepiece_tokens(path)
+    if not path.is_file() and (directory / "tokenizer.json").is_file():
+        return tokenizer_json_wordpiece(directory / "tokenizer.json")
+    return wordpiece_tokens(path)
 
 
 def vocab_files(fmt: EncoderFormat, directory: Path, tokens: list[str], lowercase: bool = False) -> VocabFiles:
@@ -124,7 +144,8 @@ def vocab_files(fmt: EncoderFormat, directory: Path, tokens: list[str], lowercas
         tokens,
         kind=fmt.vocab_kind,
         specials=dict(fmt.specials),
-        copies={fmt.tokenizer_file: path},
+        copies={fmt.tokenizer_file: path} if path.is_file() else {},
+        texts={} if path.is_file() else {fmt.tokenizer_file: "".join(f"{t}\n" for t in tokens)},
         settings={fmt.settings_file: settings},
         source=str(path),
     )
