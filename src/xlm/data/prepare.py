@@ -368,6 +368,7 @@ def prepare(
     if opts.workers < 1:
         raise DataError(f"--workers must be >= 1, got {opts.workers}")
     if opts.vocab_dir is not None:  # the reused vocabulary decides the kind (and so the normalization)
+        load_tokenizer(opts.vocab_dir)  # a broken vocabulary is an error before anything is written
         opts = dataclasses.replace(opts, tokenizer=vocab_kind(opts.vocab_dir))
     if opts.tokenizer not in KINDS:
         raise DataError(f"--tokenizer must be one of {', '.join(KINDS)}, got {opts.tokenizer!r}")

@@ -93,6 +93,15 @@ def vocab_hash(vocab_path: Path, merges_path: Path, info_path: Path | None = Non
     return h.hexdigest()[:16]
 
 
+def vocabulary_files(directory: str | Path) -> list[str]:
+    """The names of the files that make up the vocabulary in ``directory`` (those present):
+    what a checkpoint copies to be self-contained."""
+    d = Path(directory)
+    kind, _ = read_vocab_info(d)
+    info = {"bpe": [], "sentencepiece": [VOCAB_INFO_FILE, "sentencepiece.json"], "wordpiece": [VOCAB_INFO_FILE, "wordpiece.json"]}
+    return [n for n in (VOCAB_FILE, MODEL_FILES[kind], *info[kind]) if (d / n).is_file()]
+
+
 def read_vocab_info(directory: str | Path) -> tuple[str, dict[str, str]]:
     """``(kind, {role: token})`` from ``vocab_info.json``; XLM's BPE layout when there is none."""
     p = Path(directory) / VOCAB_INFO_FILE
