@@ -183,6 +183,7 @@ def test_prepare_pretrain_finetune_end_to_end(kind, tmp_path, capsys):
     lines = _head(CORPUS / "valid.fr.gz", 2)
     import sys
 
+    capsys.readouterr()  # drop the training log
     stdin = sys.stdin
     try:
         sys.stdin = io.TextIOWrapper(io.BytesIO("".join(x + "\n" for x in lines).encode()), encoding="utf-8")
