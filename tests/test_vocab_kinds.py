@@ -297,3 +297,41 @@ def tiny_checkpoint_sp(sp_dir, tmp_path_factory) -> Path:
     model, info = TransformerModel(cfg), ModelInfo(cfg, {"en": 0, "fr": 1}, False, {})
     save_checkpoint(d, lambda tmp: write_model_files(tmp, model, info, sp_dir))
     return d
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_generation_uses_the_vocabulary_start_end_and_pad(beam):
+    import torch
+
+    from xlm.model.generation import DecodeConfig, generate
+    from xlm.model.seq2seq import EncoderDecoder
+    from xlm.model.transformer import ModelConfig
+
+    sp = Specials("sentencepiece", start=0, end=2, pad=1, unk=3, mask=39)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, n_langs=2, emb_dim=16, n_layers=1, n_heads=2, max_positions=64, pad_index=1)
+    model = EncoderDecoder(cfg, decoder_layers=1).eval()
+    with torch.no_grad():
+        model.decoder.pred_bias[2] = 3.0  # ends soon, at different lengths
+    lengths = torch.tensor([6, 4, 5])
+    src = torch.full((3, 6), sp.pad)
+    for i, n in enumerate(lengths.tolist()):
+        src[i, :n] = torch.randint(4, 39, (n,))
+        src[i, 0], src[i, n - 1] = sp.start, sp.end
+    tokens, out_len = generate(model, src, lengths, 0, 1, DecodeConfig(beam_size=beam, specials=sp))
+    for row, n in zip(tokens.tolist(), out_len.tolist()):
+        assert row[0] == sp.start and row[n - 1] == sp.end and sp.end not in row[1 : n - 1]
+        assert all(t == sp.pad for t in row[n:])
+
+
+def test_masking_draws_random_words_from_the_vocabulary_range(sp_dir):
+    import torch
+
+    from xlm.objectives.masking import MaskingConfig, corrupt
+
+    vocab = Vocabulary.from_dir(sp_dir)
+    cfg = MaskingConfig.for_vocab(vocab, 0.15, 0.0, 1.0, 0.0)  # every chosen token becomes a random one
+    assert (cfg.mask_index, cfg.n_special, cfg.word_end) == (999, 4, 999)
+    tokens = torch.full((64, 64), 500)
+    out = corrupt(tokens, torch.ones_like(tokens, dtype=torch.bool), cfg, torch.Generator().manual_seed(0))
+    assert int(out.min()) >= 4 and int(out.max()) < 999
