@@ -335,3 +335,17 @@ def test_masking_draws_random_words_from_the_vocabulary_range(sp_dir):
     tokens = torch.full((64, 64), 500)
     out = corrupt(tokens, torch.ones_like(tokens, dtype=torch.bool), cfg, torch.Generator().manual_seed(0))
     assert int(out.min()) >= 4 and int(out.max()) < 999
+
+
+def test_wordpiece_vocab_txt_disagreeing_with_vocab_json(sources, tmp_path):
+    from xlm.text.wordpiece import WordPieceTokenizer
+
+    learn_wordpiece({"en": sources["en"]}, tmp_path, 300)
+    lines = (tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "vocab.txt").write_text("".join(x + "\n" for x in lines[:-2]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"vocab.json has 300 tokens but vocab.txt has 298"):
+        WordPieceTokenizer.from_dir(tmp_path)
+    lines[10], lines[11] = lines[11], lines[10]
+    (tmp_path / "vocab.txt").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    with pytest.raises(DataError, match=r"vocab.txt:11: "):
+        WordPieceTokenizer.from_dir(tmp_path)
