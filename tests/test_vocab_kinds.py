@@ -349,3 +349,28 @@ def test_wordpiece_vocab_txt_disagreeing_with_vocab_json(sources, tmp_path):
     (tmp_path / "vocab.txt").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
     with pytest.raises(DataError, match=r"vocab.txt:11: "):
         WordPieceTokenizer.from_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_sentencepiece_machine_translation_end_to_end(tmp_path, capsys):
+    """Raw text -> prepare (SentencePiece) -> train-mt -> translate: <s> ... </s> rows in and
+    out, decoded back to the raw text of four memorised pairs."""
+    from test_mt import EN, FR, mt_overrides
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split in ("train", "valid", "test"):
+        for lang, lines in (("en", EN), ("fr", FR)):
+            (raw / f"{split}.{lang}").write_text("\n".join(lines * (20 if split == "train" else 1)) + "\n")
+            (raw / f"{split}.en-fr.{lang}").write_text("\n".join(lines) + "\n")
+    data, run = tmp_path / "data", tmp_path / "run"
+    args = ["prepare", str(raw), str(data), "--vocab-size", "120", "--workers", "1", "--tokenizer", "sentencepiece"]
+    assert main(args) == 0
+    extra = ['objectives.mt=["en-fr"]', "model.dropout=0.0", "optim.lr=0.003", "optim.warmup_steps=10"]
+    assert main(["train-mt", *mt_overrides(data, run, [*extra, "train.save_every=0"], steps=80)]) == 0
+    source, output = tmp_path / "in.en", tmp_path / "out.fr"
+    source.write_text("\n".join([EN[0], "", EN[2]]) + "\n")
+    capsys.readouterr()
+    args = ["--src", "en", "--tgt", "fr", "--input", str(source), "--output", str(output), "--beam", "2"]
+    assert main(["translate", str(run / "final"), *args]) == 0
+    assert output.read_text().split("\n") == [FR[0], "", FR[2], ""]
