@@ -12,6 +12,10 @@ last, so a directory without it is an unfinished run.
 
 Normalization (Moses, pure Python) is the slow step: it runs in ``workers`` processes
 over chunks of lines, streaming into ``OUT/tmp``; BPE encoding is parallel in Rust.
+
+``tokenizer="sentencepiece"`` (XLM-R) or ``"wordpiece"`` (mBERT) learns that kind of
+vocabulary instead (:mod:`xlm.text.sentencepiece`, :mod:`xlm.text.wordpiece`) on the raw
+lines, which are only decoded (those tokenizers normalize inside); the sampling is the same.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ class Vocabulary:
                 raise DataError(f"vocabulary ids are not a permutation of 0..{n - 1} (token {tok!r} -> {i})")
             self.id_to_token[i] = tok
         roles = self.special_tokens if self.special_tokens is not None else XLM_SPECIAL_TOKENS
-        if self.kind == "bpe" and self.special_tokens is None:
+        if self.kind == "bpe":  # BPE vocabularies are always in XLM's layout
             for i, tok in enumerate(SPECIAL_TOKENS):
                 if i >= n or self.id_to_token[i] != tok:
                     raise DataError(f"vocabulary must have {tok!r} at id {i} (the XLM special-token layout)")
