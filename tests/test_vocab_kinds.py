@@ -22,7 +22,7 @@ from xlm.data.dataset import MonolingualData, PreparedData
 from xlm.errors import CheckpointError, DataError
 from xlm.model.pretrained import load_pretrained
 from xlm.tasks.pretraining import PretrainConfig
-from xlm.text.sentencepiece import SentencePieceTokenizer, learn_sentencepiece
+from xlm.text.sentencepiece import SentencePieceTokenizer, learn_sentencepiece, write_sentencepiece_vocabulary
 from xlm.text.tokenizer import TextEncoder, load_tokenizer
 from xlm.text.vocab import SENTENCEPIECE_FILE, VOCAB_FILE, VOCAB_INFO_FILE, XLM_SPECIALS, Specials, Vocabulary
 from xlm.text.wordpiece import learn_wordpiece
@@ -98,6 +98,12 @@ def test_sentencepiece_bpe_model_type_ids(sources, test_sentences, tmp_path):
         for s in lines[:40]:
             assert ours.encode(s) == [i + 1 if i else 3 for i in sp.encode(s)]
     assert json.loads((tmp_path / "sentencepiece.json").read_text())["model_type"] == "bpe"
+    again = tmp_path / "again"  # learning is reproducible: the same model byte for byte
+    learn_sentencepiece(sources, again, 800, model_type="bpe")
+    assert (again / SENTENCEPIECE_FILE).read_bytes() == (tmp_path / SENTENCEPIECE_FILE).read_bytes()
+    # a released model file becomes a vocabulary directory the same way (what import uses)
+    n = write_sentencepiece_vocabulary(tmp_path / "copy", (tmp_path / SENTENCEPIECE_FILE).read_bytes())
+    assert n == 800 and Vocabulary.from_dir(tmp_path / "copy").token_to_id == ours.vocab.token_to_id
 
 
 @pytest.mark.parametrize("lowercase", [False, True])
