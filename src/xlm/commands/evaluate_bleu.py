@@ -57,7 +57,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     from xlm.model.generation import DecodeConfig
     from xlm.model.seq2seq import load_translator
     from xlm.reports import write_atomic
-    from xlm.text.bpe import BPETokenizer
+    from xlm.text.tokenizer import load_tokenizer
     from xlm.training.distributed import pick_device
 
     if args.data is None:
@@ -78,8 +78,8 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
             a, b, _ = e.split("-")
             directions += [(a, b), (b, a)]
         directions = list(dict.fromkeys(directions))
-    decode = DecodeConfig(args.beam, args.length_penalty, args.early_stopping)
-    tokenizer = BPETokenizer.from_dir(args.checkpoint)
+    tokenizer = load_tokenizer(args.checkpoint)
+    decode = DecodeConfig(args.beam, args.length_penalty, args.early_stopping, specials=tokenizer.vocab.specials)
     metrics: dict[str, float] = {}
     rows = []
     for d in directions:

@@ -1,5 +1,6 @@
-"""``xlm prepare RAW_DIR OUT_DIR --vocab-size N``: normalize a corpus, learn one shared BPE
-vocabulary over its languages and binarize every split (see :mod:`xlm.data.prepare`)."""
+"""``xlm prepare RAW_DIR OUT_DIR --vocab-size N``: normalize a corpus, learn one shared
+vocabulary over its languages (BPE, or ``--tokenizer sentencepiece|wordpiece``) and binarize
+every split (see :mod:`xlm.data.prepare`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _langs(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare",
-        help="normalize, learn a shared BPE and binarize a corpus",
+        help="normalize, learn a shared vocabulary (BPE, SentencePiece, WordPiece) and binarize a corpus",
         description="Files in RAW_DIR are named as in XLM: train.en[.gz], valid.fr[.gz], train.en-fr.en[.gz] ...",
     )
     p.add_argument("raw_dir", type=Path, help="directory of raw text files")

@@ -12,6 +12,10 @@ last, so a directory without it is an unfinished run.
 
 Normalization (Moses, pure Python) is the slow step: it runs in ``workers`` processes
 over chunks of lines, streaming into ``OUT/tmp``; BPE encoding is parallel in Rust.
+
+``tokenizer="sentencepiece"`` (XLM-R) or ``"wordpiece"`` (mBERT) learns that kind of
+vocabulary instead (:mod:`xlm.text.sentencepiece`, :mod:`xlm.text.wordpiece`) on the raw
+lines, which are only decoded (those tokenizers normalize inside); the sampling is the same.
 """
 
 from __future__ import annotations
@@ -368,6 +372,7 @@ def prepare(
     if opts.workers < 1:
         raise DataError(f"--workers must be >= 1, got {opts.workers}")
     if opts.vocab_dir is not None:  # the reused vocabulary decides the kind (and so the normalization)
+        load_tokenizer(opts.vocab_dir)  # a broken vocabulary is an error before anything is written
         opts = dataclasses.replace(opts, tokenizer=vocab_kind(opts.vocab_dir))
     if opts.tokenizer not in KINDS:
         raise DataError(f"--tokenizer must be one of {', '.join(KINDS)}, got {opts.tokenizer!r}")

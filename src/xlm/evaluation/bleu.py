@@ -26,7 +26,8 @@ from xlm.data.dataset import ParallelData
 from xlm.errors import DataError
 from xlm.model.generation import DecodeConfig, translate_rows
 from xlm.model.seq2seq import EncoderDecoder
-from xlm.text.bpe import BPETokenizer, detokenize
+from xlm.text.bpe import detokenize
+from xlm.text.tokenizer import Tokenizer
 
 DETOKENIZED = "13a"
 TOKENIZED = "none"
@@ -109,7 +110,7 @@ def translate_and_score(
     src_lang_id: int,
     tgt_lang_id: int,
     tgt_lang: str,
-    tokenizer: BPETokenizer,
+    tokenizer: Tokenizer,
     decode: DecodeConfig,
     device: torch.device | str,
     max_sentences: int = 0,
@@ -123,6 +124,8 @@ def translate_and_score(
     words = translate_rows(model, sentence_rows(data.src, ids, max_len), src_lang_id, tgt_lang_id, decode, device, max_tokens)
     hyp_tok = [tokenizer.decode(w) for w in words]
     ref_tok = [tokenizer.decode(data.tgt.sentence(int(i)).tolist()) for i in ids]
+    if tokenizer.vocab.kind != "bpe":  # SentencePiece / WordPiece decode to text: nothing to undo
+        return Translations(hyp_tok, ref_tok, hyp_tok, ref_tok)
     detok = MosesDetokenizer(lang=tgt_lang)
     return Translations(
         hyp_tok, ref_tok, [detokenize(h, detok) for h in hyp_tok], [detokenize(r, detok) for r in ref_tok]

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from xlm.errors import CheckpointError
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import MODEL_FILES, VOCAB_FILE, VOCAB_INFO_FILE, Vocabulary, read_vocab_info
+from xlm.text.vocab import VOCAB_FILE, Vocabulary, vocabulary_files
 from xlm.training.checkpoint import load_tensors, read_json, state_dict_for_saving, verify_checkpoint, write_json
 
 MODEL_JSON = "model.json"
@@ -63,18 +63,9 @@ def write_model_files(directory: Path, model: torch.nn.Module, info: ModelInfo, 
     into ``directory`` (no manifest)."""
     save_file(state_dict_for_saving(model), str(directory / WEIGHTS))
     write_json(directory / MODEL_JSON, info.to_json())
-    for name in vocab_file_names(Path(vocab_dir)):
+    for name in vocabulary_files(vocab_dir):
         shutil.copyfile(Path(vocab_dir) / name, directory / name)
 
-
-def vocab_file_names(vocab_dir: Path) -> list[str]:
-    """The files of the vocabulary in ``vocab_dir``: ``vocab.json``, ``vocab_info.json`` when
-    there is one, and its kind's model file (``merges.txt``, ``sentencepiece.bpe.model``,
-    ``vocab.txt``), with the tokenizer's settings file when there is one."""
-    kind, _ = read_vocab_info(vocab_dir)
-    names = [VOCAB_FILE, MODEL_FILES[kind]]
-    names += [n for n in (VOCAB_INFO_FILE, "sentencepiece.json", "wordpiece.json") if (vocab_dir / n).is_file()]
-    return names
 
 
 @dataclass
@@ -99,13 +90,18 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     info = read_model_info(d)
     if info.extra.get("architecture") == ENCODER_DECODER:
         raise CheckpointError(f"{d} is a translation model (encoder-decoder): use it with `xlm translate`")
-    model = TransformerModel(info.config)
+    vocab = Vocabulary.from_dir(d)
     state = load_tensors(d / WEIGHTS)
+    emb = state.get("embeddings.weight")
+    rows = int(emb.shape[0]) if emb is not None else info.config.vocab_size
+    if len(vocab) != rows or len(vocab) != info.config.vocab_size:
+        raise CheckpointError(
+            f"{d / VOCAB_FILE}: {len(vocab)} tokens but the model's embeddings have {rows} rows "
+            f"(vocab_size={info.config.vocab_size} in {MODEL_JSON})"
+        )
+    model = TransformerModel(info.config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{d / WEIGHTS}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-    vocab = Vocabulary.from_dir(d)
-    if len(vocab) != info.config.vocab_size:
-        raise CheckpointError(f"{d}: vocabulary has {len(vocab)} tokens but the model has {info.config.vocab_size}")
     model.to(device).eval()
     return Pretrained(model, info, vocab, d)

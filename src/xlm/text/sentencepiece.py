@@ -126,17 +126,9 @@ def learn_sentencepiece(
         )
     except RuntimeError as e:
         raise DataError(f"SentencePiece could not learn a {model_type} vocabulary of {vocab_size}: {e}") from None
-    data = model.getvalue()
-    out = Path(out_dir)
-    sp = _processor(data, out / SENTENCEPIECE_FILE)
-    tokens = vocab_tokens(sp)
-    mapping = {t: i for i, t in enumerate(tokens)}
-    if len(mapping) != len(tokens):
-        raise DataError("SentencePiece learned a piece that collides with a special token (<pad> or <mask>)")
     info = {
         "kind": "sentencepiece",
         "model_type": model_type,
-        "vocab_size": len(tokens),
         "vocab_size_requested": vocab_size,
         "alpha": alpha,
         "max_sentences": max_sentences,
@@ -147,12 +139,28 @@ def learn_sentencepiece(
         "line_counts": counts,
         "sample_sizes": sizes,
     }
+    n = write_sentencepiece_vocabulary(out_dir, model.getvalue(), info)
+    return LearnReport(n, 0, counts, sizes, time.perf_counter() - t0)
+
+
+def write_sentencepiece_vocabulary(out_dir: str | Path, model: bytes, info: dict | None = None) -> int:
+    """Write a SentencePiece model (its bytes, e.g. a released ``sentencepiece.bpe.model``) as
+    a vocabulary directory: the model, ``vocab.json`` in XLM-R's layout, ``vocab_info.json``
+    (+ ``sentencepiece.json`` from ``info``). Returns the vocabulary size (pieces + 2)."""
+    out = Path(out_dir)
+    sp = _processor(model, out / SENTENCEPIECE_FILE)
+    tokens = vocab_tokens(sp)
+    mapping = {t: i for i, t in enumerate(tokens)}
+    if len(mapping) != len(tokens):
+        raise DataError(f"{out / SENTENCEPIECE_FILE}: a piece collides with a special token (<pad> or <mask>)")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic_bytes(out / SENTENCEPIECE_FILE, data)
+    _write_atomic_bytes(out / SENTENCEPIECE_FILE, model)
     _write_atomic(out / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
-    _write_atomic(out / SP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+    if info is not None:
+        info = {**info, "vocab_size": len(tokens)}
+        _write_atomic(out / SP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
     write_vocab_info(out, "sentencepiece", dict(SENTENCEPIECE_SPECIAL_TOKENS))
-    return LearnReport(len(tokens), 0, counts, sizes, time.perf_counter() - t0)
+    return len(tokens)
 
 
 def _write_atomic_bytes(path: Path, data: bytes) -> None:

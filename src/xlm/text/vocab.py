@@ -93,6 +93,15 @@ def vocab_hash(vocab_path: Path, merges_path: Path, info_path: Path | None = Non
     return h.hexdigest()[:16]
 
 
+def vocabulary_files(directory: str | Path) -> list[str]:
+    """The names of the files that make up the vocabulary in ``directory`` (those present):
+    what a checkpoint copies to be self-contained."""
+    d = Path(directory)
+    kind, _ = read_vocab_info(d)
+    info = {"bpe": [], "sentencepiece": [VOCAB_INFO_FILE, "sentencepiece.json"], "wordpiece": [VOCAB_INFO_FILE, "wordpiece.json"]}
+    return [n for n in (VOCAB_FILE, MODEL_FILES[kind], *info[kind]) if (d / n).is_file()]
+
+
 def read_vocab_info(directory: str | Path) -> tuple[str, dict[str, str]]:
     """``(kind, {role: token})`` from ``vocab_info.json``; XLM's BPE layout when there is none."""
     p = Path(directory) / VOCAB_INFO_FILE
@@ -144,7 +153,7 @@ class Vocabulary:
                 raise DataError(f"vocabulary ids are not a permutation of 0..{n - 1} (token {tok!r} -> {i})")
             self.id_to_token[i] = tok
         roles = self.special_tokens if self.special_tokens is not None else XLM_SPECIAL_TOKENS
-        if self.kind == "bpe" and self.special_tokens is None:
+        if self.kind == "bpe":  # BPE vocabularies are always in XLM's layout
             for i, tok in enumerate(SPECIAL_TOKENS):
                 if i >= n or self.id_to_token[i] != tok:
                     raise DataError(f"vocabulary must have {tok!r} at id {i} (the XLM special-token layout)")
