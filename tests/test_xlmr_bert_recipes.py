@@ -15,6 +15,7 @@ import torch
 
 from xlm.cli import main as cli_main
 from xlm.model.pretrained import load_pretrained
+from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.tokenizer import load_tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -80,3 +81,15 @@ def test_recipe_pretrain_use_and_export(tmp_path, arch, capsys):
         theirs = model(input_ids=ids, attention_mask=mask.long()).logits[mask]
         ours = pre.model(ids, mask.sum(1), predict=mask)
     assert (ours - theirs).abs().max() <= 1e-4
+
+
+def test_model_config_variants():
+    with pytest.raises(ValueError, match="use_lang_emb"):
+        ModelConfig(arch="xlmr", use_lang_emb=True, n_langs=3)
+    cfg = ModelConfig(arch="xlmr", vocab_size=50, n_langs=3, emb_dim=16, n_layers=1, n_heads=2, pad_index=1)
+    assert not cfg.use_lang_emb and cfg.position_rows() == cfg.max_positions + 2
+    model = TransformerModel(cfg)
+    assert model.lang_embeddings is None and model.token_type_embeddings.weight.shape == (1, 16)
+    bert = TransformerModel(cfg.model_copy(update={"arch": "bert", "pad_index": 0}))
+    assert bert.token_type_embeddings.weight.shape == (2, 16) and bert.norm_emb.eps == 1e-12
+    assert model.norm_emb.eps == 1e-5
