@@ -27,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=int, help="size of the vocabulary to learn (special tokens included)")
     p.add_argument(
         "--tokenizer", choices=("bpe", "sentencepiece", "wordpiece"), default="bpe",
-        help="kind of vocabulary: bpe (XLM: Moses-normalized text, default), sentencepiece (XLM-R: raw text), "
+        help="kind of vocabulary: bpe (XLM: Moses-normalized text), sentencepiece (XLM-R: raw text), "
         "wordpiece (mBERT: BERT's normalizer); with --vocab the reused vocabulary's kind is taken",
     )  # fmt: skip
     p.add_argument(
-        "--sp-model-type", choices=("unigram", "bpe"), default="unigram", help="sentencepiece: model type (default unigram)"
+        "--sp-model-type", choices=("unigram", "bpe"), default="unigram", help="model type of a sentencepiece vocabulary"
     )
     p.add_argument("--langs", type=_langs, help="comma-separated languages to keep (default: all found)")
     p.add_argument(
