@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config_overrides
 
 from xlm.cli import main
 from xlm.config import load_config
@@ -160,7 +159,7 @@ def _raw_corpus(d: Path, n: int = 300) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sentencepiece", "wordpiece"])
-def test_prepare_pretrain_finetune_end_to_end(kind, tmp_path, capsys):
+def test_prepare_pretrain_finetune_end_to_end(kind, tmp_path, capsys, tiny_config_overrides):
     raw = _raw_corpus(tmp_path / "raw")
     data = tmp_path / "data"
     assert main(["prepare", str(raw), str(data), "--vocab-size", "500", "--tokenizer", kind, "--workers", "1"]) == 0
@@ -357,12 +356,19 @@ def test_wordpiece_vocab_txt_disagreeing_with_vocab_json(sources, tmp_path):
         WordPieceTokenizer.from_dir(tmp_path)
 
 
+EN = ["The cat sat on the mat.", "Mr. Smith's dog barked!", "It rains in London, doesn't it?", "A small test."]
+FR = [
+    "Le chat est sur le tapis.",
+    "Le chien de M. Smith aboie !",
+    "Il pleut à Londres, n'est-ce pas ?",
+    "Un petit test.",
+]
+
+
 @pytest.mark.slow
 def test_sentencepiece_machine_translation_end_to_end(tmp_path, capsys):
     """Raw text -> prepare (SentencePiece) -> train-mt -> translate: <s> ... </s> rows in and
     out, decoded back to the raw text of four memorised pairs."""
-    from test_mt import EN, FR, mt_overrides
-
     raw = tmp_path / "raw"
     raw.mkdir()
     for split in ("train", "valid", "test"):
@@ -372,8 +378,14 @@ def test_sentencepiece_machine_translation_end_to_end(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
     args = ["prepare", str(raw), str(data), "--vocab-size", "120", "--workers", "1", "--tokenizer", "sentencepiece"]
     assert main(args) == 0
-    extra = ['objectives.mt=["en-fr"]', "model.dropout=0.0", "optim.lr=0.003", "optim.warmup_steps=10"]
-    assert main(["train-mt", *mt_overrides(data, run, [*extra, "train.save_every=0"], steps=80)]) == 0
+    overrides = [
+        f'data.path="{data}"', "data.max_tokens=300", "data.max_len=30", "model.emb_dim=32", "model.n_layers=2",
+        "model.n_heads=2", "model.max_positions=64", "model.dropout=0.0", "train.max_steps=80", f'train.out_dir="{run}"',
+        "train.eval_every=0", "train.save_every=0", "train.log_every=1", "train.progress=false",
+        "train.eval_at_start=false", 'eval.splits=["valid"]', "eval.max_sentences=8", "optim.warmup_steps=10",
+        "optim.lr=0.003", 'objectives.mt=["en-fr"]',
+    ]  # fmt: skip
+    assert main(["train-mt", *overrides]) == 0
     source, output = tmp_path / "in.en", tmp_path / "out.fr"
     source.write_text("\n".join([EN[0], "", EN[2]]) + "\n")
     capsys.readouterr()

@@ -5,8 +5,9 @@ every split (see :mod:`xlm.data.prepare`)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from xlm.fileio import status
 
 
 def _langs(text: str) -> list[str]:
@@ -27,11 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=int, help="size of the vocabulary to learn (special tokens included)")
     p.add_argument(
         "--tokenizer", choices=("bpe", "sentencepiece", "wordpiece"), default="bpe",
-        help="kind of vocabulary: bpe (XLM: Moses-normalized text, default), sentencepiece (XLM-R: raw text), "
+        help="kind of vocabulary: bpe (XLM: Moses-normalized text), sentencepiece (XLM-R: raw text), "
         "wordpiece (mBERT: BERT's normalizer); with --vocab the reused vocabulary's kind is taken",
     )  # fmt: skip
     p.add_argument(
-        "--sp-model-type", choices=("unigram", "bpe"), default="unigram", help="sentencepiece: model type (default unigram)"
+        "--sp-model-type", choices=("unigram", "bpe"), default="unigram", help="model type of a sentencepiece vocabulary"
     )
     p.add_argument("--langs", type=_langs, help="comma-separated languages to keep (default: all found)")
     p.add_argument(
@@ -51,6 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--cache-mb", type=int, default=128, help="memory for normalized lines seen before (0: off)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the normalized text in OUT_DIR/tmp")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace OUT_DIR when it holds data prepared otherwise (without it, such a folder is refused)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -72,10 +77,14 @@ def run(args: argparse.Namespace) -> int:
         cache_mb=args.cache_mb,
         tokenizer=args.tokenizer,
         sp_model_type=args.sp_model_type,
+        overwrite=args.overwrite,
     )
-    result = prepare(args.raw_dir, args.out_dir, opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = prepare(args.raw_dir, args.out_dir, opts, log=status)
     info = result.info
     print(language_table(info))
+    if result.up_to_date:
+        print(f"vocabulary: {info['vocab_size']} tokens (hash {info['vocab_hash']}); nothing to do -> {args.out_dir}")
+        return 0
     t = info["timings"]
     kind = info.get("vocab_kind", "bpe")
     what = f"{info['n_merges']} merges" if kind == "bpe" else kind

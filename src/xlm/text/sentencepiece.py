@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from xlm.errors import DataError
+from xlm.fileio import write_atomic
 from xlm.text.bpe import (
     LearnReport,
     _count_lines,
     _iter_files,
-    _write_atomic,
     iter_sampled,
     sample_line_counts,
     sample_sizes,
@@ -154,22 +154,13 @@ def write_sentencepiece_vocabulary(out_dir: str | Path, model: bytes, info: dict
     if len(mapping) != len(tokens):
         raise DataError(f"{out / SENTENCEPIECE_FILE}: a piece collides with a special token (<pad> or <mask>)")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic_bytes(out / SENTENCEPIECE_FILE, model)
-    _write_atomic(out / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
+    write_atomic(out / SENTENCEPIECE_FILE, model)
+    write_atomic(out / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
     if info is not None:
         info = {**info, "vocab_size": len(tokens)}
-        _write_atomic(out / SP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        write_atomic(out / SP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
     write_vocab_info(out, "sentencepiece", dict(SENTENCEPIECE_SPECIAL_TOKENS))
     return len(tokens)
-
-
-def _write_atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class SentencePieceTokenizer:

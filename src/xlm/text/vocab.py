@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from xlm.errors import DataError
+from xlm.fileio import write_atomic
 
 BOS_WORD, EOS_WORD, PAD_WORD, UNK_WORD = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_WORDS = [f"<special{i}>" for i in range(10)]
@@ -121,13 +121,7 @@ def read_vocab_info(directory: str | Path) -> tuple[str, dict[str, str]]:
 
 
 def write_vocab_info(directory: str | Path, kind: str, tokens: dict[str, str]) -> None:
-    d = Path(directory)
-    tmp = d / f".{VOCAB_INFO_FILE}.tmp{os.getpid()}"
-    try:
-        tmp.write_text(json.dumps({"kind": kind, "specials": tokens}, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, d / VOCAB_INFO_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(Path(directory) / VOCAB_INFO_FILE, json.dumps({"kind": kind, "specials": tokens}, indent=2) + "\n")
 
 
 @dataclass

@@ -19,11 +19,11 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from xlm.errors import DataError
+from xlm.fileio import write_atomic
 from xlm.text.bpe import (
     LearnReport,
     _count_lines,
     _iter_files,
-    _write_atomic,
     iter_sampled,
     sample_line_counts,
     sample_sizes,
@@ -127,10 +127,10 @@ def write_wordpiece(out_dir: str | Path, tokens: Sequence[str], info: dict | Non
     mapping = {t: i for i, t in enumerate(tokens)}
     if len(mapping) != len(tokens) or any(not t or any(c.isspace() for c in t) for t in tokens):
         raise DataError("WordPiece tokens must be unique, non-empty and without whitespace")
-    _write_atomic(out / WORDPIECE_FILE, "".join(f"{t}\n" for t in tokens))
-    _write_atomic(out / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
+    write_atomic(out / WORDPIECE_FILE, "".join(f"{t}\n" for t in tokens))
+    write_atomic(out / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
     if info is not None:
-        _write_atomic(out / WP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        write_atomic(out / WP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
     write_vocab_info(out, "wordpiece", dict(WORDPIECE_SPECIAL_TOKENS))
 
 
