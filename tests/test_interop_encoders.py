@@ -262,3 +262,18 @@ def test_imported_model_takes_any_language(tmp_path, built):
     named = load_pretrained(tmp_path / "named").info
     with pytest.raises(CheckpointError, match="not one of the model's languages"):
         named.lang_id("hi")
+
+
+def test_import_xlmr_from_pytorch_model_bin(tmp_path, built):
+    """Older transformers directories hold pytorch_model.bin: read with weights_only."""
+    from safetensors.torch import load_file
+
+    src = tmp_path / "bin"
+    shutil.copytree(built["hf_xlmr"], src)
+    torch.save(load_file(src / "model.safetensors"), src / "pytorch_model.bin")
+    (src / "model.safetensors").unlink()
+    import_hf(src, tmp_path / "ours")
+    ids, mask = hf_batch(built["hf_xlmr"])
+    assert (
+        our_logits(tmp_path / "ours", ids, mask) - hf_logits(load_hf(built["hf_xlmr"]), ids, mask)
+    ).abs().max() <= TOL
