@@ -323,7 +323,7 @@ def test_generation_uses_the_vocabulary_start_end_and_pad(beam):
     for i, n in enumerate(lengths.tolist()):
         src[i, :n] = torch.randint(4, 39, (n,))
         src[i, 0], src[i, n - 1] = sp.start, sp.end
-    tokens, out_len = generate(model, src, lengths, 0, 1, DecodeConfig(beam_size=beam, specials=sp))
+    tokens, out_len = generate(model, src, lengths, 0, 1, DecodeConfig(beam_size=beam), sp)
     for row, n in zip(tokens.tolist(), out_len.tolist()):
         assert row[0] == sp.start and row[n - 1] == sp.end and sp.end not in row[1 : n - 1]
         assert all(t == sp.pad for t in row[n:])
