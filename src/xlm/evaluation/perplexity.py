@@ -88,6 +88,7 @@ def lm_scores(
     pairs with at most ``max_len`` words a side) that ``split`` has; the others are left out.
     One generator seeded with ``seed`` masks them all, in that order."""
     gen = torch.Generator().manual_seed(seed)
+    pad = prepared.vocab.specials.pad
     scores: dict[tuple[str, str], LMScore] = {}
     for kind, langs in (("mlm", mlm), ("clm", clm)):
         for lang in langs:
@@ -95,7 +96,7 @@ def lm_scores(
                 continue
             rows = _stream_rows(prepared.mono(split, lang), bptt, max_rows)
             for i in range(0, len(rows), batch_rows):
-                tokens, lengths = pad_rows(rows[i : i + batch_rows])
+                tokens, lengths = pad_rows(rows[i : i + batch_rows], pad)
                 batch = Batch(tokens, lengths, torch.full_like(tokens, lang2id[lang]))
                 if kind == "mlm":
                     out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
@@ -113,7 +114,7 @@ def lm_scores(
         for i in range(0, len(ids), batch_rows):
             part = ids[i : i + batch_rows]
             batch = concat_pair(
-                sentence_rows(data.src, part, max_len), sentence_rows(data.tgt, part, max_len), lang2id[a], lang2id[b]
+                sentence_rows(data.src, part, max_len), sentence_rows(data.tgt, part, max_len), lang2id[a], lang2id[b], pad
             )
             out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
             scores.setdefault(("tlm", f"{a}-{b}"), LMScore()).add(out)
@@ -146,7 +147,7 @@ def evaluate_perplexity(
         raise XLMError(f"{prepared.directory}: no {split} split in any of the model's languages {sorted(info.lang2id)}")
     bptt = min(bptt, pretrained.model.cfg.max_positions)
     kinds = ("mlm", "clm") if objective == "both" else (objective,)
-    masking = MaskingConfig(word_pred=word_pred, vocab_size=len(pretrained.vocab))
+    masking = MaskingConfig.for_vocab(pretrained.vocab, word_pred, mask_prob=0.8, random_prob=0.1, keep_prob=0.1)
     pretrained.model.eval()
     scores = lm_scores(
         pretrained.model, prepared, info.lang2id, split, masking,

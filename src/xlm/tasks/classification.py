@@ -222,7 +222,9 @@ def encode_sets(
         encode = text_encoder(
             pretrained.directory, s.lang, pretrained.info.lowercase_and_remove_accent, cfg.pretokenized
         )
-        out.append(encode_set(s, encode, label2id, pretrained.info.lang_id(s.lang), cfg.max_len))
+        out.append(
+            encode_set(s, encode, label2id, pretrained.info.lang_id(s.lang), cfg.max_len, pretrained.vocab.specials)
+        )
     return out
 
 
