@@ -20,14 +20,14 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from xlm.checkpoint_io import save_checkpoint
-from xlm.errors import CheckpointError, DataError
+from xlm.errors import CheckpointError
 from xlm.fileio import write_json
 from xlm.model.pretrained import MODEL_JSON, WEIGHTS, ModelInfo
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, write_vocab_info
+from xlm.text.bpe import write_merges
+from xlm.text.vocab import VOCAB_FILE, write_vocab_info
 
 SAFE_GLOBALS: list[Any] = [argparse.Namespace]
-TRANSLATION_ARCHITECTURE = "encoder-decoder"  # model.json "architecture" of a translation checkpoint
 
 
 # --------------------------------------------------------------------------- sizes
@@ -166,14 +166,6 @@ class VocabFiles:
             write_json(directory / name, data)
         for name, text in self.texts.items():
             (directory / name).write_text(text, encoding="utf-8")
-
-
-def write_merges(directory: Path, merges: list[tuple[str, str]]) -> None:
-    """``merges.txt``: one ``a b`` line per merge, in rank order."""
-    for a, b in merges:
-        if not a or not b or any(c.isspace() for c in a + b):
-            raise DataError(f"invalid merge {a!r} {b!r}")
-    (directory / MERGES_FILE).write_text("".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:

@@ -31,7 +31,6 @@ from xlm.checkpoint_io import read_json, state_dict_for_saving
 from xlm.errors import CheckpointError
 from xlm.fileio import replace_directory, write_json
 from xlm.interop.common import (
-    TRANSLATION_ARCHITECTURE,
     VocabFiles,
     check_output_dir,
     check_sizes,
@@ -41,8 +40,9 @@ from xlm.interop.common import (
 from xlm.interop.encoders import MODEL_TYPES, export_encoder, import_encoder
 from xlm.interop.layout import from_xlm_layout, to_xlm_layout
 from xlm.interop.original import merges_outside_vocab, outside_note
-from xlm.model.pretrained import MODEL_JSON, ModelInfo, load_pretrained
+from xlm.model.pretrained import ENCODER_DECODER, MODEL_JSON, ModelInfo, load_pretrained
 from xlm.model.transformer import ModelConfig
+from xlm.text.bpe import read_merges
 from xlm.text.vocab import (
     BOS_INDEX,
     BOS_WORD,
@@ -208,7 +208,7 @@ class ExportReport:
 def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> ExportReport:
     """Write checkpoint ``checkpoint`` (ours) as a Hugging Face XLM directory ``out``."""
     model_json = Path(checkpoint) / MODEL_JSON
-    if model_json.is_file() and read_json(model_json).get("architecture") == TRANSLATION_ARCHITECTURE:
+    if model_json.is_file() and read_json(model_json).get("architecture") == ENCODER_DECODER:
         raise CheckpointError(f"{checkpoint}: a translation model (encoder-decoder) cannot be exported: transformers' XLM is encoder-only")
     pre = load_pretrained(checkpoint)
     if pre.info.config.arch != "xlm":
@@ -384,15 +384,7 @@ def read_hf_merges(directory: Path) -> list[tuple[str, str]]:
             "original BPE codes (`xlm import original ... --codes CODES`, or copy the codes' first two columns "
             "into merges.txt)"
         )
-    merges = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        if not line.strip() or (n == 1 and line.startswith("#version")):
-            continue
-        parts = line.split()
-        if len(parts) < 2:
-            raise CheckpointError(f"{path}:{n}: expected a merge 'a b', got {line!r}")
-        merges.append((parts[0], parts[1]))
-    return merges
+    return read_merges(path)
 
 
 @dataclass

@@ -25,7 +25,6 @@ from torch import Tensor
 
 from xlm.errors import CheckpointError, DataError
 from xlm.interop.common import (
-    TRANSLATION_ARCHITECTURE,
     VocabFiles,
     check_output_dir,
     check_sizes,
@@ -36,7 +35,7 @@ from xlm.interop.common import (
     verify_layout,
 )
 from xlm.interop.layout import from_xlm_layout
-from xlm.model.pretrained import ModelInfo
+from xlm.model.pretrained import ENCODER_DECODER, ModelInfo
 from xlm.model.transformer import ModelConfig
 from xlm.text.vocab import END_OF_WORD, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS
 
@@ -279,7 +278,7 @@ def translation_state(encoder: OriginalModel, decoder: OriginalModel, source: st
         raise CheckpointError(f"{source}: encoder and decoder differ in more than their depth (encoder, decoder): {diff}")
     state = {f"encoder.{k}": v for k, v in encoder.state.items()}
     state.update({f"decoder.{k}": v for k, v in decoder.state.items()})
-    extra = {"architecture": TRANSLATION_ARCHITECTURE, "decoder_layers": decoder.config.n_layers, "share_embeddings": False}
+    extra = {"architecture": ENCODER_DECODER, "decoder_layers": decoder.config.n_layers, "share_embeddings": False}
     return state, extra
 
 

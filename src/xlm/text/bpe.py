@@ -203,13 +203,18 @@ def write_vocabulary(
     mapping = {t: i for i, t in enumerate(tokens)}
     if len(mapping) != len(tokens):
         raise DataError("duplicate tokens in the vocabulary")
-    for a, b in merges:
-        if not a or not b or any(c.isspace() for c in a + b):
-            raise DataError(f"invalid merge {a!r} {b!r}")
-    write_atomic(d / MERGES_FILE, "".join(f"{a} {b}\n" for a, b in merges))
+    write_merges(d, merges)
     write_atomic(d / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
     if info is not None:
         write_atomic(d / BPE_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_merges(directory: str | Path, merges: Sequence[tuple[str, str]]) -> None:
+    """``merges.txt``: one ``a b`` line per merge, in rank order (the one merges writer)."""
+    for a, b in merges:
+        if not a or not b or any(c.isspace() for c in a + b):
+            raise DataError(f"invalid merge {a!r} {b!r}")
+    write_atomic(Path(directory) / MERGES_FILE, "".join(f"{a} {b}\n" for a, b in merges))
 
 
 def read_merges(path: Path) -> list[tuple[str, str]]:
