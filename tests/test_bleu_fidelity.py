@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -237,10 +236,10 @@ def test_training_time_bleu_equals_evaluate_bleu_on_the_same_checkpoint(tmp_path
 
 
 def test_decode_setting_round_trip_and_default():
-    cfg = DecodeConfig(3, 0.7, True, 1.2, 4)
+    cfg = DecodeConfig(beam_size=3, length_penalty=0.7, early_stopping=True, max_len_a=1.2, max_len_b=4)
     assert DecodeConfig.from_json(cfg.to_json()) == cfg
     assert DecodeConfig.from_json(None) == EVAL_DECODE == DecodeConfig(max_len_a=1.5, max_len_b=10)
-    assert cfg.override(beam_size=None, max_len_b=7) == DecodeConfig(3, 0.7, True, 1.2, 7)
+    assert cfg.override(beam_size=None, max_len_b=7) == cfg.model_copy(update={"max_len_b": 7})
 
 
 def test_stopping_on_raw_bleu_without_raw_references_is_a_clear_error(tmp_path):
@@ -281,6 +280,6 @@ def test_an_output_does_not_depend_on_the_sentences_batched_with_it(beam):
     together = translate_rows(model, [short, long], 0, 1, cfg, "cpu")
     assert together[0] == alone[0] and len(alone[0]) + 2 == 1.0 * len(short) + 2
     # back-translation keeps the original's one limit per batch, from its longest source
-    per_batch = replace(cfg, sentence_limits=False)
+    per_batch = cfg.override(sentence_limits=False)
     assert translate_rows(model, [short], 0, 1, per_batch, "cpu") == alone
     assert len(translate_rows(model, [short, long], 0, 1, per_batch, "cpu")[0]) > len(alone[0])

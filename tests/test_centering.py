@@ -121,13 +121,13 @@ def test_means_are_computed_stored_loaded_and_subtracted(checkpoint, bpe_data, t
     pre = load_pretrained(checkpoint)  # the checksums, the new file's included, verify
     ids = _fr_ids(tiny_corpus, _sentences(tiny_corpus, 12))
     for pooling, layers in (("first", (-1,)), ("mean", (1, 2)), ("mean", (0,))):
-        raw = SentenceEncoder(pre, "fr", EmbedOptions(pooling, layers, center=False)).encode_ids(ids)
-        centered = SentenceEncoder(pre, "fr", EmbedOptions(pooling, layers)).encode_ids(ids)
+        raw = SentenceEncoder(pre, "fr", EmbedOptions(pooling=pooling, layers=layers, center=False)).encode_ids(ids)
+        centered = SentenceEncoder(pre, "fr", EmbedOptions(pooling=pooling, layers=layers)).encode_ids(ids)
         mean = mean_for(back, "fr", pooling, layers)
         resolved = [N_LAYERS] if layers == (-1,) else list(layers)
         np.testing.assert_allclose(mean, back.means[(pooling, "fr")][resolved].mean(0).numpy(), atol=1e-6)
         np.testing.assert_allclose(raw - centered, np.broadcast_to(mean, raw.shape), atol=1e-5)
-    enc = SentenceEncoder(pre, "fr", EmbedOptions("mean"))
+    enc = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean"))
     assert enc.centering_kind(12) == "stored"
     centered = enc.encode_ids(ids)
     np.testing.assert_array_equal(enc.center_set(centered), centered)  # stored means: no second centering
@@ -217,8 +217,8 @@ def test_without_stored_means_sets_are_centered_on_themselves(checkpoint, tmp_pa
     text = tmp_path / "fr.txt"
     text.write_text("".join(" ".join(f"f{w}" for w in s) + "\n" for s in sents), encoding="utf-8")
     pre = load_pretrained(checkpoint)
-    raw = SentenceEncoder(pre, "fr", EmbedOptions("mean", center=False)).encode_ids(_fr_ids(tiny_corpus, sents))
-    enc = SentenceEncoder(pre, "fr", EmbedOptions("mean"))
+    raw = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean", center=False)).encode_ids(_fr_ids(tiny_corpus, sents))
+    enc = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean"))
     np.testing.assert_array_equal(enc.encode_ids(_fr_ids(tiny_corpus, sents)), raw)  # nothing stored: the API gives raw vectors
     np.testing.assert_allclose(enc.center_set(raw), raw - raw.mean(0), atol=1e-6)
 
@@ -251,7 +251,7 @@ def test_without_stored_means_sets_are_centered_on_themselves(checkpoint, tmp_pa
     # retrieval: each evaluated set minus its own mean
     tsv = tmp_path / "en-fr.tsv"
     tsv.write_text("".join(" ".join(f"e{w}" for w in s) + "\t" + " ".join(f"f{w}" for w in s) + "\n" for s in sents))
-    raw_en = SentenceEncoder(pre, "en", EmbedOptions("mean", center=False)).encode_text(
+    raw_en = SentenceEncoder(pre, "en", EmbedOptions(pooling="mean", center=False)).encode_text(
         [line.split("\t")[0] for line in tsv.read_text().splitlines()]
     )
     from xlm.evaluation.retrieval import retrieval_metrics

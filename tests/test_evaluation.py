@@ -177,19 +177,19 @@ def test_embeddings_are_order_and_batch_independent(checkpoint):
     rng = np.random.default_rng(5)
     sents = [rng.integers(14, 54, size=int(n)) for n in rng.integers(1, 20, size=25)]
     for pooling in ("first", "mean"):
-        batched = SentenceEncoder(pre, "en", EmbedOptions(pooling, (-1,), max_tokens=40)).encode_ids(sents)
-        alone = np.stack([SentenceEncoder(pre, "en", EmbedOptions(pooling, (-1,))).encode_ids([s])[0] for s in sents])
+        batched = SentenceEncoder(pre, "en", EmbedOptions(pooling=pooling, layers=(-1,), max_tokens=40)).encode_ids(sents)
+        alone = np.stack([SentenceEncoder(pre, "en", EmbedOptions(pooling=pooling, layers=(-1,))).encode_ids([s])[0] for s in sents])
         np.testing.assert_allclose(batched, alone, atol=1e-5)
     # mean pooling over the last layer, by hand
     s = sents[0]
     tokens = torch.tensor([[1, *s.tolist(), 1]])
     with torch.no_grad():
         h = pre.model(tokens, torch.tensor([tokens.shape[1]]), torch.full_like(tokens, pre.info.lang2id["en"]))
-    got = SentenceEncoder(pre, "en", EmbedOptions("mean", (-1,), center=False)).encode_ids([s])[0]
+    got = SentenceEncoder(pre, "en", EmbedOptions(pooling="mean", layers=(-1,), center=False)).encode_ids([s])[0]
     np.testing.assert_allclose(got, h[0].mean(0).numpy(), atol=1e-5)
     # averaging layers: the mean of the single-layer vectors
-    one = [SentenceEncoder(pre, "en", EmbedOptions("first", (j,))).encode_ids(sents) for j in (0, 1, 2)]
-    avg = SentenceEncoder(pre, "en", EmbedOptions("first", (0, 1, 2))).encode_ids(sents)
+    one = [SentenceEncoder(pre, "en", EmbedOptions(pooling="first", layers=(j,))).encode_ids(sents) for j in (0, 1, 2)]
+    avg = SentenceEncoder(pre, "en", EmbedOptions(pooling="first", layers=(0, 1, 2))).encode_ids(sents)
     np.testing.assert_allclose(avg, np.mean(one, axis=0), atol=1e-5)
     assert not np.allclose(one[0], one[2])
 
@@ -198,8 +198,8 @@ def test_bf16_embeddings_stay_close_to_fp32_and_come_back_as_float32(checkpoint)
     pre = load_pretrained(checkpoint)
     rng = np.random.default_rng(6)
     sents = [rng.integers(14, 54, size=int(n)) for n in rng.integers(1, 20, size=12)]
-    fp32 = SentenceEncoder(pre, "en", EmbedOptions("mean", (-1,))).encode_ids(sents)
-    bf16 = SentenceEncoder(pre, "en", EmbedOptions("mean", (-1,), precision="bf16")).encode_ids(sents)
+    fp32 = SentenceEncoder(pre, "en", EmbedOptions(pooling="mean", layers=(-1,))).encode_ids(sents)
+    bf16 = SentenceEncoder(pre, "en", EmbedOptions(pooling="mean", layers=(-1,), precision="bf16")).encode_ids(sents)
     assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # bf16 really ran
     cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert cos.min() > 0.99
@@ -227,7 +227,7 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys, t
     vecs = np.load(out, allow_pickle=False)
     assert vecs.shape == (24, 32) and vecs.dtype == np.float32
     pre = load_pretrained(checkpoint)
-    direct = SentenceEncoder(pre, "fr", EmbedOptions("mean", (-1,), center=False)).encode_ids([[tiny_corpus.word_id("fr", w) for w in s] for s in sents])
+    direct = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean", layers=(-1,), center=False)).encode_ids([[tiny_corpus.word_id("fr", w) for w in s] for s in sents])
     np.testing.assert_allclose(vecs, direct, atol=1e-5)  # text -> normalize -> BPE -> the same ids
     out16 = tmp_path / "vec16.npy"
     assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out16), "--pooling", "mean", "--layers", "-1", "--precision", "bf16", "--no-center"]) == 0

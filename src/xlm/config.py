@@ -28,6 +28,14 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+class Settings(Config):
+    """Settings made in code rather than read from a TOML file (decoding, noise, masking,
+    sentence vectors): typed and validated like the configs (a bad value is a ``ValueError``
+    naming the field), frozen, built by keyword."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():

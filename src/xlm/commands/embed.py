@@ -47,9 +47,9 @@ def embed_options(args: argparse.Namespace, progress: bool | None = None):
     if args.max_tokens < 1:
         raise DataError("--max-tokens must be positive")
     return EmbedOptions(
-        args.pooling,
-        parse_layers(args.layers) if args.layers is not None else None,
-        args.max_tokens,
+        pooling=args.pooling,
+        layers=parse_layers(args.layers) if args.layers is not None else None,
+        max_tokens=args.max_tokens,
         progress=progress,
         precision=args.precision,
         center=getattr(args, "center", True),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from xlm.config import Settings
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.dataset import MonolingualData
 from xlm.errors import XLMError
@@ -53,8 +53,9 @@ DEFAULT_POOLING: Pooling = "mean"
 DEFAULT_LAYERS: tuple[int, ...] = (0,)
 
 
-@dataclass(frozen=True)
-class EmbedOptions:
+class EmbedOptions(Settings):
+    """How sentence vectors are made."""
+
     pooling: Pooling | None = None  # None: the checkpoint's recommendation (see default_embedding)
     layers: tuple[int, ...] | None = None
     max_tokens: int = 8_000  # padded tokens per batch
@@ -96,7 +97,7 @@ def resolve_options(options: EmbedOptions, info: Any) -> EmbedOptions:
     if options.pooling is not None and options.layers is not None:
         return options
     pooling, layers = default_embedding(info)
-    return replace(options, pooling=options.pooling or pooling, layers=options.layers or layers)
+    return options.model_copy(update={"pooling": options.pooling or pooling, "layers": options.layers or layers})
 
 
 def resolve_layers(layers: Sequence[int], n_layers: int) -> list[int]:

@@ -20,33 +20,29 @@ running hypothesis can still score better. Beam size 1 gives the greedy output (
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
+from xlm.config import Settings
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.model.seq2seq import EncoderDecoder, Translator
 from xlm.model.transformer import KVCache
 from xlm.text.vocab import XLM_SPECIALS, Specials
 
 
-@dataclass(frozen=True)
-class DecodeConfig:
-    beam_size: int = 1
+class DecodeConfig(Settings):
+    beam_size: int = Field(1, ge=1)
     length_penalty: float = 1.0
     early_stopping: bool = False
     max_len_a: float = 1.3  # output length limit: a * source length + b (the original's 1.3 L + 5)
     max_len_b: int = 5
     use_cache: bool = True
     sentence_limits: bool = True  # False: one limit per batch, from its longest source (the original's)
-
-    def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError("beam_size must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         """The setting recorded with a translation checkpoint (``model.json``, ``extra.decode``)."""
@@ -61,7 +57,7 @@ class DecodeConfig:
 
     def override(self, **changes: Any) -> DecodeConfig:
         """This setting with the changes that are not None (command-line options given)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        return type(self)(**{**self.model_dump(), **{k: v for k, v in changes.items() if v is not None}})
 
 
 DECODE_KEYS = ("beam_size", "length_penalty", "early_stopping", "max_len_a", "max_len_b")

@@ -13,20 +13,20 @@ deterministic and training resumes exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
+from xlm.config import Settings
 from xlm.text.vocab import MASK_INDEX, N_SPECIAL, Vocabulary
 
 
-@dataclass(frozen=True)
-class MaskingConfig:
-    word_pred: float = 0.15
-    mask_prob: float = 0.8
-    random_prob: float = 0.1
-    keep_prob: float = 0.1
+class MaskingConfig(Settings):
+    word_pred: float = Field(0.15, gt=0.0, lt=1.0)
+    mask_prob: float = Field(0.8, ge=0.0, le=1.0)
+    random_prob: float = Field(0.1, ge=0.0, le=1.0)
+    keep_prob: float = Field(0.1, ge=0.0, le=1.0)
     mask_index: int = MASK_INDEX
     vocab_size: int = 0
     n_special: int = N_SPECIAL  # random replacements are drawn from ids [n_special, word_end)
@@ -36,14 +36,15 @@ class MaskingConfig:
     def for_vocab(cls, vocab: Vocabulary, word_pred: float, mask_prob: float, random_prob: float, keep_prob: float) -> MaskingConfig:
         """The vocabulary's mask id and ordinary-token range (XLM's: 5, [14, V))."""
         return cls(
-            word_pred, mask_prob, random_prob, keep_prob, vocab.specials.mask, len(vocab), vocab.words_start, vocab.words_end
-        )
+            word_pred=word_pred, mask_prob=mask_prob, random_prob=random_prob, keep_prob=keep_prob,
+            mask_index=vocab.specials.mask, vocab_size=len(vocab), n_special=vocab.words_start, word_end=vocab.words_end,
+        )  # fmt: skip
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> MaskingConfig:
         if abs(self.mask_prob + self.random_prob + self.keep_prob - 1.0) > 1e-6:
-            raise ValueError("mask/random/keep probabilities must sum to 1")
-        if not 0.0 < self.word_pred < 1.0:
-            raise ValueError("word_pred must be in (0, 1)")
+            raise ValueError("mask_prob + random_prob + keep_prob must sum to 1")
+        return self
 
 
 def frequency_weights(counts: Tensor, alpha: float, words: tuple[int, int] | None = None) -> Tensor:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
+from xlm.config import Settings
 from xlm.data.batching import pad_rows
 from xlm.model.transformer import length_mask
 from xlm.objectives.language_modeling import LossOutput
@@ -30,21 +33,17 @@ from xlm.text.vocab import EOS_INDEX, MASK_INDEX, N_SPECIAL, Vocabulary
 # --------------------------------------------------------------------------- noise
 
 
-@dataclass(frozen=True)
-class NoiseConfig:
+ShuffleDistance = Annotated[float, Field(ge=0.0)]  # k: a word moves at most k-1 positions; 0 disables
+NoiseProbability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class NoiseConfig(Settings):
     """Denoising auto-encoder corruption (the XLM defaults: k=3, p_drop=0.1, p_blank=0.1)."""
 
-    word_shuffle: float = 3.0  # k: a word moves at most k-1 positions; 0 disables
-    word_dropout: float = 0.1
-    word_blank: float = 0.1
+    word_shuffle: ShuffleDistance = 3.0
+    word_dropout: NoiseProbability = 0.1
+    word_blank: NoiseProbability = 0.1
     blank_index: int = MASK_INDEX
-
-    def __post_init__(self) -> None:
-        if self.word_shuffle < 0:
-            raise ValueError("word_shuffle must be >= 0")
-        for name in ("word_dropout", "word_blank"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1)")
 
 
 def shuffle_words(words: np.ndarray, k: float, rng: np.random.Generator) -> np.ndarray:

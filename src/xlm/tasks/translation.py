@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import field_validator, model_validator
+from pydantic import field_validator
 from torch import nn
 
 from xlm.config import Config, ConfigError
@@ -35,7 +35,9 @@ from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, 
 from xlm.model.transformer import ModelConfig
 from xlm.objectives.translation import (
     NoiseConfig,
+    NoiseProbability,
     PairBatch,
+    ShuffleDistance,
     add_noise_rows,
     make_pair_batch,
     smoothing_excluded,
@@ -126,9 +128,9 @@ class MTObjectivesConfig(Config):
     mt_weight: float | str = 1.0
     ae_weight: float | str = 1.0
     bt_weight: float | str = 1.0
-    word_shuffle: float = 3.0
-    word_dropout: float = 0.1
-    word_blank: float = 0.1
+    word_shuffle: ShuffleDistance = 3.0  # denoising (see NoiseConfig)
+    word_dropout: NoiseProbability = 0.1
+    word_blank: NoiseProbability = 0.1
     bt_max_len_a: float = 1.3  # back-translations are at most a * L + b tokens
     bt_max_len_b: int = 5
     label_smoothing: float = 0.0
@@ -156,11 +158,6 @@ class MTObjectivesConfig(Config):
     def _weight(cls, v: float | str) -> float | str:
         parse_schedule(v)
         return v
-
-    @model_validator(mode="after")
-    def _noise(self) -> MTObjectivesConfig:
-        self.noise()
-        return self
 
     def noise(self, blank_index: int = MASK_INDEX) -> NoiseConfig:
         """The denoising auto-encoder's corruption (blanks are the vocabulary's mask id)."""
