@@ -34,6 +34,7 @@ from xlm.data.dataset import PREPARE_FILE
 from xlm.errors import DataError
 from xlm.text.bpe import BPE_INFO_FILE, BPETokenizer, learn_bpe, vocab_settings
 from xlm.text.normalize import Normalizer, normalize_raw_lines
+from xlm.text.segment import segmenter_versions
 from xlm.text.vocab import MERGES_FILE, VOCAB_FILE
 
 SPLITS = ("train", "valid", "test")
@@ -427,6 +428,7 @@ def _run(
         "vocab_hash": tokenizer.vocab.hash,
         "n_merges": tokenizer.n_merges,
         "bpe": bpe_info,
+        "segmenters": segmenter_versions(languages),  # zh/ja/th: which word segmenter, which version
         "inputs": input_fingerprint(files),
         "workers": opts.workers,
         "timings": {k: round(v, 2) for k, v in timings.items()},

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from xlm.errors import DataError
 from xlm.text.normalize import Normalizer
+from xlm.text.segment import join_thai
 from xlm.text.vocab import (
     END_OF_WORD,
     MERGES_FILE,
@@ -381,7 +382,10 @@ class TextEncoder:
 
 
 def detokenize(text: str, detokenizer: MosesDetokenizer) -> str:
-    """Undo Moses tokenization of a space-separated token string."""
+    """Undo Moses tokenization (or Thai word segmentation) of a space-separated token string;
+    Moses joins Chinese and Japanese words itself."""
+    if detokenizer.lang == "th":
+        return join_thai(text.split())
     return detokenizer.detokenize(text.split())
 
 
