@@ -1075,6 +1075,13 @@ def attribution_md(pk: Packages, counts: dict[str, Counter]) -> str:
         "community (MPL-2.0); GNOME, GTK, GLib, GIMP, Gnumeric, Pidgin, dpkg, APT and other",
         "projects' translation teams (GPL/LGPL as listed); FreeDict (https://freedict.org).",
         "",
+        "## `data/xnli15/`",
+        "",
+        "The XNLI-15 additions (zh, ja, th, ar, el, bg, tr, vi) are built by",
+        "`scripts/build_xnli15.py` from the gettext catalogs of the desktop packages listed",
+        "above except Inkscape and GIMP (42 packages): the same packages, licences and",
+        "copyright holders.  Package versions and per-package counts: `data/xnli15/README.md`.",
+        "",
     ]
     return "\n".join(lines)
 
