@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probs", action="store_true", help="also print every label's probability")
     p.add_argument("--pretokenized", action="store_true", help="input is already normalized and BPE-split")
     p.add_argument("--max-len", type=int, default=256, help="tokens per example (longer texts are truncated)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     add_precision_option(p)
     p.set_defaults(func=run)
 

@@ -11,17 +11,17 @@ from xlm.commands.embed import add_precision_option
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ppl", help="MLM / CLM perplexity per language on a binarized split")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
     p.add_argument("--data", type=Path, required=True, help="an `xlm prepare` directory (same vocabulary as the model)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="binarized split of --data")
     p.add_argument("--langs", default="", help="comma-separated languages (default: every model language with the split)")
-    p.add_argument("--objective", choices=("mlm", "clm", "both"), default="both")
+    p.add_argument("--objective", choices=("mlm", "clm", "both"), default="both", help="which perplexity to measure")
     p.add_argument("--bptt", type=int, default=256, help="tokens per evaluated row (capped at the model's positions)")
     p.add_argument("--max-rows", type=int, default=0, help="rows per language (0: the whole split)")
     p.add_argument("--seed", type=int, default=1234, help="masking seed (MLM)")
     p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart of perplexity per language")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     add_precision_option(p)
     p.set_defaults(func=run)
 

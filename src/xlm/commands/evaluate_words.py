@@ -12,7 +12,7 @@ from xlm.errors import XLMError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("words", help="word translation and word similarity from the embedding table")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
     p.add_argument(
         "--dict",
         action="append",
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="an `xlm prepare` directory: its --vocab-split's most frequent words are the candidates",
     )
-    p.add_argument("--vocab-split", default="train")
+    p.add_argument("--vocab-split", default="train", help="split of --vocab-data whose word counts rank the candidates")
     p.add_argument(
         "--corpus-text",
         action="append",
@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LANG=FILE",
         help="raw text of LANG whose most frequent words are the candidates",
     )
-    p.add_argument("--max-vocab", type=int, default=20000, help="frequent words kept per language (default 20000)")
-    p.add_argument("--csls-k", type=int, default=10)
+    p.add_argument("--max-vocab", type=int, default=20000, help="frequent words kept per language")
+    p.add_argument("--csls-k", type=int, default=10, help="neighbours in the CSLS hubness correction")
     p.add_argument(
         "--vectors",
         choices=("table", "encoder"),
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart of P@k per language pair")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     p.set_defaults(func=run)  # fmt: skip
 
 
