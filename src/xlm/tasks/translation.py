@@ -15,6 +15,7 @@ checkpoints, resume and ``torchrun`` come from :class:`~xlm.training.trainer.Tra
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 from pydantic import field_validator, model_validator
 from torch import nn
 
-from xlm.config import Config, ConfigError
+from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Rate
 from xlm.data.batching import PairBatcher, sentence_rows
 from xlm.data.dataset import ParallelData, PreparedData
 from xlm.errors import CheckpointError
@@ -48,13 +49,14 @@ def parse_schedule(value: float | str) -> list[tuple[int, float]]:
     """``1.0`` or ``"0.5"`` -> constant; ``"0:1,100000:0.1"`` -> (step, weight) points, linear
     in between and constant outside (the original's ``lambda_*`` syntax)."""
     if isinstance(value, (int, float)):
-        return [(0, float(value))]
+        return _constant_weight(float(value), value)
     text = value.strip()
     if ":" not in text:
         try:
-            return [(0, float(text))]
+            weight = float(text)
         except ValueError:
             raise ValueError(f"{value!r} is neither a weight nor a schedule like '0:1,100000:0.1'") from None
+        return _constant_weight(weight, value)
     points = []
     for part in text.split(","):
         try:
@@ -64,9 +66,15 @@ def parse_schedule(value: float | str) -> list[tuple[int, float]]:
             raise ValueError(f"{part!r} in {value!r} is not 'step:weight'") from None
     if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
         raise ValueError(f"schedule {value!r}: steps must increase")
-    if any(w < 0 for _, w in points):
+    if any(not w >= 0 or math.isinf(w) for _, w in points):
         raise ValueError(f"schedule {value!r}: weights must be >= 0")
     return points
+
+
+def _constant_weight(weight: float, value: float | str) -> list[tuple[int, float]]:
+    if not 0 <= weight < math.inf:
+        raise ValueError(f"weight {value!r} must be within [0, inf)")
+    return [(0, weight)]
 
 
 def schedule_value(points: list[tuple[int, float]], step: int) -> float:
@@ -83,15 +91,15 @@ def schedule_value(points: list[tuple[int, float]], step: int) -> float:
 
 class MTDataConfig(Config):
     path: str = "runs/demo/data"  # a directory written by `xlm prepare`
-    max_tokens: int = 3000  # token budget of a batch: source + target rows, padded
-    max_len: int = 100  # words kept per sentence (longer ones are truncated)
+    max_tokens: Count = 3000  # token budget of a batch: source + target rows, padded
+    max_len: Count = 100  # words kept per sentence (longer ones are truncated)
 
 
 class MTModelConfig(ModelConfig):
     """The encoder's sizes (ignored, but for dropout, when initialising from a pretrained
     model, whose sizes are used), plus the decoder's depth and embedding sharing."""
 
-    decoder_layers: int = 0  # 0: as many as the encoder
+    decoder_layers: NonNegativeInt = 0  # 0: as many as the encoder
     share_embeddings: bool = False  # one embedding matrix for encoder and decoder
 
     def encoder_config(self) -> ModelConfig:
@@ -118,12 +126,12 @@ class MTObjectivesConfig(Config):
     mt_weight: float | str = 1.0
     ae_weight: float | str = 1.0
     bt_weight: float | str = 1.0
-    word_shuffle: float = 3.0
-    word_dropout: float = 0.1
-    word_blank: float = 0.1
-    bt_max_len_a: float = 1.3  # back-translations are at most a * L + b tokens
-    bt_max_len_b: int = 5
-    label_smoothing: float = 0.0
+    word_shuffle: NonNegative = 3.0
+    word_dropout: Rate = 0.1
+    word_blank: Rate = 0.1
+    bt_max_len_a: NonNegative = 1.3  # back-translations are at most a * L + b tokens
+    bt_max_len_b: NonNegativeInt = 5
+    label_smoothing: Rate = 0.0
 
     @field_validator("mt")
     @classmethod
@@ -158,12 +166,12 @@ class MTObjectivesConfig(Config):
 class MTEvalConfig(Config):
     splits: list[str] = ["valid", "test"]
     directions: list[str] = []  # empty: every direction that is trained (mt, and both hops of bt)
-    max_sentences: int = 500  # per direction and split; 0: all
-    beam_size: int = 1
-    length_penalty: float = 1.0
+    max_sentences: NonNegativeInt = 500  # per direction and split; 0: all
+    beam_size: Count = 1
+    length_penalty: float = 1.0  # any finite value (scores are log p / length**this)
     early_stopping: bool = False
-    max_len_a: float = 1.5
-    max_len_b: int = 10
+    max_len_a: NonNegative = 1.5
+    max_len_b: NonNegativeInt = 10
     save_hypotheses: bool = True  # write OUT/hypotheses/{split}.{src}-{tgt}.txt at each evaluation
 
 

@@ -37,8 +37,8 @@ def run_task(
     Rank 0 writes ``config.toml`` into the run folder, prints ``describe(task, ...)`` and, after
     training, calls ``on_end(task, run folder)``."""
     tcfg = cfg.train  # type: ignore[attr-defined]
-    env = init_distributed(pick_device(tcfg.device))
-    device = pick_device(tcfg.device, env.local_rank)
+    env = init_distributed(pick_device(tcfg.device, option="train.device="))
+    device = pick_device(tcfg.device, env.local_rank, "train.device=")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
