@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from xlm.commands.embed import add_precision_option
+from xlm.commands.options import add_device_option, count, non_negative_int
 from xlm.errors import DataError
 
 
@@ -20,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prepared", type=Path, required=True, help="an `xlm prepare` directory with the same vocabulary")
     p.add_argument("--split", default="train", help="monolingual split to average (default train)")
     p.add_argument(
-        "--max-sentences", type=int, default=5000,
+        "--max-sentences", type=non_negative_int, default=5000,
         help="evenly spaced sentences per language (default 5000; 0: all)",
     )  # fmt: skip
-    p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch (default 8000)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch (default 8000)")
+    add_device_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from xlm.commands.embed import add_precision_option
+from xlm.commands.options import add_device_option, int_at_least
 from xlm.text.lines import line_batches
 
 BATCH_LINES = 512
@@ -20,18 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lang", required=True, help="language of the input")
     p.add_argument("--probs", action="store_true", help="also print every label's probability")
     p.add_argument("--pretokenized", action="store_true", help="input is already normalized and BPE-split")
-    p.add_argument("--max-len", type=int, default=256, help="tokens per example (longer texts are truncated)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-len", type=int_at_least(2), default=256, help="tokens per example (longer texts are truncated)")
+    add_device_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from xlm.data.classification import build_row
+    from xlm.devices import resolve_device
     from xlm.model.precision import inference_autocast
     from xlm.tasks.classification import load_classifier, text_encoder
 
-    clf = load_classifier(args.model, args.device)
+    clf = load_classifier(args.model, resolve_device(args.device))
     clf.info.lang_id(args.lang)
     encode = text_encoder(clf.pretrained.directory, args.lang, clf.info.lowercase_and_remove_accent, args.pretokenized)
     max_len = min(args.max_len, clf.info.config.max_positions)

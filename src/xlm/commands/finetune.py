@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from xlm.commands.options import non_negative_int
 from xlm.config import ConfigError, load_config, validate_config
 from xlm.data.classification import FORMATS
 
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--eval-format", choices=FORMATS, help="format of the valid/test files (e.g. xnli)")
     c.add_argument("--pretokenized", action="store_true", default=None, help="text is already normalized and BPE-split")
     c.add_argument("--random-init", action="store_true", default=None, help="baseline: the same architecture, fresh weights")
-    c.add_argument("--epochs", type=int, help="passes over the training data")
+    c.add_argument("--epochs", type=non_negative_int, help="passes over the training data")
     c.add_argument("--out", help="run folder: checkpoints, best/ (the best epoch), final/")
     c.add_argument("--json", help="write {language: accuracy, ..., 'average': ...} (accuracy in %%)")
     c.add_argument("--plot", help="write a PNG bar chart of the accuracies")

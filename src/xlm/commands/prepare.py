@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from xlm.commands.options import count, non_negative, non_negative_int
+
 
 def _langs(text: str) -> list[str]:
     langs = [x.strip() for x in text.split(",") if x.strip()]
@@ -23,20 +25,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("raw_dir", type=Path, help="directory of raw text files")
     p.add_argument("out_dir", type=Path, help="output directory (vocabulary, binarized splits, prepare.json)")
-    p.add_argument("--vocab-size", type=int, help="size of the BPE vocabulary to learn (special tokens included)")
+    p.add_argument("--vocab-size", type=count, help="size of the BPE vocabulary to learn (special tokens included)")
     p.add_argument("--langs", type=_langs, help="comma-separated languages to keep (default: all found)")
-    p.add_argument("--alpha", type=float, default=0.5, help="language sampling exponent for BPE learning (q ∝ p^α)")
-    p.add_argument("--bpe-sentences", type=int, default=1_000_000, help="sentences sampled to learn the BPE")
+    p.add_argument("--alpha", type=non_negative, default=0.5, help="language sampling exponent for BPE learning (q ∝ p^α)")
+    p.add_argument("--bpe-sentences", type=count, default=1_000_000, help="sentences sampled to learn the BPE")
     p.add_argument("--lowercase", action="store_true", help="lowercase and remove accents")
-    p.add_argument("--max-lines", type=int, help="read at most N lines per file (quick runs)")
+    p.add_argument("--max-lines", type=count, help="read at most N lines per file (quick runs)")
     p.add_argument("--vocab", type=Path, help="reuse the vocabulary in DIR instead of learning one")
-    p.add_argument("--workers", type=int, default=2, help="normalization processes (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the BPE sentence sample")
+    p.add_argument("--workers", type=count, default=2, help="normalization processes (default 2)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the BPE sentence sample")
     p.add_argument(
         "--invalid-utf8", choices=("error", "replace"), default="error",
         help="invalid UTF-8 input: stop with the file and line (default) or replace by U+FFFD",
     )  # fmt: skip
-    p.add_argument("--cache-mb", type=int, default=128, help="memory for normalized lines seen before (0: off)")
+    p.add_argument("--cache-mb", type=non_negative_int, default=128, help="memory for normalized lines seen before (0: off)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the normalized text in OUT_DIR/tmp")
     p.set_defaults(func=run)
 

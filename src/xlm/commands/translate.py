@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from xlm.commands.embed import add_precision_option
+from xlm.commands.options import add_device_option, count, finite, non_negative, non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,17 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="a translation checkpoint (e.g. runs/mt/best)")
     p.add_argument("--src", required=True, help="source language code")
     p.add_argument("--tgt", required=True, help="target language code")
-    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam scores are log p / length**this")
+    p.add_argument("--beam", type=count, default=1, help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=finite, default=1.0, help="beam scores are log p / length**this")
     p.add_argument("--early-stopping", action="store_true", help="stop a sentence once BEAM hypotheses are finished")
-    p.add_argument("--max-len-a", type=float, default=1.5, help="outputs are at most A * source length + B tokens")
-    p.add_argument("--max-len-b", type=int, default=10)
-    p.add_argument("--max-tokens", type=int, default=4000, help="source tokens per batch")
+    p.add_argument("--max-len-a", type=non_negative, default=1.5, help="outputs are at most A * source length + B tokens")
+    p.add_argument("--max-len-b", type=non_negative_int, default=10)
+    p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
     p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
     p.add_argument("--input", type=Path, help="read this file instead of standard input")
     p.add_argument("--output", type=Path, help="write this file instead of standard output")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_device_option(p)
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     add_precision_option(p)
     p.set_defaults(func=run)
 
