@@ -27,6 +27,7 @@ from xlm.errors import DataError
 from xlm.model.generation import DecodeConfig, translate_rows
 from xlm.model.seq2seq import EncoderDecoder
 from xlm.text.bpe import BPETokenizer, detokenize
+from xlm.text.lines import read_file_lines
 
 DETOKENIZED = "13a"
 TOKENIZED = "none"
@@ -65,23 +66,12 @@ def corpus_bleu(hyps: list[str], refs: list[str], tokenize: str = DETOKENIZED, l
     return BleuResult(float(s.score), precisions, float(s.bp), int(s.sys_len), int(s.ref_len), str(metric.get_signature()))
 
 
-def read_lines(path: str | Path) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
 def bleu_files(hyp: str | Path, ref: str | Path, tokenize: str = DETOKENIZED, lowercase: bool = False) -> BleuResult:
     """BLEU of a hypothesis file against a reference file (one sentence per line)."""
-    hyps, refs = read_lines(hyp), read_lines(ref)
+    hyps, refs = read_file_lines(hyp), read_file_lines(ref)
+    for path, lines in ((hyp, hyps), (ref, refs)):
+        if not any(line.strip() for line in lines):
+            raise DataError(f"{path}: {'empty file' if not lines else 'only empty lines'}: nothing to score")
     if len(hyps) != len(refs):
         raise DataError(f"{hyp} has {len(hyps)} lines but {ref} has {len(refs)}: they must align line by line")
     return corpus_bleu(hyps, refs, tokenize, lowercase)
