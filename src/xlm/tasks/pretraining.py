@@ -26,6 +26,7 @@ from xlm.data.batching import (
     sentence_rows,
 )
 from xlm.data.dataset import MonolingualData, PreparedData
+from xlm.errors import DataError
 from xlm.model.pretrained import ModelInfo, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.objectives.contrastive import pair_retrieval_accuracy
@@ -131,6 +132,13 @@ class PretrainConfig(Config):
         return self
 
 
+def _empty_split(prefix: Path, split: str, what: str) -> DataError:
+    return DataError(
+        f"{prefix}: the {split} split of {what} has no sentences, so its evaluation would be NaN: "
+        f"give it sentences, or leave {split!r} out of eval.splits"
+    )
+
+
 def _pair(entry: str) -> tuple[str, str]:
     a, b = entry.split("-")
     return a, b
@@ -157,6 +165,7 @@ class PretrainTask:
                 for lang in e.split("-"):
                     if lang not in self.lang2id:
                         raise ConfigError(f"{field_name}: {lang!r} is not a language of {cfg.data.path} ({langs})")
+        self._refuse_empty_eval_splits()
         vocab = self.prepared.vocab
         model_cfg = cfg.model.model_copy(update={"vocab_size": len(vocab), "n_langs": len(langs)})
         if cfg.data.bptt > model_cfg.max_positions:
@@ -196,6 +205,19 @@ class PretrainTask:
         self.probs = {
             k: language_probabilities([s.size for s in o.sources], d.lang_alpha) for k, o in self.objectives.items()
         }
+
+    def _refuse_empty_eval_splits(self) -> None:
+        """An evaluated split file with no sentences would score NaN, and the best checkpoint
+        would be chosen on NaN: refused at start-up, naming the file. (A split that is absent is
+        simply not evaluated.)"""
+        obj, prepared = self.cfg.objectives, self.prepared
+        for split in self.cfg.eval.splits:
+            for lang in dict.fromkeys(e for e in obj.mlm + obj.clm if "-" not in e):
+                if prepared.has_mono(split, lang) and len(prepared.mono(split, lang)) == 0:
+                    raise _empty_split(prepared.mono_prefix(split, lang), split, lang)
+            for e in (x for x in obj.mlm if "-" in x):
+                if prepared.has_para(split, *_pair(e)) and len(prepared.para(split, *_pair(e))) == 0:
+                    raise _empty_split(Path(self.cfg.data.path) / f"{split}.{e}", split, e)
 
     def _frequency_weights(self) -> torch.Tensor:
         counts = np.zeros(self.model_cfg.vocab_size, dtype=np.int64)
@@ -301,6 +323,8 @@ def evaluate_xlco(
 
 
 def _accumulate(acc: dict[str, list[float]], key: str, out: LossOutput) -> None:
+    if out.n_pred == 0:  # nothing predicted (e.g. no position masked): its mean loss is NaN
+        return
     a = acc.setdefault(key, [0.0, 0.0, 0.0])
     a[0] += float(out.loss) * out.n_pred
     a[1] += out.n_pred
