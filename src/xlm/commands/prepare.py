@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="invalid UTF-8 input: stop with the file and line (default) or replace by U+FFFD",
     )  # fmt: skip
     p.add_argument("--cache-mb", type=non_negative_int, default=128, help="memory for normalized lines seen before (0: off)")
+    p.add_argument(
+        "--allow-lang", action="append", default=[], metavar="CODE",
+        help="accept CODE as a language although it is not an ISO 639-1 code (repeatable)",
+    )  # fmt: skip
     p.add_argument("--keep-tmp", action="store_true", help="keep the normalized text in OUT_DIR/tmp")
     p.set_defaults(func=run)
 
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         errors="strict" if args.invalid_utf8 == "error" else "replace",
         keep_tmp=args.keep_tmp,
         cache_mb=args.cache_mb,
+        allow_langs=args.allow_lang,
     )
     result = prepare(args.raw_dir, args.out_dir, opts, log=lambda m: print(m, file=sys.stderr, flush=True))
     info = result.info

@@ -33,6 +33,7 @@ from xlm.data.binarize import BinarizeStats, Errors, binarize, binarize_parallel
 from xlm.data.dataset import PREPARE_FILE
 from xlm.errors import DataError
 from xlm.text.bpe import BPE_INFO_FILE, BPETokenizer, learn_bpe, vocab_settings
+from xlm.text.languages import check_languages
 from xlm.text.normalize import Normalizer, normalize_raw_lines
 from xlm.text.vocab import MERGES_FILE, VOCAB_FILE
 
@@ -81,6 +82,7 @@ class PrepareOptions:
     cache_mb: int = 128  # normalized lines kept to skip repeated lines (0: no cache)
     errors: Errors = "strict"
     keep_tmp: bool = False
+    allow_langs: list[str] = field(default_factory=list)  # codes accepted although not ISO 639-1
 
     def settings(self, languages: list[str]) -> dict[str, Any]:
         """What decides the content of the output (recorded in ``prepare.json``)."""
@@ -103,6 +105,12 @@ class PrepareResult:
 
 
 # --------------------------------------------------------------------------- discovery
+
+
+def skipped_files(raw_dir: str | Path) -> list[str]:
+    """Names of the files of ``raw_dir`` that are not corpus files (hidden files aside)."""
+    d = Path(raw_dir)
+    return [p.name for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".") and not _NAME_RE.match(p.name)]
 
 
 def discover(raw_dir: str | Path, langs: list[str] | None = None) -> list[RawFile]:
@@ -355,6 +363,13 @@ def prepare(
     t_start = time.perf_counter()
     files = discover(raw_dir, opts.langs)
     languages = opts.langs or sorted({f.lang for f in files})
+    skipped = skipped_files(raw_dir)
+    if skipped:
+        log(
+            f"skipped {len(skipped)} file(s) of {raw_dir} not named {{split}}.{{lang}}[.gz] or "
+            f"{{split}}.{{a}}-{{b}}.{{lang}}[.gz] ({{split}}: train, valid, test): {', '.join(skipped)}"
+        )
+    check_languages(languages, opts.allow_langs, str(raw_dir))
     check_parallel(files)
     out_dir.mkdir(parents=True, exist_ok=True)
     _clean_stale(out_dir)
