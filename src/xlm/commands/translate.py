@@ -32,13 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def warn_untrained_direction(src: str, tgt: str, trained: list[tuple[str, str]]) -> None:
+    """A warning on stderr when ``src -> tgt`` is not a direction the model was trained on."""
+    if (src, tgt) in trained:
+        return
+    known = ", ".join(f"{a}->{b}" for a, b in trained) or "none recorded"
+    why = "source and target are the same language" if src == tgt else "the model never trained this direction"
+    print(
+        f"xlm translate: warning: {src}->{tgt}: {why} (trained: {known}); the output is likely not a translation",
+        file=sys.stderr,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from xlm.model.generation import DecodeConfig, translate_rows
     from xlm.model.precision import inference_autocast
-    from xlm.model.seq2seq import load_translator
+    from xlm.model.seq2seq import load_translator, trained_directions
     from xlm.text.bpe import BPETokenizer, TextEncoder
     from xlm.text.lines import read_lines
     from xlm.text.vocab import EOS_INDEX
@@ -49,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     tr = load_translator(args.checkpoint, device)
     src_id, tgt_id = tr.info.lang_id(args.src), tr.info.lang_id(args.tgt)
+    warn_untrained_direction(args.src, args.tgt, trained_directions(tr.info))
     lower = tr.info.lowercase_and_remove_accent
     bpe = BPETokenizer.from_dir(args.checkpoint)
     src_enc = TextEncoder(args.checkpoint, args.src, lower, bpe)
