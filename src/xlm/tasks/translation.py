@@ -49,14 +49,14 @@ def parse_schedule(value: float | str) -> list[tuple[int, float]]:
     """``1.0`` or ``"0.5"`` -> constant; ``"0:1,100000:0.1"`` -> (step, weight) points, linear
     in between and constant outside (the original's ``lambda_*`` syntax)."""
     if isinstance(value, (int, float)):
-        return _constant_weight(float(value), value)
+        return _constant_weight(float(value))
     text = value.strip()
     if ":" not in text:
         try:
             weight = float(text)
         except ValueError:
             raise ValueError(f"{value!r} is neither a weight nor a schedule like '0:1,100000:0.1'") from None
-        return _constant_weight(weight, value)
+        return _constant_weight(weight)
     points = []
     for part in text.split(","):
         try:
@@ -71,9 +71,9 @@ def parse_schedule(value: float | str) -> list[tuple[int, float]]:
     return points
 
 
-def _constant_weight(weight: float, value: float | str) -> list[tuple[int, float]]:
+def _constant_weight(weight: float) -> list[tuple[int, float]]:
     if not 0 <= weight < math.inf:
-        raise ValueError(f"weight {value!r} must be within [0, inf)")
+        raise ValueError("must be a weight within [0, inf), or a schedule like '0:1,100000:0.1'")
     return [(0, weight)]
 
 
