@@ -74,7 +74,7 @@ def world(tiny_data: Path, tmp_path_factory) -> dict[str, Path]:
 class Case:
     id: str
     argv: list[str]  # {data}, {lm}, {mt}, {files}, {raw}, {tmp} are filled in
-    expect: str  # a fragment of the one line printed on stderr
+    expect: str  # a fragment of the one line printed on stderr (placeholders as in argv)
     code: int = 1  # exit status: 1 for errors, 2 for arguments argparse refuses, 0 for warnings
     stdin: bytes = b""
 
@@ -155,8 +155,8 @@ CASES = [
                                "--codes", "{files}/codes.txt", "{tmp}/imp"], "neither a zip archive nor a pickle"),
     # --- xlm bench / export / plot
     Case("bench-repeats", ["bench", "--repeats", "0"], "argument --repeats: must be an integer >= 1 (got 0)", 2),
-    Case("export-missing", ["export", "{tmp}/nope", "--to", "hf", "{tmp}/hf"], "nope"),
-    Case("plot-missing", ["plot", "{tmp}/nope"], "nope"),
+    Case("export-missing", ["export", "{tmp}/nope", "--to", "hf", "{tmp}/hf"], "nope: not a checkpoint"),
+    Case("plot-missing", ["plot", "{tmp}/nope"], "is {tmp}/nope a training run folder?"),
 ]  # fmt: skip
 
 if not torch.cuda.is_available():
@@ -185,7 +185,8 @@ def _hashes(roots: list[Path]) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, world: dict[str, Path], monkeypatch, capsys) -> None:
-    argv = [a.format(**{k: str(v) for k, v in world.items()}) for a in case.argv]
+    names = {k: str(v) for k, v in world.items()}
+    argv, expect = [a.format(**names) for a in case.argv], case.expect.format(**names)
     roots = [world["data"], world["lm"], world["mt"], world["files"], world["raw"]]
     before = _hashes(roots)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(case.stdin)))
@@ -196,9 +197,9 @@ def test_bad_input(case: Case, world: dict[str, Path], monkeypatch, capsys) -> N
         code = e.code
     err = capsys.readouterr().err
     assert code == case.code, err
-    assert case.expect in err, err
+    assert expect in err, err
     assert "Traceback" not in err
-    message = [line for line in err.splitlines() if case.expect in line]
+    message = [line for line in err.splitlines() if expect in line]
     assert len(message) == 1 and len(message[0]) < 400, err
     assert _hashes(roots) == before, "a file that existed before the command changed"
 
