@@ -107,6 +107,8 @@ CASES = [
          "unknown device 'cdua': use auto, cpu, cuda, cuda:N or mps"),
     Case("pretrain-empty-valid", ["pretrain", *pretrain_overrides(Path("{empty_valid}"), Path("{tmp}/pre"))],
          "the valid split of en has no sentences"),
+    Case("pretrain-device-option", ["pretrain", 'data.path="{data}"', "--device", "cdua"],
+         "argument --device: unknown device 'cdua'", 2),
     # --- xlm train-mt
     Case("train-mt-beam", ["train-mt", 'data.path="{data}"', 'objectives.mt=["en-fr"]', "eval.beam_size=0"],
          "eval.beam_size: must be within [1, inf) (got 0)"),
@@ -221,11 +223,14 @@ def _device_options() -> list[tuple[str, object]]:
 
 
 def test_every_device_option_defaults_to_and_accepts_auto() -> None:
+    """Training commands' --device sets train.device, whose default is auto."""
     options = _device_options()
     names = {name for name, _ in options}
     assert {"translate", "classify", "embed", "center", "bench", "evaluate words", "evaluate bleu"} <= names
+    assert {"pretrain", "train-mt", "finetune classify"} <= names
+    assert PretrainConfig().train.device == MTConfig().train.device == "auto"
     for name, action in options:
-        assert action.default == "auto", name
+        assert action.default == ("auto" if name not in ("pretrain", "train-mt", "finetune classify") else None), name
         assert action.type("auto") == "auto", name
         for good in ("cpu", "cuda", "cuda:1", "mps"):
             assert action.type(good) == good, name

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from xlm.commands.options import non_negative_int
+from xlm.commands.options import add_device_option, non_negative_int
 from xlm.config import ConfigError, load_config, validate_config
 from xlm.data.classification import FORMATS
 
@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", help="write {language: accuracy, ..., 'average': ...} (accuracy in %%)")
     c.add_argument("--plot", help="write a PNG bar chart of the accuracies")
     c.add_argument("--resume", nargs="?", const="latest", help="continue an interrupted fine-tuning run")
+    add_device_option(c, training=True)
     c.set_defaults(func=run_classify)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -99,6 +100,8 @@ def build_config(args: argparse.Namespace) -> Any:
         data["finetune"]["random_init"] = True
     if args.epochs is not None:
         data["finetune"]["epochs"] = args.epochs
+    if args.device:
+        data["train"]["device"] = args.device
     if args.out:
         data["train"]["out_dir"] = args.out
     if args.json:

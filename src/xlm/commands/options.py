@@ -58,6 +58,16 @@ def device_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_device_option(p: argparse.ArgumentParser) -> None:
-    """``--device``, with the same values and default (``auto``: a GPU when there is one) everywhere."""
-    p.add_argument("--device", type=device_name, default="auto", help=f"{DEVICE_NAMES} (default auto: a GPU when there is one)")
+def device_override(overrides: list[str], device: str | None) -> list[str]:
+    """``overrides`` with a training command's ``--device`` appended as ``train.device``."""
+    return [*overrides, f'train.device="{device}"'] if device else overrides
+
+
+def add_device_option(p: argparse.ArgumentParser, training: bool = False) -> None:
+    """``--device``, with the same values and default (``auto``: a GPU when there is one) everywhere.
+    A training command's ``--device`` (``training``) sets ``train.device``, whose default is ``auto``."""
+    if training:
+        p.add_argument("--device", type=device_name, default=None,
+                       help=f"{DEVICE_NAMES}: sets train.device (default: the config's, else auto)")  # fmt: skip
+    else:
+        p.add_argument("--device", type=device_name, default="auto", help=f"{DEVICE_NAMES} (default auto: a GPU when there is one)")

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from xlm.commands.options import add_device_option, device_override
 from xlm.config import load_config
 
 
@@ -15,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="TOML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
     p.add_argument("--resume", nargs="?", const="latest", help="continue a run (its newest intact checkpoint, or a path)")
+    add_device_option(p, training=True)
     p.set_defaults(func=run)
 
 
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.tasks.pretraining import PretrainConfig
     from xlm.training.runner import run_training
 
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    cfg = load_config(PretrainConfig, args.config, device_override(args.overrides, args.device))
     metrics = run_training(cfg, resume=args.resume)
     if metrics:
         print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1))

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from xlm.commands.options import add_device_option, device_override
 from xlm.config import load_config
 
 
@@ -17,13 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="TOML config (see configs/mt_*.toml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
     p.add_argument("--resume", nargs="?", const="latest", help="continue a run (its newest intact checkpoint, or a path)")
+    add_device_option(p, training=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from xlm.tasks.translation import MTConfig, run_mt_training
 
-    cfg = load_config(MTConfig, args.config, args.overrides)
+    cfg = load_config(MTConfig, args.config, device_override(args.overrides, args.device))
     metrics = run_mt_training(cfg, resume=args.resume)
     if metrics and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1))
