@@ -12,7 +12,6 @@ from pathlib import Path
 
 from xlm.commands.embed import add_precision_option
 from xlm.commands.options import add_device_option, count, non_negative_int
-from xlm.errors import DataError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,10 +34,6 @@ def run(args: argparse.Namespace) -> int:
     from xlm.evaluation.centering import compute_from_prepared, store_means
     from xlm.reports import format_table
 
-    if args.max_sentences < 0:
-        raise DataError("--max-sentences must be 0 (all) or positive")
-    if args.max_tokens < 1:
-        raise DataError("--max-tokens must be positive")
     pretrained = load_model(args.checkpoint, args.device)
     means = compute_from_prepared(
         pretrained, args.prepared, args.split, args.max_sentences,
