@@ -105,7 +105,7 @@ class FinetuneTrainConfig(TrainConfig):
     max_steps: NonNegativeInt = 0  # 0: epochs x batches per epoch; otherwise a cap
     eval_every: NonNegativeInt = 0  # 0: once per epoch
     save_every: NonNegativeInt = 0  # 0: once per epoch
-    keep_last: Count = 1
+    keep_last: NonNegativeInt = 1
     stopping_metric: str = "valid/acc"
     stopping_mode: Literal["min", "max"] = "max"
     eval_at_start: bool = False

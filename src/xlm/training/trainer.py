@@ -52,7 +52,7 @@ class TrainConfig(Config):
     log_every: Count = 10  # a train record every N updates, averaging the updates since the last one
     eval_every: NonNegativeInt = 500  # 0: only at the end
     save_every: NonNegativeInt = 500  # 0: only at the end
-    keep_last: Count = 3
+    keep_last: NonNegativeInt = 3  # newest checkpoints kept (and the newest intact one); 0: all
     stopping_metric: str = ""  # e.g. "valid/mlm/ppl"; empty: no best checkpoint / early stopping
     stopping_mode: Literal["min", "max"] = "min"
     patience: NonNegativeInt = 0  # evaluations without improvement before stopping; 0: never stop early
