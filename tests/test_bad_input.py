@@ -114,6 +114,8 @@ CASES = [
          "eval.beam_size: must be within [1, inf) (got 0)"),
     Case("train-mt-weight", ["train-mt", 'data.path="{data}"', 'objectives.mt=["en-fr"]', "objectives.mt_weight=-1"],
          "objectives.mt_weight: must be a weight within [0, inf)"),
+    Case("train-mt-empty-valid", ["train-mt", *mt_overrides(Path("{empty_valid}"), Path("{tmp}/mtev"))],
+         "valid.en-fr.en: the valid split of en-fr has no sentences"),
     # --- xlm translate
     Case("translate-beam", ["translate", "{mt}", "--src", "en", "--tgt", "fr", "--beam", "0"],
          "argument --beam: must be an integer >= 1 (got 0)", 2),

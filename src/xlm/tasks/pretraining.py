@@ -25,8 +25,7 @@ from xlm.data.batching import (
     language_probabilities,
     sentence_rows,
 )
-from xlm.data.dataset import MonolingualData, PreparedData
-from xlm.errors import DataError
+from xlm.data.dataset import MonolingualData, PreparedData, empty_split_error
 from xlm.model.pretrained import ModelInfo, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.objectives.contrastive import pair_retrieval_accuracy
@@ -132,13 +131,6 @@ class PretrainConfig(Config):
         return self
 
 
-def _empty_split(prefix: Path, split: str, what: str) -> DataError:
-    return DataError(
-        f"{prefix}: the {split} split of {what} has no sentences, so its evaluation would be NaN: "
-        f"give it sentences, or leave {split!r} out of eval.splits"
-    )
-
-
 def _pair(entry: str) -> tuple[str, str]:
     a, b = entry.split("-")
     return a, b
@@ -214,10 +206,11 @@ class PretrainTask:
         for split in self.cfg.eval.splits:
             for lang in dict.fromkeys(e for e in obj.mlm + obj.clm if "-" not in e):
                 if prepared.has_mono(split, lang) and len(prepared.mono(split, lang)) == 0:
-                    raise _empty_split(prepared.mono_prefix(split, lang), split, lang)
+                    raise empty_split_error(prepared.mono_prefix(split, lang), split, lang)
             for e in (x for x in obj.mlm if "-" in x):
-                if prepared.has_para(split, *_pair(e)) and len(prepared.para(split, *_pair(e))) == 0:
-                    raise _empty_split(Path(self.cfg.data.path) / f"{split}.{e}", split, e)
+                a, b = _pair(e)
+                if prepared.has_para(split, a, b) and len(prepared.para(split, a, b)) == 0:
+                    raise empty_split_error(prepared.para_prefix(split, a, b, a), split, e)
 
     def _frequency_weights(self) -> torch.Tensor:
         counts = np.zeros(self.model_cfg.vocab_size, dtype=np.int64)

@@ -27,7 +27,7 @@ from torch import nn
 
 from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Rate
 from xlm.data.batching import PairBatcher, sentence_rows
-from xlm.data.dataset import ParallelData, PreparedData
+from xlm.data.dataset import ParallelData, PreparedData, empty_split_error
 from xlm.errors import CheckpointError
 from xlm.evaluation.bleu import translate_and_score
 from xlm.model.generation import DecodeConfig, generate
@@ -248,6 +248,10 @@ class MTTask:
             raise ConfigError(
                 f"data.max_len={cfg.data.max_len} + 2 exceeds the model's max_positions={model_cfg.max_positions}"
             )
+        for split in cfg.eval.splits:  # an empty evaluated split: refused now, not at the first evaluation
+            for a, b in eval_directions(cfg):
+                if self.prepared.has_para(split, a, b) and len(self.prepared.para(split, a, b)) == 0:
+                    raise empty_split_error(self.prepared.para_prefix(split, a, b, a), split, f"{a}-{b}")
         self.model_cfg = model_cfg
         self.model = EncoderDecoder(model_cfg, cfg.model.decoder_layers, cfg.model.share_embeddings)
         if cfg.init.pretrained:
