@@ -1,14 +1,21 @@
 """Shared fixtures: a tiny synthetic prepared corpus in the binarized format, small enough
-that models train on it in seconds."""
+that models train on it in seconds, and the helpers that build runs on it.
+
+Tests take these as fixtures (listed at the end of this file), never by importing this
+module. The plain functions are the fixtures' implementation; they keep their names so that
+a test file written before the fixtures existed (``from conftest import ...``) still runs."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from xlm.data.dataset import FORMAT_NAME, FORMAT_VERSION, PREPARE_FILE, token_dtype
 from xlm.text.vocab import EOS_INDEX, MERGES_FILE, SPECIAL_TOKENS, VOCAB_FILE, vocab_hash
@@ -131,3 +138,71 @@ def train_losses(run: Path) -> dict[int, dict[str, float]]:
         if rec["type"] == "train":
             out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss/")}
     return out
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@dataclass(frozen=True)
+class TinyCorpus:
+    """What ``make_tiny_prepared`` writes: languages, words per language, and the token id of
+    word ``w`` of a language (``en`` words follow the special tokens, then ``fr`` words)."""
+
+    langs: tuple[str, ...] = LANGS
+    n_words: int = N_WORDS
+
+    def word_id(self, lang: str, w: int) -> int:
+        return len(SPECIAL_TOKENS) + self.langs.index(lang) * self.n_words + w
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus() -> TinyCorpus:
+    return TinyCorpus()
+
+
+@pytest.fixture(scope="session", name="make_tiny_prepared")
+def _make_tiny_prepared_fixture():
+    """Factory: ``make_tiny_prepared(root, n_train=300, n_valid=40, seed=0)`` writes a tiny corpus."""
+    return make_tiny_prepared
+
+
+@pytest.fixture(scope="session", name="with_bpe_merges")
+def _with_bpe_merges_fixture():
+    """Factory: ``with_bpe_merges(src, dst)`` copies a tiny corpus with BPE merges that spell its words."""
+    return with_bpe_merges
+
+
+@pytest.fixture(scope="session")
+def write_binarized():
+    """Factory: ``write_binarized(prefix, sentences, lang, vocab_hash, vocab_size)`` writes one split."""
+    return _write_binarized
+
+
+@pytest.fixture(scope="session", name="tiny_config_overrides")
+def _tiny_config_overrides_fixture():
+    """Factory: ``tiny_config_overrides(data, out, steps=6)``, the key=value overrides of a tiny run."""
+    return tiny_config_overrides
+
+
+@pytest.fixture(scope="session", name="train_losses")
+def _train_losses_fixture():
+    """Factory: ``train_losses(run)``, step -> logged training losses of a run."""
+    return train_losses
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module's tests: tiny models run fastest on one thread (and far
+    faster on a busy shared CPU). Use as ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    """Puts torch's thread count back after a test (``train.threads=1`` sets the global count)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_prepared
 
-from xlm.cli import build_parser, main
+from xlm.cli import build_parser, main, subparsers
 from xlm.config import load_config
 from xlm.tasks.pretraining import PretrainConfig
 from xlm.tasks.translation import MTConfig, run_mt_training
@@ -43,10 +42,9 @@ def mt_overrides(data: Path, out: Path, steps: int = 2) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def world(tiny_data: Path, tmp_path_factory) -> dict[str, Path]:
+def world(tiny_data: Path, make_tiny_prepared, one_thread, tmp_path_factory) -> dict[str, Path]:
     """A prepared corpus, a pretrained and a translation checkpoint, and a folder of bad files."""
     root = tmp_path_factory.mktemp("bad_input")
-    torch.set_num_threads(1)
     run_training(load_config(PretrainConfig, None, pretrain_overrides(tiny_data, root / "lm")))
     run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, root / "mt")))
     files = root / "files"
@@ -212,15 +210,12 @@ def _device_options() -> list[tuple[str, object]]:
     """Every sub-command's ``--device`` option, as (command, argparse action)."""
     found = []
 
-    def walk(parser: argparse.ArgumentParser, name: str) -> None:
-        for action in parser._actions:
-            if "--device" in action.option_strings:
-                found.append((name, action))
-            if isinstance(action, argparse._SubParsersAction):
-                for sub_name, sub in action.choices.items():
-                    walk(sub, f"{name} {sub_name}".strip())
+    def walk(parser: argparse.ArgumentParser) -> None:
+        found.extend((parser.prog.removeprefix("xlm "), a) for a in parser._actions if "--device" in a.option_strings)
+        for child in subparsers(parser):
+            walk(child)
 
-    walk(build_parser(), "")
+    walk(build_parser())
     return found
 
 

@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -16,6 +18,7 @@ def load(name: str):
     return mod
 
 
+@pytest.mark.slow
 def test_train_throughput_runs_tiny(tmp_path):
     bench = load("train_throughput")
     out = tmp_path / "rows.json"
@@ -27,6 +30,7 @@ def test_train_throughput_runs_tiny(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_xlm_bench_takes_the_shape_of_a_config(tiny_data, tmp_path, capsys):
     """`xlm bench --config` benches the model a pretraining config trains, at its batch shape,
     with the prepared data's vocabulary; peak memory comes from child processes."""
@@ -63,9 +67,9 @@ def test_xlm_bench_refuses_what_it_cannot_compare(tmp_path, capsys):
     assert "need --config" in capsys.readouterr().err
 
 
-def test_batch_pipeline_runs_on_tiny_data(tiny_data, capsys):
+def test_batch_pipeline_runs_on_tiny_data(tiny_data, tiny_config_overrides, capsys):
     bench = load("batch_pipeline")
-    bench.make_task = lambda data: _tiny_task(data)
+    bench.make_task = lambda data: _tiny_task(tiny_config_overrides, data)
     assert bench.main(["--data", str(tiny_data), "--batches", "3", "--tile", "0"]) == 0
     out = capsys.readouterr().out
     assert "mlm:" in out and "tlm:" in out and "tokens/s" in out
@@ -83,9 +87,7 @@ def test_tiled_corpus_reads_back(tiny_data, tmp_path):
     assert len(big.para("train", "en", "fr")) == 3 * len(small.para("train", "en", "fr"))
 
 
-def _tiny_task(data):
-    from conftest import tiny_config_overrides
-
+def _tiny_task(tiny_config_overrides, data):
     from xlm.config import load_config
     from xlm.tasks.pretraining import PretrainConfig, PretrainTask
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import LANGS, N_WORDS, with_bpe_merges
 
 from xlm.cli import main
 from xlm.errors import CheckpointError, XLMError
@@ -47,12 +46,12 @@ DIM, N_LAYERS = 32, 2
 
 
 @pytest.fixture(scope="module")
-def bpe_data(tiny_data, tmp_path_factory) -> Path:
+def bpe_data(tiny_data, with_bpe_merges, tmp_path_factory) -> Path:
     return with_bpe_merges(tiny_data, tmp_path_factory.mktemp("centerbpe") / "data")
 
 
 @pytest.fixture(scope="module")
-def base_checkpoint(bpe_data, tmp_path_factory) -> Path:
+def base_checkpoint(bpe_data, tiny_corpus, tmp_path_factory) -> Path:
     """A randomly initialised en/fr model saved as `xlm pretrain` saves one."""
     torch.manual_seed(0)
     vocab = Vocabulary.from_dir(bpe_data)
@@ -61,7 +60,7 @@ def base_checkpoint(bpe_data, tmp_path_factory) -> Path:
         max_positions=64, dropout=0.0, attention_dropout=0.0,
     )  # fmt: skip
     model = TransformerModel(cfg)
-    info = ModelInfo(cfg, {lang: i for i, lang in enumerate(LANGS)})
+    info = ModelInfo(cfg, {lang: i for i, lang in enumerate(tiny_corpus.langs)})
     out = tmp_path_factory.mktemp("centerckpt") / "best"
     save_checkpoint(out, lambda tmp: write_model_files(tmp, model, info, bpe_data))
     return out
@@ -73,13 +72,14 @@ def checkpoint(base_checkpoint, tmp_path) -> Path:
     return Path(shutil.copytree(base_checkpoint, tmp_path / "ckpt"))
 
 
-def _sentences(n: int, seed: int = 0) -> list[list[int]]:
+def _sentences(corpus, n: int, seed: int = 0) -> list[list[int]]:
+    """``n`` random sentences of the tiny corpus's word numbers."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, N_WORDS, size=int(rng.integers(3, 9))).tolist() for _ in range(n)]
+    return [rng.integers(0, corpus.n_words, size=int(rng.integers(3, 9))).tolist() for _ in range(n)]
 
 
-def _fr_ids(sents: list[list[int]]) -> list[list[int]]:
-    return [[14 + N_WORDS + w for w in s] for s in sents]
+def _fr_ids(corpus, sents: list[list[int]]) -> list[list[int]]:
+    return [[corpus.word_id("fr", w) for w in s] for s in sents]
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
@@ -94,7 +94,7 @@ def test_evenly_spaced():
     assert len(set(ids.tolist())) == 333 and ids.max() < 1000
 
 
-def test_means_are_computed_stored_loaded_and_subtracted(checkpoint, bpe_data):
+def test_means_are_computed_stored_loaded_and_subtracted(checkpoint, bpe_data, tiny_corpus):
     pre = load_pretrained(checkpoint)
     means = compute_from_prepared(pre, bpe_data, "train", max_sentences=50)
     assert means.languages == ["en", "fr"] and means.counts == {"en": 50, "fr": 50}
@@ -119,7 +119,7 @@ def test_means_are_computed_stored_loaded_and_subtracted(checkpoint, bpe_data):
     assert back.counts == means.counts and back.source == str(bpe_data)
 
     pre = load_pretrained(checkpoint)  # the checksums, the new file's included, verify
-    ids = _fr_ids(_sentences(12))
+    ids = _fr_ids(tiny_corpus, _sentences(tiny_corpus, 12))
     for pooling, layers in (("first", (-1,)), ("mean", (1, 2)), ("mean", (0,))):
         raw = SentenceEncoder(pre, "fr", EmbedOptions(pooling, layers, center=False)).encode_ids(ids)
         centered = SentenceEncoder(pre, "fr", EmbedOptions(pooling, layers)).encode_ids(ids)
@@ -157,11 +157,11 @@ def _bad_means(langs: tuple[str, ...], dim: int = DIM, n_layers: int = N_LAYERS)
     ("means", "message"),
     [
         (_bad_means(("en", "de")), r"for \['de', 'en'\] but the model's languages are \['en', 'fr'\]"),
-        (_bad_means(LANGS, dim=16), "dimension 16 but the model's emb_dim is 32"),
-        (_bad_means(LANGS, n_layers=4), "for 4 layers but the model has 2"),
+        (_bad_means(("en", "fr"), dim=16), "dimension 16 but the model's emb_dim is 32"),
+        (_bad_means(("en", "fr"), n_layers=4), "for 4 layers but the model has 2"),
     ],
 )
-def test_mismatched_stored_means_are_a_checkpoint_error_naming_the_file(checkpoint, means, message, tmp_path, capsys):
+def test_mismatched_stored_means_are_a_checkpoint_error_naming_the_file(checkpoint, means, message, tmp_path, capsys, tiny_corpus):
     with pytest.raises(CheckpointError, match=message):
         store_means(checkpoint, means)  # refused before writing anything
     assert not (checkpoint / CENTERING_FILE).exists()
@@ -170,7 +170,7 @@ def test_mismatched_stored_means_are_a_checkpoint_error_naming_the_file(checkpoi
     with pytest.raises(CheckpointError, match=message) as err:
         SentenceEncoder(pre, "fr", EmbedOptions())
     assert str(err.value).startswith(f"{checkpoint / CENTERING_FILE}: ") and "\n" not in str(err.value)
-    raw = SentenceEncoder(pre, "fr", EmbedOptions(center=False)).encode_ids(_fr_ids(_sentences(3)))  # not read
+    raw = SentenceEncoder(pre, "fr", EmbedOptions(center=False)).encode_ids(_fr_ids(tiny_corpus, _sentences(tiny_corpus, 3)))  # not read
     assert raw.shape == (3, DIM)
     text = tmp_path / "fr.txt"
     text.write_text("f1 f2 f3\nf4 f5\n")
@@ -212,14 +212,14 @@ def test_a_failed_store_leaves_the_checkpoint_unchanged(checkpoint, bpe_data, mo
         add_file_to_checkpoint(checkpoint, MANIFEST, b"{}")
 
 
-def test_without_stored_means_sets_are_centered_on_themselves(checkpoint, tmp_path, capsys):
-    sents = _sentences(10, seed=3)
+def test_without_stored_means_sets_are_centered_on_themselves(checkpoint, tmp_path, capsys, tiny_corpus):
+    sents = _sentences(tiny_corpus, 10, seed=3)
     text = tmp_path / "fr.txt"
     text.write_text("".join(" ".join(f"f{w}" for w in s) + "\n" for s in sents), encoding="utf-8")
     pre = load_pretrained(checkpoint)
-    raw = SentenceEncoder(pre, "fr", EmbedOptions("mean", center=False)).encode_ids(_fr_ids(sents))
+    raw = SentenceEncoder(pre, "fr", EmbedOptions("mean", center=False)).encode_ids(_fr_ids(tiny_corpus, sents))
     enc = SentenceEncoder(pre, "fr", EmbedOptions("mean"))
-    np.testing.assert_array_equal(enc.encode_ids(_fr_ids(sents)), raw)  # nothing stored: the API gives raw vectors
+    np.testing.assert_array_equal(enc.encode_ids(_fr_ids(tiny_corpus, sents)), raw)  # nothing stored: the API gives raw vectors
     np.testing.assert_allclose(enc.center_set(raw), raw - raw.mean(0), atol=1e-6)
 
     def embed(*extra: str, src: Path = text) -> np.ndarray:
@@ -268,7 +268,7 @@ def test_without_stored_means_sets_are_centered_on_themselves(checkpoint, tmp_pa
     assert "each evaluated set's own mean" in err and "centering: off" in err
 
 
-def test_xlm_center_end_to_end(checkpoint, bpe_data, tiny_data, tmp_path, capsys):
+def test_xlm_center_end_to_end(checkpoint, bpe_data, tiny_data, tmp_path, capsys, tiny_corpus):
     argv = ["center", str(checkpoint), "--prepared", str(bpe_data), "--max-sentences", "30", "--device", "cpu"]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -278,13 +278,13 @@ def test_xlm_center_end_to_end(checkpoint, bpe_data, tiny_data, tmp_path, capsys
     means = stored_means(pre)
     assert means is not None and means.counts == {"en": 30, "fr": 30} and means.split == "train"
 
-    sents = _sentences(6, seed=4)
+    sents = _sentences(tiny_corpus, 6, seed=4)
     text = tmp_path / "fr.txt"
     text.write_text("".join(" ".join(f"f{w}" for w in s) + "\n" for s in sents), encoding="utf-8")
     out_npy = tmp_path / "v.npy"
     assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out_npy)]) == 0
     assert "subtracted the stored fr mean of 30 train sentences" in capsys.readouterr().err
-    raw = SentenceEncoder(pre, "fr", EmbedOptions(center=False)).encode_ids(_fr_ids(sents))
+    raw = SentenceEncoder(pre, "fr", EmbedOptions(center=False)).encode_ids(_fr_ids(tiny_corpus, sents))
     np.testing.assert_allclose(np.load(out_npy), raw - mean_for(means, "fr", "mean", (0,)), atol=1e-5)  # the defaults
 
     # the same function the pretraining runner calls; the result is deterministic

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_overrides
 
 from xlm.cli import main
 from xlm.config import load_config
@@ -25,13 +24,8 @@ from xlm.training.runner import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """train.threads=1 (fast on a busy machine) sets torch's global thread count: restore it."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+# train.threads=1 (fast on a busy machine) sets torch's global thread count: restore it
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def write(path: Path, text: str) -> Path:
@@ -133,7 +127,7 @@ def test_raw_text_is_normalized_and_bpe_encoded_with_the_model_vocabulary(tmp_pa
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_data, tmp_path_factory) -> Path:
+def tiny_checkpoint(tiny_data, tiny_config_overrides, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cls_pretrain") / "run"
     run_training(
         load_config(PretrainConfig, None, tiny_config_overrides(tiny_data, out, steps=6) + ["train.threads=1"])

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import tiny_config_overrides, train_losses
 from safetensors.torch import load_file
 
 from xlm.config import ConfigError, load_config
@@ -70,6 +69,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_loss_and_gradients_of_one_process_on_the_whole_batch():
     """Negatives come from every rank and gradients flow back through the gather: the mean of
     the ranks' losses and the DDP-averaged gradients equal one process on all the pairs."""
@@ -87,16 +87,22 @@ def test_two_processes_give_the_loss_and_gradients_of_one_process_on_the_whole_b
     assert (6 * out[0][3] + 5 * out[1][3]) / 11 == pytest.approx(float(contrastive_loss(x[:11], y[:11], 0.1)), abs=1e-5)
 
 
-def _cfg(data, out, steps, extra=()):
-    over = [*tiny_config_overrides(data, out, steps), 'objectives.xlco=["en-fr"]', "objectives.xlco_batch_size=8", "objectives.xlco_turns=1"]
-    return load_config(PretrainConfig, None, [*over, *extra])
+@pytest.fixture
+def xlco_cfg(tiny_config_overrides):
+    """Factory: ``xlco_cfg(data, out, steps, extra=())``, a tiny MLM+TLM+XLCo run's config."""
+
+    def make(data, out, steps, extra=()):
+        xlco = ['objectives.xlco=["en-fr"]', "objectives.xlco_batch_size=8", "objectives.xlco_turns=1"]
+        return load_config(PretrainConfig, None, [*tiny_config_overrides(data, out, steps), *xlco, *extra])
+
+    return make
 
 
-def test_xlco_trains_alongside_mlm_tlm_and_resumes_exactly(tiny_data, tmp_path):
+def test_xlco_trains_alongside_mlm_tlm_and_resumes_exactly(tiny_data, tmp_path, xlco_cfg, train_losses):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run_training(_cfg(tiny_data, straight, 6))
-    run_training(_cfg(tiny_data, split, 3))
-    run_training(_cfg(tiny_data, split, 6), resume="latest")
+    run_training(xlco_cfg(tiny_data, straight, 6))
+    run_training(xlco_cfg(tiny_data, split, 3))
+    run_training(xlco_cfg(tiny_data, split, 6), resume="latest")
     a, b = train_losses(straight), train_losses(split)
     assert a == b and any("loss/xlco/en-fr" in v for v in a.values())
     wa = load_file(str(straight / "checkpoints/step-00000006/model.safetensors"))
@@ -104,8 +110,8 @@ def test_xlco_trains_alongside_mlm_tlm_and_resumes_exactly(tiny_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_xlco_lowers_its_loss_and_reports_validation_retrieval(tiny_data, tmp_path):
-    cfg = _cfg(tiny_data, tmp_path / "r", 1, ['objectives.mlm=["en"]', "objectives.xlco_layers=[1]"])
+def test_xlco_lowers_its_loss_and_reports_validation_retrieval(tiny_data, tmp_path, xlco_cfg):
+    cfg = xlco_cfg(tiny_data, tmp_path / "r", 1, ['objectives.mlm=["en"]', "objectives.xlco_layers=[1]"])
     task = PretrainTask(cfg, seed=0)
     assert task.kinds == ["mlm", "xlco"]
     opt = torch.optim.Adam(task.model.parameters(), lr=3e-3)
@@ -123,7 +129,7 @@ def test_xlco_lowers_its_loss_and_reports_validation_retrieval(tiny_data, tmp_pa
     assert 0.0 <= metrics["valid/xlco/en-fr/p@1"] <= 1.0 and "valid/xlco/p@1" in metrics
 
 
-def test_xlco_bad_input_is_a_one_line_error(tiny_data, tmp_path):
+def test_xlco_bad_input_is_a_one_line_error(tiny_data, tmp_path, xlco_cfg):
     import shutil
 
     no_pairs = tmp_path / "data"
@@ -131,18 +137,18 @@ def test_xlco_bad_input_is_a_one_line_error(tiny_data, tmp_path):
     for f in no_pairs.glob("train.en-fr.*"):
         f.unlink()
     with pytest.raises(ConfigError, match=r"objectives\.xlco: 'fr-en' has no parallel training data"):
-        PretrainTask(_cfg(no_pairs, tmp_path / "r", 1, ['objectives.xlco=["fr-en"]', 'objectives.mlm=["en"]']), seed=0)
+        PretrainTask(xlco_cfg(no_pairs, tmp_path / "r", 1, ['objectives.xlco=["fr-en"]', 'objectives.mlm=["en"]']), seed=0)
     with pytest.raises(ConfigError, match=r"xlco takes pairs"):
-        _cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco=["en"]'])
+        xlco_cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco=["en"]'])
     with pytest.raises(
         ConfigError, match=r"objectives\.xlco_layers: 5 does not exist, the model has layers 0 \(embeddings\) \.\. 2"
     ):
-        PretrainTask(_cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_layers=[0, 5]"]), seed=0)
+        PretrainTask(xlco_cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_layers=[0, 5]"]), seed=0)
     with pytest.raises(ConfigError, match=r"objectives\.xlco_pooling"):
-        _cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco_pooling="max"'])
+        xlco_cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco_pooling="max"'])
 
 
-def test_an_objective_registered_in_a_few_lines_runs_in_the_trainer(tiny_data, tmp_path):
+def test_an_objective_registered_in_a_few_lines_runs_in_the_trainer(tiny_data, tmp_path, tiny_config_overrides, train_losses):
     """The registry: one class (entries, source, loss) and the trainer alternates it with the rest."""
     from xlm.objectives.language_modeling import MLMObjective
     from xlm.objectives.registry import register, unregister
@@ -172,14 +178,14 @@ def test_an_objective_registered_in_a_few_lines_runs_in_the_trainer(tiny_data, t
 # --- momentum encoder and queue (xlco_queue > 0) ------------------------------------------
 
 
-def _queue_task(data, tmp_path, queue=16, momentum=0.9, extra=()):
-    cfg = _cfg(data, tmp_path / "q", 1, ['objectives.mlm=["en"]', f"objectives.xlco_queue={queue}",
+def _queue_task(xlco_cfg, data, tmp_path, queue=16, momentum=0.9, extra=()):
+    cfg = xlco_cfg(data, tmp_path / "q", 1, ['objectives.mlm=["en"]', f"objectives.xlco_queue={queue}",
                                            f"objectives.xlco_momentum={momentum}", *extra])  # fmt: skip
     return PretrainTask(cfg, seed=0)
 
 
-def test_the_queue_is_a_ring_buffer_and_the_loss_uses_batch_and_queue_negatives(tiny_data, tmp_path, monkeypatch):
-    task = _queue_task(tiny_data, tmp_path, queue=20)
+def test_the_queue_is_a_ring_buffer_and_the_loss_uses_batch_and_queue_negatives(tiny_data, tmp_path, monkeypatch, xlco_cfg):
+    task = _queue_task(xlco_cfg, tiny_data, tmp_path, queue=20)
     mom = task.objectives["xlco"].momentum
     assert set(task.modules()) == {"model", "xlco_momentum"} and mom.size == 20
     assert not any(p.requires_grad for p in mom.parameters())
@@ -220,8 +226,8 @@ def test_the_queue_is_a_ring_buffer_and_the_loss_uses_batch_and_queue_negatives(
     assert float(queue_contrastive_loss(x, y, xk, yk, 0, queue, 0.1)) == pytest.approx(float(want), abs=1e-6)
 
 
-def test_momentum_weights_follow_the_online_weights_by_the_ema_formula(tiny_data, tmp_path):
-    task = _queue_task(tiny_data, tmp_path, momentum=0.9)
+def test_momentum_weights_follow_the_online_weights_by_the_ema_formula(tiny_data, tmp_path, xlco_cfg):
+    task = _queue_task(xlco_cfg, tiny_data, tmp_path, momentum=0.9)
     mom = task.objectives["xlco"].momentum
     online = dict(task.model.named_parameters())
     assert all(torch.equal(p, online[k]) for k, p in mom.encoder.named_parameters())  # starts as a copy
@@ -242,12 +248,12 @@ def test_momentum_weights_follow_the_online_weights_by_the_ema_formula(tiny_data
     assert not mom.encoder.training  # dropout stays off in the momentum encoder
 
 
-def test_xlco_with_a_queue_resumes_exactly_and_keeps_the_momentum_encoder_out_of_the_model(tiny_data, tmp_path):
+def test_xlco_with_a_queue_resumes_exactly_and_keeps_the_momentum_encoder_out_of_the_model(tiny_data, tmp_path, xlco_cfg, train_losses):
     straight, split = tmp_path / "straight", tmp_path / "split"
     q = ["objectives.xlco_queue=12", "objectives.xlco_momentum=0.9"]  # wraps at the 2nd XLCo step
-    run_training(_cfg(tiny_data, straight, 6, q))
-    run_training(_cfg(tiny_data, split, 3, q))
-    run_training(_cfg(tiny_data, split, 6, q), resume="latest")
+    run_training(xlco_cfg(tiny_data, straight, 6, q))
+    run_training(xlco_cfg(tiny_data, split, 3, q))
+    run_training(xlco_cfg(tiny_data, split, 6, q), resume="latest")
     a, b = train_losses(straight), train_losses(split)
     assert a == b and [s for s, v in a.items() if "loss/xlco/en-fr" in v] == [3, 6]  # mlm, tlm, xlco turns
     for name in ("model", "xlco_momentum"):
@@ -264,11 +270,11 @@ def test_xlco_with_a_queue_resumes_exactly_and_keeps_the_momentum_encoder_out_of
     assert not any(k.startswith("encoder.") or k in ("queue", "ptr") for k in final)
 
 
-def test_bad_queue_settings_are_config_errors_naming_the_field(tiny_data, tmp_path):
+def test_bad_queue_settings_are_config_errors_naming_the_field(tiny_data, tmp_path, xlco_cfg):
     with pytest.raises(ConfigError, match=r"objectives\.xlco_queue: must be within \[0, inf\) \(got -1\)"):
-        _cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_queue=-1"])
+        xlco_cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_queue=-1"])
     with pytest.raises(ConfigError, match=r"objectives\.xlco_momentum: must be within \[0, 1\] \(got 1\.5\)"):
-        _cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_momentum=1.5"])
+        xlco_cfg(tiny_data, tmp_path / "r", 1, ["objectives.xlco_momentum=1.5"])
 
 
 def _queue_ddp_worker(rank, world, port, x, y, xk, yk, out):
@@ -289,6 +295,7 @@ def _queue_ddp_worker(rank, world, port, x, y, xk, yk, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_batch_keys_and_keep_equal_queues():
     x, y = _pairs(n=11, noise=0.5)
     xk, yk = F.normalize(x + 0.05, dim=-1), F.normalize(y - 0.05, dim=-1)
@@ -302,7 +309,8 @@ def test_two_processes_share_the_batch_keys_and_keep_equal_queues():
     assert torch.equal(out[0][1], out[1][1]) and torch.equal(out[0][1], one.queue) and out[0][2] == int(one.ptr)
 
 
-def test_torchrun_pretrain_with_a_queue_leaves_the_momentum_encoder_out_of_ddp(tiny_data, tmp_path):
+@pytest.mark.slow
+def test_torchrun_pretrain_with_a_queue_leaves_the_momentum_encoder_out_of_ddp(tiny_data, tmp_path, tiny_config_overrides):
     import json
     import subprocess
     import sys
@@ -319,6 +327,7 @@ def test_torchrun_pretrain_with_a_queue_leaves_the_momentum_encoder_out_of_ddp(t
     assert json.loads((out / "checkpoints/step-00000003/train_state.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_the_negatives_benchmark_runs_tiny(tiny_data, tmp_path, capsys, monkeypatch):
     import importlib.util
     import json
@@ -341,9 +350,9 @@ def test_the_negatives_benchmark_runs_tiny(tiny_data, tmp_path, capsys, monkeypa
     assert "p@1 per CPU-minute" in capsys.readouterr().out
 
 
-def test_xlco_on_several_layers_and_with_more_turns(tiny_data, tmp_path):
+def test_xlco_on_several_layers_and_with_more_turns(tiny_data, tmp_path, xlco_cfg):
     """One loss per layer (averaged); xlco_turns gives XLCo that many turns in each round."""
-    cfg = _cfg(
+    cfg = xlco_cfg(
         tiny_data,
         tmp_path / "r",
         1,
@@ -358,7 +367,7 @@ def test_xlco_on_several_layers_and_with_more_turns(tiny_data, tmp_path):
     )
     assert task.model_info().extra["sentence_embedding"] == {"pooling": "mean", "layers": [0, -1]}
     one = PretrainTask(
-        _cfg(tiny_data, tmp_path / "r", 1, ['objectives.mlm=["en"]', "objectives.xlco_layers=[0]"]), seed=0
+        xlco_cfg(tiny_data, tmp_path / "r", 1, ['objectives.mlm=["en"]', "objectives.xlco_layers=[0]"]), seed=0
     )
     one.train_batch(1).loss.backward()  # only the embeddings are pooled: the blocks get a zero gradient
     assert (

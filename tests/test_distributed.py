@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config_overrides
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow  # every test starts torchrun
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
@@ -27,8 +28,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     assert r1.returncode == 0, r1.stderr[-3000:]
     two = load_file(str(tmp_path / "ddp/final/model.safetensors"))
     one = load_file(str(tmp_path / "one/final/model.safetensors"))
-    sys.path.insert(0, str(HERE))
-    from ddp_worker import FixedTask
+    from ddp_worker import FixedTask  # tests/ is on sys.path (pytest's pythonpath setting)
 
     init = FixedTask(0, 1).model.state_dict()
     for k in one:
@@ -37,7 +37,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     assert len(changed) > 10  # the step really moved the weights
 
 
-def test_torchrun_pretrain_writes_from_rank_zero_only(tiny_data, tmp_path):
+def test_torchrun_pretrain_writes_from_rank_zero_only(tiny_data, tmp_path, tiny_config_overrides):
     out = tmp_path / "run"
     args = ["-m", "xlm", "pretrain", *tiny_config_overrides(tiny_data, out, steps=4)]
     r = torchrun(args)
@@ -68,7 +68,7 @@ def test_torchrun_train_mt_with_denoising_and_back_translation(tiny_data, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_data, tmp_path_factory) -> Path:
+def tiny_checkpoint(tiny_data, tiny_config_overrides, tmp_path_factory) -> Path:
     from xlm.config import load_config
     from xlm.tasks.pretraining import PretrainConfig
     from xlm.training.runner import run_training

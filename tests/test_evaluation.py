@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import N_WORDS, tiny_config_overrides, with_bpe_merges
 
 from xlm.cli import main
 from xlm.config import load_config
@@ -163,12 +162,12 @@ def test_layer_specs():
 
 
 @pytest.fixture(scope="module")
-def bpe_data(tiny_data, tmp_path_factory) -> Path:
+def bpe_data(tiny_data, with_bpe_merges, tmp_path_factory) -> Path:
     return with_bpe_merges(tiny_data, tmp_path_factory.mktemp("evalbpe") / "data")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(bpe_data, tmp_path_factory) -> Path:
+def checkpoint(bpe_data, tmp_path_factory, tiny_config_overrides) -> Path:
     out = tmp_path_factory.mktemp("evalrun") / "run"
     run_training(load_config(PretrainConfig, None, tiny_config_overrides(bpe_data, out, steps=4)))
     return out / "final"
@@ -215,13 +214,13 @@ def test_frequent_words_decode_binarized_data(bpe_data):
     assert len(words) == 5 and all(w.startswith("f") and w[1:].isdigit() for w in words)
 
 
-def _sentences(rng: np.random.Generator, n: int) -> list[list[int]]:
-    return [rng.integers(0, N_WORDS, size=int(rng.integers(3, 9))).tolist() for _ in range(n)]
+def _sentences(rng: np.random.Generator, n: int, n_words: int) -> list[list[int]]:
+    return [rng.integers(0, n_words, size=int(rng.integers(3, 9))).tolist() for _ in range(n)]
 
 
-def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
+def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys, tiny_corpus):
     rng = np.random.default_rng(6)
-    sents = _sentences(rng, 24)
+    sents = _sentences(rng, 24, tiny_corpus.n_words)
     text = tmp_path / "fr.txt"
     text.write_text("".join(" ".join(f"f{w}" for w in s) + "\n" for s in sents), encoding="utf-8")
     out = tmp_path / "vec.npy"
@@ -229,7 +228,7 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
     vecs = np.load(out, allow_pickle=False)
     assert vecs.shape == (24, 32) and vecs.dtype == np.float32
     pre = load_pretrained(checkpoint)
-    direct = SentenceEncoder(pre, "fr", EmbedOptions("mean", (-1,), center=False)).encode_ids([[14 + N_WORDS + w for w in s] for s in sents])
+    direct = SentenceEncoder(pre, "fr", EmbedOptions("mean", (-1,), center=False)).encode_ids([[tiny_corpus.word_id("fr", w) for w in s] for s in sents])
     np.testing.assert_allclose(vecs, direct, atol=1e-5)  # text -> normalize -> BPE -> the same ids
     out16 = tmp_path / "vec16.npy"
     assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out16), "--pooling", "mean", "--layers", "-1", "--precision", "bf16", "--no-center"]) == 0
@@ -255,7 +254,7 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
     assert "bad.tsv:2" in capsys.readouterr().err
 
     dic = tmp_path / "en-fr.dict"
-    dic.write_text("".join(f"e{i} f{i}\n" for i in range(N_WORDS)) + "e1\tf2\n")
+    dic.write_text("".join(f"e{i} f{i}\n" for i in range(tiny_corpus.n_words)) + "e1\tf2\n")
     sim = tmp_path / "sim.tsv"
     sim.write_text("".join(f"e{i}\tf{j}\t{float(i == j) + 0.1 * i}\n" for i in range(6) for j in range(3)))
     js, png = tmp_path / "words.json", tmp_path / "words.png"
@@ -267,7 +266,7 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
     for key in ("en-fr/p@1", "en-fr/p@5", "en-fr/p@10", "en-fr/csls/p@1", "en-fr/csls/p@10", "en-fr/cosine", "en-fr/l2",
                 "en-fr/sim/pearson", "en-fr/sim/spearman"):  # fmt: skip
         assert key in m
-    assert m["en-fr/n_queries"] == N_WORDS and m["en-fr/target_vocab"] == N_WORDS
+    assert m["en-fr/n_queries"] == tiny_corpus.n_words and m["en-fr/target_vocab"] == tiny_corpus.n_words
     assert png.stat().st_size > 1000
 
     js, png = tmp_path / "ppl.json", tmp_path / "ppl.png"
@@ -285,7 +284,7 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys):
     assert png.stat().st_size > 1000
 
 
-def test_untrained_checkpoint_is_a_random_init(bpe_data, tmp_path):
+def test_untrained_checkpoint_is_a_random_init(bpe_data, tmp_path, tiny_config_overrides):
     over = tiny_config_overrides(bpe_data, tmp_path / "rand", steps=0)
     run_training(load_config(PretrainConfig, None, [*over, "train.eval_at_start=false"]))
     pre = load_pretrained(tmp_path / "rand" / "final")

@@ -25,12 +25,11 @@ from xlm.interop.original import (
 )
 from xlm.model.pretrained import ModelInfo, load_pretrained, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
+from xlm.text import bpe, normalize
 from xlm.text.vocab import END_OF_WORD, EOS_INDEX, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS
 from xlm.training.checkpoint import save_checkpoint
 
 transformers = pytest.importorskip("transformers")
-bpe = pytest.importorskip("xlm.text.bpe")
-normalize = pytest.importorskip("xlm.text.normalize")
 
 TOL = 1e-4
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_prepared, train_losses
 
 from xlm.cli import main
 from xlm.config import ConfigError, load_config
@@ -20,14 +19,7 @@ from xlm.tasks.translation import MTConfig, MTTask, parse_schedule, run_mt_train
 from xlm.text.vocab import EOS_INDEX, MASK_INDEX
 from xlm.training.checkpoint import save_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and far faster on a busy shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- noise
@@ -188,17 +180,18 @@ def test_a_language_model_is_not_a_translator(tiny_data, tmp_path):
 # --------------------------------------------------------------------------- training
 
 
-def handful_of_pairs(root: Path) -> Path:
+@pytest.fixture
+def handful_of_pairs(make_tiny_prepared, tmp_path) -> Path:
     """Eight en-fr pairs, used for training and as the valid and test sets."""
-    data = make_tiny_prepared(root, n_train=8, n_valid=8, seed=3)
+    data = make_tiny_prepared(tmp_path / "data", n_train=8, n_valid=8, seed=3)
     for split in ("valid", "test"):
         for path in data.glob("train.*"):
             shutil.copyfile(path, data / path.name.replace("train.", f"{split}.", 1))
     return data
 
 
-def test_tiny_model_learns_a_handful_of_pairs(tmp_path, capsys):
-    data = handful_of_pairs(tmp_path / "data")
+def test_tiny_model_learns_a_handful_of_pairs(handful_of_pairs, tmp_path, capsys):
+    data = handful_of_pairs
     run = tmp_path / "run"
     extra = [
         'objectives.mt=["en-fr"]',
@@ -225,7 +218,7 @@ def test_tiny_model_learns_a_handful_of_pairs(tmp_path, capsys):
     assert "en-fr" in capsys.readouterr().out
 
 
-def test_resume_reproduces_the_same_losses(tiny_data, tmp_path):
+def test_resume_reproduces_the_same_losses(tiny_data, tmp_path, train_losses):
     extra = [
         'objectives.mt=["en-fr"]',
         'objectives.ae=["en","fr"]',

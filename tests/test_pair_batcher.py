@@ -125,15 +125,6 @@ def test_exact_resume(skip):
     assert ref.epoch >= 1 or skip < 190  # the longest case does cross an epoch boundary
 
 
-def test_resume_from_an_older_epoch_pos_state():
-    data = fake_pairs(3000, seed=6)
-    ref = PairBatcher(data, MAX_TOKENS, MAX_LEN, seed=2, group=256)
-    expected = [ref.next_ids().tolist() for _ in range(50)]
-    old = PairBatcher(data, MAX_TOKENS, MAX_LEN, seed=2, group=256)
-    old.load_state_dict({"epoch": 0, "pos": 20})  # pos counted from the start of the epoch
-    assert [old.next_ids().tolist() for _ in range(30)] == expected[20:]
-
-
 def test_memory_does_not_grow_with_the_number_of_pairs():
     def peak(n: int) -> int:
         data = fake_pairs(n, seed=7)

@@ -120,6 +120,7 @@ def test_encode_tokens_and_bad_input(raw: Path, tmp_path: Path, capsys, monkeypa
     assert "<stdin>:2: invalid UTF-8" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reuse_vocabulary(raw: Path, tmp_path: Path) -> None:
     first = prepare(raw, tmp_path / "a", PrepareOptions(vocab_size=200, workers=1), log=lambda m: None)
     second = prepare(raw, tmp_path / "b", PrepareOptions(vocab_dir=tmp_path / "a", workers=1), log=lambda m: None)
@@ -191,6 +192,7 @@ def test_rerun_invalidates_previous_marker(raw: Path, tmp_path: Path) -> None:
         PreparedData.open(out)
 
 
+@pytest.mark.slow
 def test_shipped_corpus_subset(tmp_path: Path) -> None:
     if not (CORPUS / "train.en.gz").is_file():
         pytest.skip(f"shipped corpus not built yet ({CORPUS})")

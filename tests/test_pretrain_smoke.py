@@ -1,17 +1,15 @@
-from conftest import tiny_config_overrides
-
 from xlm.config import load_config
 from xlm.tasks.pretraining import PretrainConfig
 from xlm.training.runner import run_training
 
 
-def test_pretrain_runs(tiny_data, tmp_path):
+def test_pretrain_runs(tiny_data, tiny_config_overrides, tmp_path):
     cfg = load_config(PretrainConfig, None, tiny_config_overrides(tiny_data, tmp_path / "run"))
     metrics = run_training(cfg)
     assert "valid/mlm/en/ppl" in metrics and "valid/tlm/en-fr/ppl" in metrics
 
 
-def test_objective_weight_scales_the_gradient_not_the_logged_loss(tiny_data, tmp_path):
+def test_objective_weight_scales_the_gradient_not_the_logged_loss(tiny_data, tiny_config_overrides, tmp_path):
     """tlm_weight=0.25: the task reports the same loss as with weight 1 (what metrics.jsonl
     logs and perplexity comes from), and hands the weight to the trainer separately."""
     import torch

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import _write_binarized, make_tiny_prepared, tiny_config_overrides
 from safetensors.torch import load_file
 
 import xlm
@@ -44,26 +43,35 @@ from xlm.training.runner import run_training
 from xlm.training.trainer import TrainingError
 
 STEPS = 8  # checkpoints at steps 3, 6 and 8 (save_every=3, and the last step)
+KILL_SEED = 0  # the "random moment" of a SIGKILL: seeded, so a failure can be replayed
 SRC = Path(xlm.__file__).resolve().parent
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def overrides(data: Path, out: Path, steps: int = STEPS, extra: tuple[str, ...] = ()) -> list[str]:
-    # one intra-op thread everywhere (in-process and in subprocesses): bitwise-equal results
-    return [*tiny_config_overrides(data, out, steps), 'objectives.clm=["fr"]', "train.threads=1", *extra]
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
-def config(data: Path, out: Path, steps: int = STEPS, extra: tuple[str, ...] = ()) -> PretrainConfig:
-    return load_config(PretrainConfig, None, overrides(data, out, steps, extra))
+@pytest.fixture(scope="module")
+def overrides(tiny_config_overrides):
+    """Factory: ``overrides(data, out, steps=STEPS, extra=())``, the key=value list of a tiny run."""
+
+    def make(data: Path, out: Path, steps: int = STEPS, extra: tuple[str, ...] = ()) -> list[str]:
+        # one intra-op thread everywhere (in-process and in subprocesses): bitwise-equal results
+        return [*tiny_config_overrides(data, out, steps), 'objectives.clm=["fr"]', "train.threads=1", *extra]
+
+    return make
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+@pytest.fixture(scope="module")
+def config(overrides):
+    """Factory: ``config(data, out, steps=STEPS, extra=())``, the same run as a config."""
+
+    def make(data: Path, out: Path, steps: int = STEPS, extra: tuple[str, ...] = ()) -> PretrainConfig:
+        return load_config(PretrainConfig, None, overrides(data, out, steps, extra))
+
+    return make
 
 
 def train_records(run: Path) -> list[dict]:
@@ -101,7 +109,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_data, tmp_path_factory) -> Path:
+def reference(tiny_data, config, tmp_path_factory) -> Path:
     """One uninterrupted run: what every interrupted run must reproduce exactly."""
     out = tmp_path_factory.mktemp("reference") / "run"
     n = torch.get_num_threads()
@@ -207,7 +215,8 @@ def logged_steps(run: Path) -> int:
 # ----------------------------------------------------------------------------- 1. crashes and signals
 
 
-def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny_data, reference, tmp_path):
+@pytest.mark.slow
+def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny_data, reference, tmp_path, overrides, config):
     run = tmp_path / "run"
     args = overrides(tiny_data, run)
     ckdir = run / "checkpoints"
@@ -223,7 +232,7 @@ def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny
     assert logged_steps(run) == 6  # metrics were logged past the newest checkpoint
 
     # 2) resume with the plain command line, and SIGKILL it at a random moment of its training
-    delay = random.Random().uniform(0.0, 0.5)
+    delay = random.Random(KILL_SEED).uniform(0.0, 0.5)
     proc, log = start_child([*args, "--resume"], tmp_path, hooks=False)
     wait_for(lambda: "resumed from" in log.read_text(), proc)  # it trains again, from step 3
     assert "resumed from" in log.read_text() and "at step 3" in log.read_text()
@@ -238,7 +247,8 @@ def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny
     assert temp_dirs(ckdir) == [], "temporary folders of killed writes are cleaned up on resume"
 
 
-def test_sigterm_saves_at_the_step_boundary_exits_0_and_resumes_exactly(tiny_data, reference, tmp_path):
+@pytest.mark.slow
+def test_sigterm_saves_at_the_step_boundary_exits_0_and_resumes_exactly(tiny_data, reference, tmp_path, overrides, config):
     run = tmp_path / "run"
     args = overrides(tiny_data, run)
     proc, _ = start_child(args, tmp_path, TEST_STEP_DELAY="0.25")
@@ -256,7 +266,7 @@ def test_sigterm_saves_at_the_step_boundary_exits_0_and_resumes_exactly(tiny_dat
     assert_same_run(run, reference)
 
 
-def test_sigint_saves_and_resume_continues_to_the_same_result(tiny_data, reference, tmp_path, monkeypatch, capsys):
+def test_sigint_saves_and_resume_continues_to_the_same_result(tiny_data, reference, tmp_path, monkeypatch, capsys, config):
     original = pretraining.PretrainTask.train_batch
 
     def interrupted(self, micro_step):
@@ -315,7 +325,7 @@ def test_load_pretrained_refuses_a_resealed_truncated_file(finished_run):
 
 
 @pytest.mark.parametrize("damage, message", [(_truncate, r"size \d+ bytes, expected \d+ \(truncated"), (_alter, "checksum mismatch")])
-def test_resume_from_a_damaged_path_is_an_error_naming_the_file(tiny_data, finished_run, capsys, damage, message):
+def test_resume_from_a_damaged_path_is_an_error_naming_the_file(tiny_data, finished_run, capsys, damage, message, overrides):
     step6 = finished_run / "checkpoints/step-00000006"
     damage(step6 / "train_state.safetensors")
     rc = cli_main(["pretrain", *overrides(tiny_data, finished_run), "--resume", str(step6)])
@@ -324,7 +334,7 @@ def test_resume_from_a_damaged_path_is_an_error_naming_the_file(tiny_data, finis
     assert re.search(re.escape(f"xlm pretrain: error: {step6 / 'train_state.safetensors'}: ") + message, err), err
 
 
-def test_resume_latest_falls_back_past_a_truncated_checkpoint(tiny_data, finished_run, reference, capsys):
+def test_resume_latest_falls_back_past_a_truncated_checkpoint(tiny_data, finished_run, reference, capsys, overrides):
     ckdir = finished_run / "checkpoints"
     _truncate(ckdir / f"step-{STEPS:08d}" / "model.safetensors")
     assert cli_main(["pretrain", *overrides(tiny_data, finished_run), "--resume"]) == 0
@@ -334,7 +344,7 @@ def test_resume_latest_falls_back_past_a_truncated_checkpoint(tiny_data, finishe
     assert_same_run(finished_run, reference)  # the lost steps were redone identically
 
 
-def test_resume_with_every_checkpoint_damaged_starts_over_with_a_clean_log(tiny_data, finished_run, reference, capsys):
+def test_resume_with_every_checkpoint_damaged_starts_over_with_a_clean_log(tiny_data, finished_run, reference, capsys, config):
     for c in ckpt.list_checkpoints(finished_run / "checkpoints"):
         _alter(c / "model.safetensors")
     run_training(config(tiny_data, finished_run), resume="latest")
@@ -365,7 +375,7 @@ def test_keep_last_k_prunes_old_ones_but_never_the_newest_intact(tmp_path):
     assert any("step-00000006" in m and "truncated" in m for m in logs)
 
 
-def test_keep_last_in_a_training_run(tiny_data, tmp_path):
+def test_keep_last_in_a_training_run(tiny_data, tmp_path, config):
     run = tmp_path / "run"
     run_training(config(tiny_data, run, 5, ("train.save_every=1", "train.keep_last=2")))
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step-00000004", "step-00000005"]
@@ -403,7 +413,7 @@ def _faulty(monkeypatch, faults: dict[int, str]) -> None:
     monkeypatch.setattr(pretraining.PretrainTask, "train_batch", train_batch)
 
 
-def test_nonfinite_loss_or_gradient_skips_the_update(tiny_data, tmp_path, monkeypatch, capsys):
+def test_nonfinite_loss_or_gradient_skips_the_update(tiny_data, tmp_path, monkeypatch, capsys, config):
     _faulty(monkeypatch, {3: "nan", 5: "inf"})  # steps 4 and 6
     run = tmp_path / "run"
     run_training(config(tiny_data, run, 7, ("train.save_every=1", "train.keep_last=0")))
@@ -421,7 +431,7 @@ def test_nonfinite_loss_or_gradient_skips_the_update(tiny_data, tmp_path, monkey
     assert json.loads((run / "checkpoints/step-00000007/train_state.json").read_text())["nonfinite_total"] == 2
 
 
-def test_too_many_nonfinite_steps_stop_with_the_pre_fault_weights_saved(tiny_data, tmp_path, monkeypatch):
+def test_too_many_nonfinite_steps_stop_with_the_pre_fault_weights_saved(tiny_data, tmp_path, monkeypatch, config):
     _faulty(monkeypatch, {i: "nan" for i in range(3, 100)})  # every step from step 4 on
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match="3 non-finite steps in a row at step 6"):
@@ -464,7 +474,7 @@ def _object_npy(path: Path, marker: Path) -> None:
     np.save(path, arr, allow_pickle=True)
 
 
-def test_pickled_weights_and_train_state_are_refused(tiny_data, finished_run, payload):
+def test_pickled_weights_and_train_state_are_refused(tiny_data, finished_run, payload, config):
     marker, data = payload
     final = finished_run / "final"
     (final / "model.safetensors").write_bytes(data)
@@ -538,7 +548,8 @@ def test_pickled_config_is_refused(tmp_path, payload, protocol):
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("kind", ["torch.save", "raw pickle"])
 def test_original_xlm_checkpoint_loader_refuses_code(tmp_path, payload, kind):
-    original = pytest.importorskip("xlm.interop.original")
+    from xlm.interop import original
+
     marker, data = payload
     path = tmp_path / "mlm_enfr.pth"
     if kind == "torch.save":
@@ -595,7 +606,7 @@ def test_no_loader_can_unpickle():
 # ----------------------------------------------------------------------------- 6. resource limits
 
 
-def test_tlm_token_budget_below_one_maximal_pair_is_refused_at_config_time(tiny_data, tmp_path):
+def test_tlm_token_budget_below_one_maximal_pair_is_refused_at_config_time(tiny_data, tmp_path, config):
     # max_len=30: a maximal pair is 2*30+4 = 64 tokens
     with pytest.raises(ConfigError, match=r"data\.tlm_max_tokens=63 .*2 \* data\.max_len \+ 4 = 64"):
         config(tiny_data, tmp_path, extra=("data.tlm_max_tokens=63",))
@@ -605,7 +616,7 @@ def test_tlm_token_budget_below_one_maximal_pair_is_refused_at_config_time(tiny_
 
 
 @pytest.fixture(scope="module")
-def long_sentence_data(tmp_path_factory) -> Path:
+def long_sentence_data(make_tiny_prepared, write_binarized, tmp_path_factory) -> Path:
     """The tiny corpus plus, in every file, sentences of 200 words (model.max_positions=64)."""
     root = make_tiny_prepared(tmp_path_factory.mktemp("long") / "data", n_train=60, n_valid=8)
     vocab = Vocabulary.from_dir(root)
@@ -617,11 +628,11 @@ def long_sentence_data(tmp_path_factory) -> Path:
                 sents = [data.sentence(i).tolist() for i in range(len(data))]
                 for k in (0, len(sents) // 2):
                     sents[k] = (base + rng.integers(0, 40, size=200 + k)).tolist()
-                _write_binarized(root / name, sents, lang, vocab.hash, len(vocab))
+                write_binarized(root / name, sents, lang, vocab.hash, len(vocab))
     return root
 
 
-def test_sentences_longer_than_the_model_never_crash_training(long_sentence_data, tmp_path):
+def test_sentences_longer_than_the_model_never_crash_training(long_sentence_data, tmp_path, config):
     cfg = config(long_sentence_data, tmp_path / "run", 4, ("train.eval_every=2",))
     d = cfg.data
     data = PreparedData.open(long_sentence_data).para("train", "en", "fr")
@@ -651,7 +662,7 @@ def _enospc_after_half(real):
     return save_file
 
 
-def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, reference, tmp_path, monkeypatch):
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, reference, tmp_path, monkeypatch, config):
     run = tmp_path / "run"
     monkeypatch.setattr(trainer_mod, "save_file", _enospc_after_half(trainer_mod.save_file))
     with pytest.raises(CheckpointError, match="No space left on device") as info:

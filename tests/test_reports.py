@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config_overrides
 
 from xlm.config import load_config
 from xlm.reports import format_table, plot_training
@@ -23,7 +22,7 @@ def test_table_alignment():
     assert lines[0].split() == ["lang", "ppl"] and "12.35" in lines[2] and lines[3].endswith("-")
 
 
-def test_plot_run_writes_pngs(tiny_data, tmp_path):
+def test_plot_run_writes_pngs(tiny_data, tiny_config_overrides, tmp_path):
     run = tmp_path / "run"
     over = tiny_config_overrides(tiny_data, run, steps=4) + ["train.eval_every=2", "train.eval_at_start=true"]
     run_training(load_config(PretrainConfig, None, over))

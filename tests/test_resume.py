@@ -3,7 +3,6 @@
 
 import pytest
 import torch
-from conftest import tiny_config_overrides, train_losses
 from safetensors.torch import load_file
 
 from xlm.config import ConfigError, load_config
@@ -12,11 +11,17 @@ from xlm.training.checkpoint import verify_checkpoint
 from xlm.training.runner import run_training
 
 
-def cfg(data, out, steps, extra=()):
-    return load_config(PretrainConfig, None, [*tiny_config_overrides(data, out, steps), "objectives.clm=[\"fr\"]", *extra])
+@pytest.fixture
+def cfg(tiny_config_overrides):
+    """Factory: ``cfg(data, out, steps, extra=())``, a tiny MLM+TLM+CLM run's config."""
+
+    def make(data, out, steps, extra=()):
+        return load_config(PretrainConfig, None, [*tiny_config_overrides(data, out, steps), 'objectives.clm=["fr"]', *extra])
+
+    return make
 
 
-def test_resume_is_exact(tiny_data, tmp_path):
+def test_resume_is_exact(tiny_data, tmp_path, cfg, train_losses):
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_training(cfg(tiny_data, straight, 6))
     run_training(cfg(tiny_data, split, 3))
@@ -29,7 +34,7 @@ def test_resume_is_exact(tiny_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_resume_falls_back_to_newest_intact_checkpoint(tiny_data, tmp_path, capsys):
+def test_resume_falls_back_to_newest_intact_checkpoint(tiny_data, tmp_path, capsys, cfg):
     run = tmp_path / "run"
     run_training(cfg(tiny_data, run, 6))
     newest = run / "checkpoints/step-00000006/model.safetensors"
@@ -43,7 +48,7 @@ def test_resume_falls_back_to_newest_intact_checkpoint(tiny_data, tmp_path, caps
     assert "step-00000006 is damaged" in out and "resumed from" in out and "step-00000003" in out
 
 
-def test_config_error_names_the_field(tiny_data, tmp_path):
+def test_config_error_names_the_field(tiny_data, tmp_path, cfg):
     with pytest.raises(ConfigError, match=r"objectives\.mlm: 'xx' is not a language"):
         run_training(cfg(tiny_data, tmp_path / "r", 2, ['objectives.mlm=["en","xx"]']))
     with pytest.raises(ConfigError, match=r"model\.n_layer: unknown field"):
@@ -52,7 +57,7 @@ def test_config_error_names_the_field(tiny_data, tmp_path):
         cfg(tiny_data, tmp_path / "r", 2, ["train.max_steps=many"])
 
 
-def test_a_fresh_run_refuses_a_used_run_folder_and_changes_nothing(tiny_data, tmp_path):
+def test_a_fresh_run_refuses_a_used_run_folder_and_changes_nothing(tiny_data, tmp_path, cfg, train_losses):
     from xlm.training.trainer import TrainingError
 
     run = tmp_path / "run"
@@ -65,7 +70,7 @@ def test_a_fresh_run_refuses_a_used_run_folder_and_changes_nothing(tiny_data, tm
     assert sorted(train_losses(run)) == [1, 2, 3, 4]
 
 
-def test_train_records_average_every_update_since_the_last_and_resume_mid_window(tiny_data, tmp_path):
+def test_train_records_average_every_update_since_the_last_and_resume_mid_window(tiny_data, tmp_path, cfg, train_losses):
     """log_every=4 with objectives taking turns: each record holds the mean loss of every
     objective trained since the previous record (not only the logged update's), the last
     update of a run is recorded, and a run resumed from a checkpoint taken in the middle of a
@@ -93,7 +98,7 @@ def test_train_records_average_every_update_since_the_last_and_resume_mid_window
     assert train_losses(again) == logged
 
 
-def test_resume_with_other_trainable_weights_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
+def test_resume_with_other_trainable_weights_is_a_clear_error(tiny_data, tmp_path, monkeypatch, cfg):
     """A checkpoint whose optimizer state has another set of trainable weights (e.g. written
     before a weight was frozen) is refused with an error naming it, not a traceback."""
     from xlm.tasks import pretraining

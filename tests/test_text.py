@@ -155,6 +155,7 @@ def test_learn_bpe_samples_languages_by_alpha(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- BPE
 
 
+@pytest.mark.slow
 def test_learning_is_reproducible_across_processes(tmp_path: Path) -> None:
     """Same text, same seed -> byte-identical vocabulary, also in another process (the
     tokenizers trainer alone orders some symbols by a randomly seeded hash map)."""
@@ -310,6 +311,7 @@ def corpus_vocabs(tmp_path_factory) -> dict[bool, Path]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_equivalent_to_hf_on_shipped_corpus(corpus_vocabs: dict[bool, Path], lowercase: bool) -> None:
     lines = {}

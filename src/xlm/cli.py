@@ -29,12 +29,47 @@ COMMANDS: list[str] = [
 ]
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help when it has a default worth showing (not
+    None, False, "" or [], and not already named in the help text), whatever formatter its
+    parser uses."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if not text or text == argparse.SUPPRESS or "default" in text.lower():
+            return text
+        if action.default is None or action.default is False or action.default in ("", [], argparse.SUPPRESS):
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text  # a required positional
+        return f"{text} (default: %(default)s)"
+
+
+def subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of ``parser``'s sub-commands (one entry per sub-command, aliases left out)."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            out += [p for p in dict.fromkeys(action.choices.values())]
+    return out
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` and every sub-command's parser print option defaults in ``--help``."""
+    if not issubclass(parser.formatter_class, _ShowDefaults):
+        base = parser.formatter_class
+        parser.formatter_class = type(f"ShowDefaults{base.__name__}", (_ShowDefaults, base), {})  # type: ignore[assignment]
+    for child in subparsers(parser):
+        _show_defaults(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xlm", description="Cross-lingual language model pretraining and its uses.")
-    parser.add_argument("--version", action="version", version=f"xlm {__version__}")
+    parser.add_argument("--version", action="version", version=f"xlm {__version__}", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"xlm.commands.{name}").register(sub)
+    _show_defaults(parser)
     return parser
 
 

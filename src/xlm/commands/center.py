@@ -18,12 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("center", help="store per-language mean sentence vectors in a checkpoint (centered embeddings)")
     p.add_argument("checkpoint", type=Path, help="a checkpoint directory (xlm pretrain or xlm import)")
     p.add_argument("--prepared", type=Path, required=True, help="an `xlm prepare` directory with the same vocabulary")
-    p.add_argument("--split", default="train", help="monolingual split to average (default train)")
+    p.add_argument("--split", default="train", help="monolingual split to average")
     p.add_argument(
         "--max-sentences", type=non_negative_int, default=5000,
-        help="evenly spaced sentences per language (default 5000; 0: all)",
+        help="evenly spaced sentences per language (0: all)",
     )  # fmt: skip
-    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch (default 8000)")
+    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch")
     add_device_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)

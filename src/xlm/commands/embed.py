@@ -32,14 +32,14 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
                    help="subtract the language's mean vector: the one stored by `xlm center`, else the mean "
                         "of the sentences embedded (default on; --no-center: raw vectors)")
-    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch (default 8000)")
+    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch")
     add_device_option(p)
     add_precision_option(p)
 
 
 def add_precision_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: bfloat16 matmuls, several times faster on GPUs and AMX CPUs (default fp32)")  # fmt: skip
+                   help="bf16: bfloat16 matmuls, several times faster on GPUs and AMX CPUs")  # fmt: skip
 
 
 def embed_options(args: argparse.Namespace, progress: bool | None = None):

@@ -12,11 +12,11 @@ from xlm.commands.options import add_device_option, int_at_least, non_negative_i
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ppl", help="MLM / CLM perplexity per language on a binarized split")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
     p.add_argument("--data", type=Path, required=True, help="an `xlm prepare` directory (same vocabulary as the model)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="binarized split of --data")
     p.add_argument("--langs", default="", help="comma-separated languages (default: every model language with the split)")
-    p.add_argument("--objective", choices=("mlm", "clm", "both"), default="both")
+    p.add_argument("--objective", choices=("mlm", "clm", "both"), default="both", help="which perplexity to measure")
     p.add_argument("--bptt", type=int_at_least(2), default=256, help="tokens per evaluated row (capped at the model's positions)")
     p.add_argument("--max-rows", type=non_negative_int, default=0, help="rows per language (0: the whole split)")
     p.add_argument("--seed", type=non_negative_int, default=1234, help="masking seed (MLM)")

@@ -18,11 +18,11 @@ from xlm.errors import XLMError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrieval", help="cross-lingual sentence retrieval precision@1")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
     p.add_argument("--pairs", action="append", default=[], metavar="SRC-TGT=FILE",
                    help="TSV of translation pairs (source<TAB>target), repeatable")
     p.add_argument("--prepared", type=Path, help="use the binarized parallel splits of this `xlm prepare` directory")
-    p.add_argument("--split", default="test", help="split of --prepared (default test)")
+    p.add_argument("--split", default="test", help="split of --prepared")
     p.add_argument("--langs", default="", help="with --prepared: only these pairs, in this direction, e.g. en-fr,en-de")
     p.add_argument("--max-sentences", type=non_negative_int, default=0, help="first N pairs of each set (0: all)")
     p.add_argument("--margin", action=argparse.BooleanOptionalAction, default=True,

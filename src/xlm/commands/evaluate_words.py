@@ -13,7 +13,7 @@ from xlm.errors import XLMError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("words", help="word translation and word similarity from the embedding table")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
     p.add_argument(
         "--dict",
         action="append",
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="an `xlm prepare` directory: its --vocab-split's most frequent words are the candidates",
     )
-    p.add_argument("--vocab-split", default="train")
+    p.add_argument("--vocab-split", default="train", help="split of --vocab-data whose word counts rank the candidates")
     p.add_argument(
         "--corpus-text",
         action="append",
@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LANG=FILE",
         help="raw text of LANG whose most frequent words are the candidates",
     )
-    p.add_argument("--max-vocab", type=count, default=20000, help="frequent words kept per language (default 20000)")
-    p.add_argument("--csls-k", type=count, default=10, help="neighbours averaged by CSLS (default 10)")
+    p.add_argument("--max-vocab", type=count, default=20000, help="frequent words kept per language")
+    p.add_argument("--csls-k", type=count, default=10, help="neighbours in the CSLS hubness correction")
     p.add_argument(
         "--vectors",
         choices=("table", "encoder"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw a run's loss and perplexity curves to PNG")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="run folder of `xlm pretrain` (holds metrics.jsonl)")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/plots)")
     p.set_defaults(func=run)
 

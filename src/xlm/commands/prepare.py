@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lowercase", action="store_true", help="lowercase and remove accents")
     p.add_argument("--max-lines", type=count, help="read at most N lines per file (quick runs)")
     p.add_argument("--vocab", type=Path, help="reuse the vocabulary in DIR instead of learning one")
-    p.add_argument("--workers", type=count, default=2, help="normalization processes (default 2)")
+    p.add_argument("--workers", type=count, default=2, help="normalization processes")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the BPE sentence sample")
     p.add_argument(
         "--invalid-utf8", choices=("error", "replace"), default="error",

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length-penalty", type=finite, default=1.0, help="beam scores are log p / length**this")
     p.add_argument("--early-stopping", action="store_true", help="stop a sentence once BEAM hypotheses are finished")
     p.add_argument("--max-len-a", type=non_negative, default=1.5, help="outputs are at most A * source length + B tokens")
-    p.add_argument("--max-len-b", type=non_negative_int, default=10)
+    p.add_argument("--max-len-b", type=non_negative_int, default=10, help="see --max-len-a")
     p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
     p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
     p.add_argument("--input", type=Path, help="read this file instead of standard input")

@@ -288,19 +288,5 @@ class PairBatcher:
         return {"epoch": self.epoch, "window": self.window, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.window, self.pos = int(state["epoch"]), int(state.get("window", 0)), int(state["pos"])
+        self.epoch, self.window, self.pos = int(state["epoch"]), int(state["window"]), int(state["pos"])
         self._start_window()
-        if "window" not in state:  # a pre-window state {epoch, pos}: skip pos batches of the epoch
-            while self.pos > len(self._batches) and self.window + 1 < self.n_windows:
-                self.window, self.pos = self.window + 1, self.pos - len(self._batches)
-                self._start_window(new_epoch=False)
-
-
-def iterate_sentences(data: MonolingualData, max_tokens: int, max_len: int, lang_id: int):
-    """All sentences of ``data`` in order of length, padded batches within ``max_tokens``
-    (for evaluation and embedding); yields ``(sentence_ids, Batch)``."""
-    lengths = np.minimum(data.lengths, max_len) + 2
-    order = np.argsort(lengths, kind="stable")
-    for ids in token_budget_batches(lengths, order, max_tokens):
-        tokens, lens = pad_rows(sentence_rows(data, ids, max_len))
-        yield ids, Batch(tokens=tokens, lengths=lens, langs=torch.full_like(tokens, lang_id))
