@@ -32,7 +32,10 @@ def prepare_data() -> Path:
         print(f"{DATA.relative_to(ROOT)} is up to date (delete it to prepare again)")
         print(language_table(json.loads((DATA / "prepare.json").read_text(encoding="utf-8"))))
     else:
-        run("prepare", str(CORPUS.relative_to(ROOT)), str(DATA.relative_to(ROOT)), "--vocab-size", str(VOCAB_SIZE))
+        run(  # the demo owns its data folder: replace one prepared otherwise
+            "prepare", str(CORPUS.relative_to(ROOT)), str(DATA.relative_to(ROOT)), "--vocab-size", str(VOCAB_SIZE),
+            "--overwrite",
+        )  # fmt: skip
     return DATA
 
 

@@ -8,6 +8,7 @@ LibreOffice help data (English only), then the zero-shot transfer table over six
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def classification_step(checkpoint: Path, out_dir: Path | None = None, minutes: 
         data[split] = {lang: str(ROOT / p) for lang, p in data[split].items()}
     cfg = cfg.model_copy(update={"data": type(cfg.data).model_validate(data)})
     print(f"\n== cross-lingual classification: fine-tune on English for ~{minutes:g} min, test on 6 languages ==")
-    result = run_finetune(cfg)
+    if (out / "accuracy.json").is_file():  # done by an earlier demo: fine-tuning never replaces a run
+        print(f"{out} holds a finished fine-tuning run (delete it to fine-tune again)")
+        return json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
+    result = run_finetune(cfg, resume="latest" if out.exists() else None)  # an interrupted one continues
     print(result_table(result.accuracy, result.examples, sorted(cfg.data.train)))
     write_json(out / "accuracy.json", result.accuracy)
     print(f"plot: {plot_accuracy(result.accuracy, out / 'accuracy.png', 'zero-shot transfer from English')}")

@@ -270,7 +270,7 @@ def _finetune_argv(tmp_path, checkpoint, *extra):
 
 def test_auto_settings_are_printed(tmp_path, tiny_checkpoint, capsys):
     assert main(_finetune_argv(tmp_path, tiny_checkpoint, "--out", str(tmp_path / "a"), "train.max_steps=2")) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # status lines go to stderr
     assert "fine-tuning: encoder lr 0.001 (auto: 32-dim model); head lr 0.001 (auto);" in out
     assert "epochs (auto: at least 600 updates)" in out
 

@@ -178,18 +178,22 @@ def test_invalid_utf8_reports_file_and_line(raw: Path, tmp_path: Path, capsys) -
     assert not (tmp_path / "out" / "tmp").exists()  # the normalized text is removed on failure too
 
 
-def test_rerun_invalidates_previous_marker(raw: Path, tmp_path: Path) -> None:
+def test_rerun_needs_overwrite_and_a_failed_rerun_keeps_the_old_folder(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en", "fr"]), log=lambda m: None)
     assert (out / "train.fr.json").is_file()
-    prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"]), log=lambda m: None)
+    with pytest.raises(DataError, match=r"already holds prepared data made otherwise \(languages: \['en', 'fr'\] -> "):
+        prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"]), log=lambda m: None)
+    assert (out / "train.fr.json").is_file()  # refused: nothing changed
+    prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"], overwrite=True), log=lambda m: None)
     assert not (out / "train.fr.json").exists()  # files of the previous run do not linger
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     _write(raw / "valid.en", b"\xff\n")
     with pytest.raises(DataError):
-        prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"]), log=lambda m: None)
-    assert not (out / PREPARE_FILE).exists()  # a failed re-run is never mistaken for a finished one
-    with pytest.raises(DataError, match="not a finished `xlm prepare` output"):
-        PreparedData.open(out)
+        prepare(raw, out, PrepareOptions(vocab_size=200, workers=1, langs=["en"], overwrite=True), log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # a failed re-run changes nothing
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # and leaves no temporary folder
+    PreparedData.open(out)
 
 
 @pytest.mark.slow

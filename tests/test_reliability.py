@@ -248,13 +248,15 @@ def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny
 
 
 @pytest.mark.slow
-def test_sigterm_saves_at_the_step_boundary_exits_0_and_resumes_exactly(tiny_data, reference, tmp_path, overrides, config):
+def test_sigterm_saves_at_the_step_boundary_exits_143_and_resumes_exactly(tiny_data, reference, tmp_path, overrides, config):
     run = tmp_path / "run"
     args = overrides(tiny_data, run)
-    proc, _ = start_child(args, tmp_path, TEST_STEP_DELAY="0.25")
+    proc, log = start_child(args, tmp_path, TEST_STEP_DELAY="0.25")
     wait_for(lambda: logged_steps(run) >= 4, proc)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM  # stopped, not finished: 143
+    assert "Traceback" not in log.read_text()
+    assert "xlm pretrain: interrupted: received signal 15: saved step" in log.read_text()
     stopped = logged_steps(run)
     assert 4 <= stopped < STEPS
     newest = ckpt.list_checkpoints(run / "checkpoints")[-1]
@@ -266,7 +268,9 @@ def test_sigterm_saves_at_the_step_boundary_exits_0_and_resumes_exactly(tiny_dat
     assert_same_run(run, reference)
 
 
-def test_sigint_saves_and_resume_continues_to_the_same_result(tiny_data, reference, tmp_path, monkeypatch, capsys, config):
+def test_sigint_saves_and_resume_continues_to_the_same_result(
+    tiny_data, reference, tmp_path, monkeypatch, capsys, config, overrides
+):
     original = pretraining.PretrainTask.train_batch
 
     def interrupted(self, micro_step):
@@ -276,8 +280,9 @@ def test_sigint_saves_and_resume_continues_to_the_same_result(tiny_data, referen
 
     run = tmp_path / "run"
     monkeypatch.setattr(pretraining.PretrainTask, "train_batch", interrupted)
-    run_training(config(tiny_data, run))  # returns normally
-    assert "received signal 2: saved step 2" in capsys.readouterr().out
+    assert cli_main(["pretrain", *overrides(tiny_data, run)]) == 130  # saved, then exit 128 + SIGINT
+    err = capsys.readouterr().err
+    assert "xlm pretrain: interrupted: received signal 2: saved step 2" in err and "Traceback" not in err
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step-00000002"]
     monkeypatch.setattr(pretraining.PretrainTask, "train_batch", original)
     run_training(config(tiny_data, run), resume="latest")
@@ -338,7 +343,7 @@ def test_resume_latest_falls_back_past_a_truncated_checkpoint(tiny_data, finishe
     ckdir = finished_run / "checkpoints"
     _truncate(ckdir / f"step-{STEPS:08d}" / "model.safetensors")
     assert cli_main(["pretrain", *overrides(tiny_data, finished_run), "--resume"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert f"skipping damaged checkpoint: {ckdir / f'step-{STEPS:08d}' / 'model.safetensors'}: size" in out
     assert f"resuming from step-00000006: the newer step-{STEPS:08d} is damaged" in out
     assert_same_run(finished_run, reference)  # the lost steps were redone identically
@@ -348,7 +353,7 @@ def test_resume_with_every_checkpoint_damaged_starts_over_with_a_clean_log(tiny_
     for c in ckpt.list_checkpoints(finished_run / "checkpoints"):
         _alter(c / "model.safetensors")
     run_training(config(tiny_data, finished_run), resume="latest")
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert out.count("skipping damaged checkpoint") >= 3 and "starting from scratch" in out
     assert_same_run(finished_run, reference)  # each step logged once: the lost run's log was dropped
 
@@ -426,7 +431,7 @@ def test_nonfinite_loss_or_gradient_skips_the_update(tiny_data, tmp_path, monkey
     assert recs[4]["grad_norm"] is None and recs[6]["grad_norm"] is None
     assert [v for k, v in recs[4].items() if k.startswith("loss/")] == [None]  # NaN is logged as null (valid JSON)
     assert all(np.isfinite(v) for k, v in recs[6].items() if k.startswith("loss/"))  # finite loss, inf gradient
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "step 4: non-finite loss or gradient" in out and "step 6: non-finite loss or gradient" in out
     assert json.loads((run / "checkpoints/step-00000007/train_state.json").read_text())["nonfinite_total"] == 2
 
@@ -702,6 +707,8 @@ def test_failed_overwrite_restores_the_previous_directory(tmp_path, monkeypatch)
     calls = []
 
     def replace(src, dst):
+        if Path(src).name.endswith(".tmp"):  # a file of the checkpoint written atomically
+            return real_replace(src, dst)
         calls.append((Path(src).name, Path(dst).name))
         if len(calls) == 2:  # moving the new folder in
             raise OSError(errno.ENOSPC, "No space left on device")

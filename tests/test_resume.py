@@ -44,7 +44,7 @@ def test_resume_falls_back_to_newest_intact_checkpoint(tiny_data, tmp_path, caps
     with pytest.raises(Exception, match="checksum mismatch"):
         verify_checkpoint(newest.parent)
     run_training(cfg(tiny_data, run, 6), resume="latest")
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "step-00000006 is damaged" in out and "resumed from" in out and "step-00000003" in out
 
 

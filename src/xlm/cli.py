@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from xlm import __version__
-from xlm.errors import XLMError
+from xlm.errors import Interrupted, XLMError
+from xlm.fileio import check_output_paths, is_stdout, status_on_stderr
 
 # Module names under xlm.commands, each with a ``register(subparsers)`` function.
 COMMANDS: list[str] = [
@@ -27,6 +29,10 @@ COMMANDS: list[str] = [
     "import_model",
     "bench",
 ]
+
+# Options that name what a command writes, checked before it starts work (xlm.fileio).
+OUTPUT_FILES = ("json", "plot", "output")
+OUTPUT_FOLDERS = ("out", "out_dir", "save_hypotheses")
 
 
 class _ShowDefaults(argparse.HelpFormatter):
@@ -79,11 +85,38 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _stop_on_sigterm()
     try:
+        files = [getattr(args, k, None) for k in OUTPUT_FILES]
+        check_output_paths(files, [getattr(args, k, None) for k in OUTPUT_FOLDERS])
+        if any(f is not None and is_stdout(f) for f in files):  # results to stdout: tables and status to stderr
+            with status_on_stderr():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
-    except (XLMError, FileNotFoundError) as e:
+    except KeyboardInterrupt as e:  # Ctrl-C, or a training run stopped by a signal after saving
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        reason = getattr(e, "message", "") or "stopped by Ctrl-C"
+        print(f"xlm {args.command}: interrupted: {reason}", file=sys.stderr)
+        return 128 + signum
+    except (XLMError, OSError) as e:
         print(f"xlm {args.command}: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum, f"received signal {signum}")
+
+
+def _stop_on_sigterm() -> object:
+    """SIGTERM stops a command like Ctrl-C (cleanup runs, one line, exit 143); training loops
+    catch it themselves to save first. Returns the previous handler (None off the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_interrupted)
+    except ValueError:  # not the main thread
+        return None
 
 
 if __name__ == "__main__":

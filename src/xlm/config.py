@@ -9,6 +9,7 @@ the value and the range. NaN and infinities are refused everywhere.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -100,6 +101,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def resume_and_overrides(resume: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``--resume key=value``: argparse gives the override to ``--resume`` (it takes an optional
+    checkpoint path); give it back to the overrides and resume from the latest checkpoint."""
+    if resume is not None and re.match(r"^[A-Za-z_][\w.]*=", resume):
+        return "latest", [resume, *overrides]
+    return resume, overrides
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         path, value = parse_override(item)
@@ -113,12 +122,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Read a TOML file (optional), apply ``key=value`` overrides and validate into ``cls``."""
+def read_config_data(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The settings given by a TOML file (optional) and ``key=value`` overrides, not validated."""
     data: dict[str, Any] = {}
-    source = "command-line overrides"
     if path is not None:
-        source = str(path)
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
@@ -128,8 +135,13 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    data = apply_overrides(data, overrides or [])
-    return validate_config(cls, data, source)
+    return apply_overrides(data, overrides or [])
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Read a TOML file (optional), apply ``key=value`` overrides and validate into ``cls``."""
+    source = str(path) if path is not None else "command-line overrides"
+    return validate_config(cls, read_config_data(path, overrides), source)
 
 
 def validate_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:

@@ -11,3 +11,13 @@ class DataError(XLMError):
 
 class CheckpointError(XLMError):
     """A checkpoint that is missing, corrupt, unsafe or incompatible."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The user (Ctrl-C, SIGINT) or the system (SIGTERM) stopped a command after it saved what
+    it could; the CLI prints one line and exits with 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.message = message

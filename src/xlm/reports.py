@@ -1,16 +1,17 @@
-"""Reports shared by every command: plain-text tables, JSON metrics written atomically,
-and PNG plots (matplotlib, headless)."""
+"""Reports shared by every command: plain-text tables, JSON metrics and PNG plots (matplotlib,
+headless), written through :mod:`xlm.fileio` (atomic; ``-`` is standard output)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from xlm.fileio import usual_permissions, write_atomic, write_figure, write_json
+
+__all__ = ["format_table", "plot_training", "read_metrics", "save_figure", "usual_permissions", "write_atomic", "write_json"]
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = "{:.2f}") -> str:
@@ -29,51 +30,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt
     return "\n".join(out)
 
 
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def usual_permissions(path: str | Path, directory: bool = False) -> None:
-    """Give a temporary file or folder (``mkstemp``: 0600, ``mkdtemp``: 0700) the permissions
-    ``open()`` or ``mkdir()`` would have given it, before it is renamed into place."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: str | Path, metrics: Any) -> Path:
-    return write_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
-
 def save_figure(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        usual_permissions(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    """A figure as an image file, written atomically (see :mod:`xlm.fileio`)."""
+    return write_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def pyplot():

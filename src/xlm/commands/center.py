@@ -32,8 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from xlm.commands.embed import load_model
     from xlm.evaluation.centering import compute_from_prepared, store_means
+    from xlm.fileio import check_output_folder
     from xlm.reports import format_table
 
+    check_output_folder(args.checkpoint.parent, "folder of the checkpoint")  # it is replaced with the means added
     pretrained = load_model(args.checkpoint, args.device)
     means = compute_from_prepared(
         pretrained, args.prepared, args.split, args.max_sentences,

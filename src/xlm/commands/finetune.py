@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from xlm.commands.options import add_device_option, non_negative_int
-from xlm.config import ConfigError, load_config, validate_config
+from xlm.config import ConfigError, load_config, read_config_data, resume_and_overrides, validate_config
 from xlm.data.classification import FORMATS
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -76,38 +77,50 @@ def _lang_files(items: list[str], option: str) -> dict[str, str]:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """TOML file < key=value overrides < command-line options."""
+    """TOML file < key=value overrides < command-line options; with ``--resume``, all of them on
+    top of the run's saved ``config.toml``."""
     from xlm.tasks.classification import ClassifyConfig
+    from xlm.training.runner import resume_config
 
+    args.resume, args.args = resume_and_overrides(args.resume, args.args)
     overrides = [a for a in args.args if _OVERRIDE.match(a)]
     positional = [a for a in args.args if not _OVERRIDE.match(a)]
     if len(positional) > 1:
         raise ConfigError(f"expected one CHECKPOINT, got {positional}")
-    cfg = load_config(ClassifyConfig, args.config, overrides)
-    data = cfg.model_dump(mode="json")
+    data = read_config_data(args.config, overrides)
+    load_config(ClassifyConfig, args.config, overrides)  # errors name the TOML file or the override
+
+    def put(section: str, key: str, value: Any) -> None:
+        node = data.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{section}: expected a section of settings, got {node!r}")
+        node[key] = value
+
     if positional:
         data["checkpoint"] = positional[0]
     for split in ("train", "valid", "test"):
         files = getattr(args, split)
         if files:
-            data["data"][split] = _lang_files(files, f"--{split}")
-    for option, key in (("format", "format"), ("train_format", "train_format"), ("eval_format", "eval_format")):
+            put("data", split, _lang_files(files, f"--{split}"))
+    for option in ("format", "train_format", "eval_format"):
         if getattr(args, option):
-            data["data"][key] = getattr(args, option)
+            put("data", option, getattr(args, option))
     if args.pretokenized:
-        data["data"]["pretokenized"] = True
+        put("data", "pretokenized", True)
     if args.random_init:
-        data["finetune"]["random_init"] = True
+        put("finetune", "random_init", True)
     if args.epochs is not None:
-        data["finetune"]["epochs"] = args.epochs
+        put("finetune", "epochs", args.epochs)
     if args.device:
-        data["train"]["device"] = args.device
+        put("train", "device", args.device)
     if args.out:
-        data["train"]["out_dir"] = args.out
+        put("train", "out_dir", args.out)
     if args.json:
-        data["output"]["json_file"] = args.json
+        put("output", "json_file", args.json)
     if args.plot:
-        data["output"]["plot_file"] = args.plot
+        put("output", "plot_file", args.plot)
+    if args.resume is not None:
+        return resume_config(ClassifyConfig, data, "command line")
     return validate_config(ClassifyConfig, data, "command line")
 
 
@@ -144,19 +157,22 @@ def result_table(accuracy: dict[str, float], examples: dict[str, int], train_lan
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from xlm.reports import write_json
+    from xlm.fileio import is_stdout, status_on_stderr, write_json
     from xlm.tasks.classification import run_finetune
 
     cfg = build_config(args)
-    result = run_finetune(cfg, resume=args.resume)
+    with status_on_stderr():  # status lines; standard output is for results
+        result = run_finetune(cfg, resume=args.resume)
     if not result.is_main:  # another process of a torchrun job: rank 0 reports
         return 0
+    # the table goes to standard output, unless the JSON does (a TOML file can name it)
+    human = sys.stderr if is_stdout(cfg.output.json_file) or is_stdout(cfg.output.plot_file) else sys.stdout
     if not result.accuracy:
-        print(f"fine-tuned model: {result.model_dir} (no test files given)")
+        print(f"fine-tuned model: {result.model_dir} (no test files given)", file=human)
         return 0
     table = result_table(result.accuracy, result.examples, sorted(cfg.data.train))
-    print(table)
-    print(f"fine-tuned model: {result.model_dir}")
+    print(table, file=human)
+    print(f"fine-tuned model: {result.model_dir}", file=human)
     out = Path(cfg.train.out_dir)
     write_json(out / "results.json", {"accuracy": result.accuracy, "examples": result.examples, "labels": result.labels})
     if cfg.output.json_file:
@@ -164,5 +180,5 @@ def run_classify(args: argparse.Namespace) -> int:
     if cfg.output.plot_file:
         init = "random init" if cfg.finetune.random_init else Path(cfg.checkpoint).as_posix()
         title = f"{init}, fine-tuned on {'+'.join(sorted(cfg.data.train))}"
-        print(f"plot: {plot_accuracy(result.accuracy, cfg.output.plot_file, title)}")
+        print(f"plot: {plot_accuracy(result.accuracy, cfg.output.plot_file, title)}", file=human)
     return 0

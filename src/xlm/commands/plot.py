@@ -14,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xlm.fileio import check_output_folder
     from xlm.reports import plot_training
 
+    check_output_folder(args.out or args.run_dir / "plots")
     for path in plot_training(args.run_dir, args.out):
         print(path)
     return 0

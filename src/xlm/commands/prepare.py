@@ -4,10 +4,10 @@ vocabulary over its languages and binarize every split (see :mod:`xlm.data.prepa
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from xlm.commands.options import count, non_negative, non_negative_int
+from xlm.fileio import status
 
 
 def _langs(text: str) -> list[str]:
@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="accept CODE as a language although it is not an ISO 639-1 code (repeatable)",
     )  # fmt: skip
     p.add_argument("--keep-tmp", action="store_true", help="keep the normalized text in OUT_DIR/tmp")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace OUT_DIR when it holds data prepared otherwise (without it, such a folder is refused)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -64,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
         keep_tmp=args.keep_tmp,
         cache_mb=args.cache_mb,
         allow_langs=args.allow_lang,
+        overwrite=args.overwrite,
     )
-    result = prepare(args.raw_dir, args.out_dir, opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = prepare(args.raw_dir, args.out_dir, opts, log=status)
     info = result.info
     print(language_table(info))
+    if result.up_to_date:
+        print(f"vocabulary: {info['vocab_size']} tokens (hash {info['vocab_hash']}); nothing to do -> {args.out_dir}")
+        return 0
     t = info["timings"]
     print(
         f"vocabulary: {info['vocab_size']} tokens ({info['n_merges']} merges, hash {info['vocab_hash']}); "

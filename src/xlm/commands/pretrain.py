@@ -4,11 +4,12 @@ in one process or under ``torchrun`` (``torchrun --nproc_per_node K -m xlm pretr
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
 
 from xlm.commands.options import add_device_option, device_override
-from xlm.config import load_config
+from xlm.config import resume_and_overrides
+from xlm.fileio import status_on_stderr, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xlm.tasks.pretraining import PretrainConfig
-    from xlm.training.runner import run_training
+    from xlm.training.runner import load_run_config, run_training
 
-    cfg = load_config(PretrainConfig, args.config, device_override(args.overrides, args.device))
-    metrics = run_training(cfg, resume=args.resume)
-    if metrics:
-        print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1))
+    args.resume, args.overrides = resume_and_overrides(args.resume, args.overrides)
+    cfg = load_run_config(PretrainConfig, args.config, device_override(args.overrides, args.device), args.resume)
+    with status_on_stderr():  # standard output gets the metrics only
+        metrics = run_training(cfg, resume=args.resume)
+    if metrics and int(os.environ.get("RANK", "0")) == 0:
+        write_json("-", {k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1)
     return 0
-

@@ -5,12 +5,12 @@ under ``torchrun`` (``torchrun --nproc_per_node K -m xlm train-mt ...``)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from xlm.commands.options import add_device_option, device_override
-from xlm.config import load_config
+from xlm.config import resume_and_overrides
+from xlm.fileio import status_on_stderr, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xlm.tasks.translation import MTConfig, run_mt_training
+    from xlm.training.runner import load_run_config
 
-    cfg = load_config(MTConfig, args.config, device_override(args.overrides, args.device))
-    metrics = run_mt_training(cfg, resume=args.resume)
+    args.resume, args.overrides = resume_and_overrides(args.resume, args.overrides)
+    cfg = load_run_config(MTConfig, args.config, device_override(args.overrides, args.device), args.resume)
+    with status_on_stderr():  # standard output gets the metrics only
+        metrics = run_mt_training(cfg, resume=args.resume)
     if metrics and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1))
+        write_json("-", {k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1)
     return 0

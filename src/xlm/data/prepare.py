@@ -17,11 +17,12 @@ over chunks of lines, streaming into ``OUT/tmp``; BPE encoding is parallel in Ru
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import multiprocessing
-import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +33,7 @@ from typing import Any
 from xlm.data.binarize import BinarizeStats, Errors, binarize, binarize_parallel, count_lines, open_binary
 from xlm.data.dataset import PREPARE_FILE
 from xlm.errors import DataError
+from xlm.fileio import replace_directory, write_atomic
 from xlm.text.bpe import BPE_INFO_FILE, BPETokenizer, learn_bpe, vocab_settings
 from xlm.text.languages import check_languages
 from xlm.text.normalize import Normalizer, normalize_raw_lines
@@ -83,6 +85,7 @@ class PrepareOptions:
     errors: Errors = "strict"
     keep_tmp: bool = False
     allow_langs: list[str] = field(default_factory=list)  # codes accepted although not ISO 639-1
+    overwrite: bool = False  # replace a folder that holds another preparation
 
     def settings(self, languages: list[str]) -> dict[str, Any]:
         """What decides the content of the output (recorded in ``prepare.json``)."""
@@ -102,6 +105,7 @@ class PrepareOptions:
 class PrepareResult:
     info: dict[str, Any]
     files: dict[str, BinarizeStats] = field(default_factory=dict)
+    up_to_date: bool = False  # the folder already held this preparation: nothing was done
 
 
 # --------------------------------------------------------------------------- discovery
@@ -230,6 +234,10 @@ def _raw_chunks(f: RawFile, chunk_lines: int, max_lines: int | None) -> Iterator
         yield first, chunk
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -> dict[str, Path]:
     """Normalize every file to ``tmp_dir/{name}.tok`` (one line out per line in).
 
@@ -284,16 +292,21 @@ def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -
             # spawn: no fork of a process with Rust/torch threads; an executor (unlike Pool) raises
             # BrokenProcessPool instead of waiting forever when a worker dies (e.g. killed for memory)
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(opts.workers, mp_context=ctx) as pool:
+            # Ctrl-C reaches the whole process group: the workers ignore it, this process stops them
+            with ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
                 pending: collections.deque[tuple[_Chunk, Any]] = collections.deque()
-                for chunk, task in chunks():
-                    pending.append((chunk, pool.submit(normalize_raw_lines, *task) if task else None))
-                    while len(pending) >= 2 * opts.workers or (pending and pending[0][1] is None):
+                try:
+                    for chunk, task in chunks():
+                        pending.append((chunk, pool.submit(normalize_raw_lines, *task) if task else None))
+                        while len(pending) >= 2 * opts.workers or (pending and pending[0][1] is None):
+                            done, res = pending.popleft()
+                            finish(done, res.result() if res is not None else [])
+                    while pending:
                         done, res = pending.popleft()
                         finish(done, res.result() if res is not None else [])
-                while pending:
-                    done, res = pending.popleft()
-                    finish(done, res.result() if res is not None else [])
+                except BaseException:  # an error or Ctrl-C: drop the queued chunks, do not wait for them
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     finally:
         for h in handles.values():
             h.close()
@@ -335,26 +348,79 @@ def _reuse_vocabulary(vocab_dir: Path, out_dir: Path, lowercase: bool) -> None:
 # --------------------------------------------------------------------------- the whole run
 
 
-def _clean_stale(out_dir: Path) -> None:
-    """Forget a previous run in ``out_dir``: its commit marker first, then its binarized files
-    (a file it wrote that this run would not rewrite must not linger), then temp files."""
+def fingerprint(files: list[RawFile], languages: list[str], opts: PrepareOptions) -> dict[str, Any]:
+    """What decides the content of a prepared folder: the settings, the format version, the
+    reused vocabulary's hash, and every input file's name, size and sha256."""
+    vocab_hash = None
+    if opts.vocab_dir is not None:
+        vocab_hash = _sha256_files([Path(opts.vocab_dir) / VOCAB_FILE, Path(opts.vocab_dir) / MERGES_FILE])
+    inputs = {f.path.name: {"bytes": f.path.stat().st_size, "sha256": _sha256_files([f.path])} for f in files}
+    settings = {**opts.settings(languages), "invalid_utf8": opts.errors, "vocab_source_hash": vocab_hash}
+    return {"version": PREPARE_VERSION, "settings": settings, "inputs": inputs}
+
+
+def _sha256_files(paths: list[Path]) -> str | None:
+    h = hashlib.sha256()
+    for p in paths:
+        if not p.is_file():
+            return None
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What changed between two fingerprints, in words."""
+    if not isinstance(old, dict) or not old:
+        return ["it was prepared by an older xlm that recorded no fingerprint"]
+    out = [f"{k}: {v!r} -> {new['settings'][k]!r}" for k, v in old.get("settings", {}).items() if new["settings"].get(k) != v]
+    old_in, new_in = old.get("inputs", {}), new["inputs"]
+    out += [f"input {n} changed" for n in sorted(set(old_in) & set(new_in)) if old_in[n] != new_in[n]]
+    out += [f"input {n} is new" for n in sorted(set(new_in) - set(old_in))]
+    out += [f"input {n} is gone" for n in sorted(set(old_in) - set(new_in))]
+    if old.get("version") != new["version"]:
+        out.append(f"format version {old.get('version')} -> {new['version']}")
+    return out or ["the recorded settings differ"]
+
+
+def check_existing_output(out_dir: Path, print_: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """The ``prepare.json`` of ``out_dir`` when it already holds exactly this preparation (then
+    nothing needs doing); None when ``out_dir`` may be (re)written; otherwise a DataError: a
+    prepared folder is replaced only with ``--overwrite``, a folder of other files never."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file, not a folder")
     marker = out_dir / PREPARE_FILE
+    if not marker.is_file():
+        if any(out_dir.iterdir()):
+            raise DataError(
+                f"{out_dir}: not empty and holds no {PREPARE_FILE} (not a folder written by xlm prepare, or an "
+                "unfinished one): choose another output folder, or delete it first"
+            )
+        return None
     try:
-        old_files = list(json.loads(marker.read_text(encoding="utf-8")).get("files", {}))
-    except (OSError, ValueError, AttributeError):
-        old_files = []
-    marker.unlink(missing_ok=True)
-    for name in old_files:
-        if "/" not in name and not name.startswith("."):
-            for ext in (".json", ".bin", ".idx.npy"):
-                (out_dir / f"{name}{ext}").unlink(missing_ok=True)
-    for p in out_dir.glob(".*.tmp-*"):
-        p.unlink(missing_ok=True)
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        old = info.get("fingerprint", {}) if isinstance(info, dict) else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        info, old = {}, {}
+    if old == print_:
+        return info
+    if not overwrite:
+        raise DataError(
+            f"{out_dir} already holds prepared data made otherwise ({'; '.join(_differences(old, print_))}); models "
+            "trained on it need it as it is: pass --overwrite to replace it, or choose another output folder"
+        )
+    return None
 
 
 def prepare(
     raw_dir: str | Path, out_dir: str | Path, opts: PrepareOptions, log: Callable[[str], None] = print
 ) -> PrepareResult:
+    """Prepare ``raw_dir`` into ``out_dir``, built in a temporary sibling folder and renamed into
+    place when complete: a failure or an interrupt leaves ``out_dir`` as it was. A folder that
+    already holds this very preparation (same settings, same input bytes) is left untouched."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if opts.vocab_dir is None and (opts.vocab_size is None or opts.vocab_size <= 0):
         raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
@@ -370,20 +436,31 @@ def prepare(
             f"{{split}}.{{a}}-{{b}}.{{lang}}[.gz] ({{split}}: train, valid, test): {', '.join(skipped)}"
         )
     check_languages(languages, opts.allow_langs, str(raw_dir))
+    if raw_dir.resolve() == out_dir.resolve() or out_dir.resolve() in raw_dir.resolve().parents:
+        raise DataError(f"{out_dir}: the output folder would replace the corpus folder {raw_dir}")
+    print_ = fingerprint(files, languages, opts)
+    done = check_existing_output(out_dir, print_, opts.overwrite)
+    if done is not None:
+        log(f"{out_dir} is up to date: prepared with the same settings from the same input files")
+        return PrepareResult(done, up_to_date=True)
     check_parallel(files)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out_dir)
-    tmp_dir = out_dir / "tmp"
-    try:
-        info, stats = _run(files, languages, out_dir, tmp_dir, opts, log)
-    finally:
-        if not opts.keep_tmp:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    info["raw_dir"] = str(raw_dir)
-    info["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
-    tmp = out_dir / f".{PREPARE_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out_dir / PREPARE_FILE)  # last: the commit marker of the whole directory
+    result: list[tuple[dict[str, Any], dict[str, BinarizeStats]]] = []
+
+    def fill(tmp_out: Path) -> None:
+        tmp_dir = tmp_out / "tmp"
+        try:
+            info, stats = _run(files, languages, tmp_out, tmp_dir, opts, log)
+        finally:
+            if not opts.keep_tmp:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+        info["raw_dir"] = str(raw_dir)
+        info["fingerprint"] = print_
+        info["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
+        write_atomic(tmp_out / PREPARE_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        result.append((info, stats))
+
+    replace_directory(out_dir, fill)
+    info, stats = result[0]
     return PrepareResult(info, stats)
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Positive, Rate, to_toml
+from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Positive, Rate
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.classification import (
     EncodedSet,
@@ -34,13 +34,15 @@ from xlm.data.classification import (
     read_examples,
 )
 from xlm.errors import CheckpointError, DataError
+from xlm.fileio import check_output_paths, status
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained, write_model_files
 from xlm.model.transformer import TransformerModel, pool_states
 from xlm.objectives.contrastive import contrastive_loss
 from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
 from xlm.training.checkpoint import write_json as write_plain_json
-from xlm.training.distributed import init_distributed, pick_device, shutdown
+from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig
+from xlm.training.runner import TrainPlan, run_task
 from xlm.training.trainer import StepOutput, TrainConfig, Trainer, seed_everything
 
 HEAD_WEIGHTS = "head.safetensors"
@@ -674,9 +676,11 @@ class FinetuneResult:
     is_main: bool = True  # False on the other processes of a torchrun job: they report nothing
 
 
-def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = print) -> FinetuneResult:
+def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = status) -> FinetuneResult:
     """Fine-tune ``cfg.checkpoint`` (or a fresh model of its shape) on the training files,
-    keep the best epoch by valid accuracy, and measure accuracy on every test file."""
+    keep the best epoch by valid accuracy, and measure accuracy on every test file. Runs
+    through :func:`~xlm.training.runner.run_task` (used-folder check, resume, devices); the
+    test sets are evaluated by its end hook, so an interrupted run never reaches them."""
     if not cfg.checkpoint:
         raise ConfigError("checkpoint: give the directory of a pretrained model")
     if not cfg.data.train:
@@ -685,10 +689,12 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
         raise ConfigError(f"finetune.epochs must be >= 0 (0: automatic), got {cfg.finetune.epochs}")
     if cfg.optim.lr < 0 or cfg.finetune.head_lr < 0:
         raise ConfigError("optim.lr and finetune.head_lr must be >= 0 (0: automatic)")
+    check_output_paths([cfg.output.json_file or None, cfg.output.plot_file or None])
     tcfg = cfg.train
-    env = init_distributed(pick_device(tcfg.device, option="train.device="))
-    device = pick_device(tcfg.device, env.local_rank, "train.device=")
-    try:
+    sets: dict[str, Any] = {}
+    result: list[FinetuneResult] = []
+
+    def make_task(env: DistEnv) -> ClassifyTask:
         seed_everything(tcfg.seed)  # the same head (and fresh encoder) on every process
         pretrained = load_pretrained(cfg.checkpoint)
         if cfg.finetune.random_init:
@@ -696,70 +702,73 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = prin
         train_sets, label2id = load_split(cfg.data, "train", pretrained, None)
         valid_sets, _ = load_split(cfg.data, "valid", pretrained, label2id)
         test_sets, _ = load_split(cfg.data, "test", pretrained, label2id)
-        labels = list(label2id)
+        sets["labels"] = list(label2id)
         train = encode_sets(train_sets, cfg.data, pretrained, label2id)
-        valid = encode_sets(valid_sets, cfg.data, pretrained, label2id)
-        test = encode_sets(test_sets, cfg.data, pretrained, label2id)
+        sets["valid"] = encode_sets(valid_sets, cfg.data, pretrained, label2id)
+        sets["test"] = encode_sets(test_sets, cfg.data, pretrained, label2id)
         for s in train_sets + valid_sets + test_sets if env.is_main else []:
             note = f" ({s.skipped} without a gold label skipped)" if s.skipped else ""
             log(f"{s.path} [{s.lang}]: {len(s)} examples{note}")
-        task = ClassifyTask(cfg, pretrained, labels, train, valid, tcfg.seed, env.rank, env.world)
+        return ClassifyTask(cfg, pretrained, sets["labels"], train, sets["valid"], tcfg.seed, env.rank, env.world)
+
+    def plan(task: ClassifyTask) -> TrainPlan:
         per_epoch = task.steps_per_epoch()
         ft = cfg.finetune
+        emb_dim = task.pretrained.info.config.emb_dim
         epochs = ft.epochs or auto_epochs(per_epoch, ft.min_updates)
-        lr = cfg.optim.lr or auto_learning_rate(pretrained.info.config.emb_dim)
+        lr = cfg.optim.lr or auto_learning_rate(emb_dim)
         head_lr = ft.head_lr or AUTO_HEAD_LR_SCALE * lr
-        optim = cfg.optim.model_copy(update={"lr": lr})
-        chosen = [
-            f"encoder lr {lr:g}" + ("" if cfg.optim.lr else f" (auto: {pretrained.info.config.emb_dim}-dim model)"),
-            f"head lr {head_lr:g}" + ("" if ft.head_lr else " (auto)"),
-            f"{epochs} epochs" + ("" if ft.epochs else f" (auto: at least {ft.min_updates} updates)"),
-        ]
         total = epochs * per_epoch
         run_cfg = tcfg.model_copy(
             update={
                 "max_steps": min(total, tcfg.max_steps) if tcfg.max_steps else total,
                 "eval_every": tcfg.eval_every or per_epoch,
                 "save_every": tcfg.save_every or per_epoch,
-                "stopping_metric": tcfg.stopping_metric if valid else "",
+                "stopping_metric": tcfg.stopping_metric if sets["valid"] else "",
             }
         )
-        out = Path(run_cfg.out_dir)
-        if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-            init = "random initialisation" if cfg.finetune.random_init else cfg.checkpoint
-            log(
-                f"classifier: {len(labels)} labels {labels}; encoder from {init}; "
-                f"{per_epoch} batches per epoch, {run_cfg.max_steps} steps; device {device}"
-            )
-            log("fine-tuning: " + "; ".join(chosen))
+        sets["plan"] = (per_epoch, run_cfg.max_steps)
+        sets["chosen"] = [
+            f"encoder lr {lr:g}" + ("" if cfg.optim.lr else f" (auto: {emb_dim}-dim model)"),
+            f"head lr {head_lr:g}" + ("" if ft.head_lr else " (auto)"),
+            f"{epochs} epochs" + ("" if ft.epochs else f" (auto: at least {ft.min_updates} updates)"),
+        ]
         # the head learns at its own rate; set_lr applies the scale every step
-        trainer = Trainer(task, run_cfg, optim, env, device, cfg.model_dump(mode="json"), log, {"head": head_lr / lr})
-        if resume is not None:
-            found = trainer.resume(None if resume == "latest" else Path(resume))
-            if not found:
-                log(f"no checkpoint in {trainer.ckpt_dir}: starting from scratch")
-        valid_metrics = trainer.train()
+        return TrainPlan(run_cfg, cfg.optim.model_copy(update={"lr": lr}), {"head": head_lr / lr})
+
+    def describe(task: ClassifyTask, device: torch.device, env: DistEnv) -> str:
+        init = "random initialisation" if cfg.finetune.random_init else cfg.checkpoint
+        per_epoch, steps = sets["plan"]
+        return (
+            f"classifier: {len(task.labels)} labels {task.labels}; encoder from {init}; "
+            f"{per_epoch} batches per epoch, {steps} steps; device {device}\n"
+            "fine-tuning: " + "; ".join(sets["chosen"])
+        )
+
+    def evaluate_tests(task: ClassifyTask, out: Path, trainer: Trainer) -> None:
+        """After training, on rank 0: the best epoch (else the last) on every test set."""
         model_dir = out / "final"
-        if run_cfg.stopping_metric and trainer.best is not None and (out / "best" / LABELS_JSON).is_file():
+        if trainer.cfg.stopping_metric and trainer.best is not None and (out / "best" / LABELS_JSON).is_file():
             model_dir = out / "best"
             task.encoder.load_state_dict(load_tensors(model_dir / "model.safetensors"))
             task.head.load_state_dict(load_tensors(model_dir / HEAD_WEIGHTS))
+        task.encoder.eval()
+        task.head.eval()
         accuracy: dict[str, float] = {}
         examples: dict[str, int] = {}
-        if env.is_main:
-            task.encoder.eval()
-            task.head.eval()
-            for s in test:
-                accuracy[s.lang], _ = evaluate_set(
-                    task.encoder, task.head, s, device, cfg.data.max_tokens, cfg.finetune.center
-                )
-                examples[s.lang] = len(s)
-            if cfg.finetune.center:  # what `xlm classify` subtracts from a language's inputs
-                store_language_means(model_dir, task, valid + test, device, cfg.data.max_tokens)
-        return FinetuneResult(
-            summarize(accuracy) if accuracy else {}, examples, valid_metrics, labels, model_dir, env.is_main
+        for s in sets["test"]:
+            accuracy[s.lang], _ = evaluate_set(
+                task.encoder, task.head, s, trainer.device, cfg.data.max_tokens, cfg.finetune.center
+            )
+            examples[s.lang] = len(s)
+        if cfg.finetune.center:  # what `xlm classify` subtracts from a language's inputs
+            store_language_means(model_dir, task, sets["valid"] + sets["test"], trainer.device, cfg.data.max_tokens)
+        result.append(
+            FinetuneResult(summarize(accuracy) if accuracy else {}, examples, {}, task.labels, model_dir, True)
         )
-    finally:
-        shutdown(env)
+
+    valid_metrics = run_task(cfg, make_task, describe, resume, on_end=evaluate_tests, plan=plan, log=log)  # type: ignore[arg-type]
+    if not result:  # another process of a torchrun job: rank 0 reports
+        return FinetuneResult({}, {}, valid_metrics, sets.get("labels", []), Path(tcfg.out_dir) / "final", False)
+    result[0].valid = valid_metrics
+    return result[0]

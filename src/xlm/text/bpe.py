@@ -16,7 +16,6 @@ low-resource languages), as in the XLM paper.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from sacremoses import MosesDetokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from xlm.errors import DataError
+from xlm.fileio import write_atomic
 from xlm.text.normalize import Normalizer
 from xlm.text.vocab import (
     END_OF_WORD,
@@ -193,15 +193,6 @@ def learn_bpe(
     return LearnReport(len(tokens), len(merges), counts, sizes, time.perf_counter() - t0)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_vocabulary(
     out_dir: str | Path, tokens: Sequence[str], merges: Sequence[tuple[str, str]], info: dict[str, Any] | None = None
 ) -> None:
@@ -216,10 +207,10 @@ def write_vocabulary(
     for a, b in merges:
         if not a or not b or any(c.isspace() for c in a + b):
             raise DataError(f"invalid merge {a!r} {b!r}")
-    _write_atomic(d / MERGES_FILE, "".join(f"{a} {b}\n" for a, b in merges))
-    _write_atomic(d / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
+    write_atomic(d / MERGES_FILE, "".join(f"{a} {b}\n" for a, b in merges))
+    write_atomic(d / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
     if info is not None:
-        _write_atomic(d / BPE_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        write_atomic(d / BPE_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
 
 
 def read_merges(path: Path) -> list[tuple[str, str]]:

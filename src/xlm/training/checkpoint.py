@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from xlm import fileio
 from xlm.errors import CheckpointError
-from xlm.reports import usual_permissions
+from xlm.fileio import replace_directory
 
 FORMAT_NAME = "xlm-checkpoint"
 FORMAT_VERSION = 1
@@ -45,19 +45,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    """JSON written atomically (see :func:`xlm.fileio.write_json`)."""
+    fileio.write_json(path, data)
 
 
 def state_dict_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -65,32 +55,6 @@ def state_dict_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
     module = getattr(module, "module", module)
     module = getattr(module, "_orig_mod", module)
     return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-
-
-def replace_directory(directory: Path, fill: Callable[[Path], None]) -> Path:
-    """Create or replace ``directory`` atomically: ``fill(tmp)`` writes a temporary sibling
-    folder, which is renamed into place when complete. On failure the temporary folder is
-    removed and a replaced folder is put back."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    usual_permissions(tmp, directory=True)
-    old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-    try:
-        fill(tmp)
-        if directory.exists():
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-        _fsync_dir(directory.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not directory.exists():  # failed between the two renames: put the old one back
-            os.replace(old, directory)
-        raise
-    return directory
 
 
 def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metadata: dict[str, Any] | None = None) -> Path:
@@ -162,7 +126,7 @@ def add_file_to_checkpoint(directory: Path, name: str, data: bytes) -> Path:
     return directory / name
 
 
-def remove_stale_temporaries(folder: Path, log: Callable[[str], None] = print) -> None:
+def remove_stale_temporaries(folder: Path, log: Callable[[str], None] = fileio.status) -> None:
     """Clean up after a process killed inside :func:`save_checkpoint`: delete the half-written
     ``.NAME.tmp-*`` folders, and put back a ``.NAME.old-*`` folder whose replacement never
     arrived (killed between the two renames of an in-place overwrite). Call it only while no
@@ -259,7 +223,7 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
-def latest_intact(folder: Path, log: Callable[[str], None] = print) -> Path | None:
+def latest_intact(folder: Path, log: Callable[[str], None] = fileio.status) -> Path | None:
     """The newest checkpoint whose checksums verify; corrupt newer ones are reported and skipped."""
     for ckpt in reversed(list_checkpoints(folder)):
         try:
@@ -270,7 +234,7 @@ def latest_intact(folder: Path, log: Callable[[str], None] = print) -> Path | No
     return None
 
 
-def prune_checkpoints(folder: Path, keep: int, log: Callable[[str], None] = print) -> None:
+def prune_checkpoints(folder: Path, keep: int, log: Callable[[str], None] = fileio.status) -> None:
     """Keep the ``keep`` newest checkpoints, and in any case the newest intact one."""
     ckpts = list_checkpoints(folder)
     if keep <= 0 or len(ckpts) <= keep:

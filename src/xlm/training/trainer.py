@@ -4,7 +4,8 @@ What is trained is a :class:`Task`: it owns the modules, reads its own batches a
 the loss of one batch. The trainer owns the rest: optimizer and LR schedule, gradient
 accumulation and clipping, mixed precision, DDP, non-finite steps, logging (progress bar,
 JSON lines, TensorBoard), periodic evaluation, best-checkpoint selection, early stopping,
-checkpoints and exact resume, and clean exit on SIGTERM/SIGINT.
+checkpoints and exact resume, and a clean stop on SIGTERM/SIGINT: the step finishes, a
+checkpoint is saved, then :class:`~xlm.errors.Interrupted` is raised (the CLI exits 128 + N).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from xlm.config import Config, Count, NonNegative, NonNegativeInt
 from xlm.devices import DeviceName
-from xlm.errors import XLMError
+from xlm.errors import Interrupted, XLMError
+from xlm.fileio import finite_json, status, write_atomic
 from xlm.model.precision import native_bf16
 from xlm.training import checkpoint as ckpt
 from xlm.training.distributed import DistEnv, barrier, gather_objects, wrap_ddp
@@ -159,7 +160,7 @@ class Trainer:
         env: DistEnv,
         device: torch.device,
         config_dump: dict[str, Any] | None = None,
-        log: Any = print,
+        log: Any = status,
         lr_scale: dict[str, float] | None = None,
     ):
         """``lr_scale`` multiplies the learning rate of named modules (e.g. a fine-tuning head)."""
@@ -301,15 +302,17 @@ class Trainer:
                 continue  # a line cut by a crash
             if rec.get("step", 0) <= step:  # written before the checkpoint was taken
                 keep.append(line)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(k + "\n" for k in keep))
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (with ``type`` and ``step``) to the run's ``metrics.jsonl``."""
+        self._emit(record)
 
     def _emit(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
             return
         # NaN/inf are not JSON (strict readers fail; a NaN would poison moving averages): null
-        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        record, _ = finite_json(record)
         with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
         if self.tb is not None:
@@ -460,12 +463,14 @@ class Trainer:
                     stopped_early = self._after_eval(metrics)
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last or stopped_early or stop.signal:
                     self.save()
-                if stop.signal is not None:
-                    self.log(f"received signal {stop.signal}: saved step {self.step}; resume with --resume")
-                    break
-                if stopped_early or out_of_time:
+                if stop.signal is not None or stopped_early or out_of_time:
                     break
         bar.close()
+        if stop.signal is not None:
+            if self.tb is not None:
+                self.tb.close()
+            raise Interrupted(stop.signal, f"received signal {stop.signal}: saved step {self.step} in "
+                              f"{self.ckpt_dir}; continue with --resume")  # fmt: skip
         if self.tb is not None:
             self.tb.close()
         if self.step >= cfg.max_steps or stopped_early or out_of_time:
