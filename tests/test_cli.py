@@ -40,8 +40,11 @@ def test_help_shows_defaults_once(capsys):
     with pytest.raises(SystemExit):
         main(["translate", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # undo line wrapping
-    assert "outputs are at most A * source length + B tokens (default: 1.5)" in text
-    assert "beam size (1: greedy) (default: 1)" in text
+    assert "source tokens per batch (default: 4000)" in text
+    # decoding defaults to the setting recorded with the checkpoint: named once, no "(default: None)"
+    assert "outputs are at most A * source length + B tokens (default: the checkpoint's)" in text
+    assert "beam size (1: greedy; default: the checkpoint's evaluation setting)" in text
+    assert "(default: None)" not in text
     # no default shown for options without one, nor twice where the help already names it
     assert "read this file instead of standard input (default" not in text
     assert "(default: 0)" not in text  # --threads: "(0: torch's default)"

@@ -2,10 +2,14 @@
 directory, or of a hypothesis file against a reference file.
 
     xlm evaluate bleu runs/mt/best --data runs/demo/data --split test [--beam 4] [--json out.json]
-    xlm evaluate bleu --hyp output.fr --ref reference.fr [--tokenize none]
+    xlm evaluate bleu --hyp output.fr --ref reference.fr [--tokenize none | multi-bleu]
 
-Detokenized sacreBLEU (13a) is the default figure; ``bleu_tok`` is BLEU on Moses-tokenized
-text (``tokenize="none"``), the kind the XLM paper reported with ``multi-bleu.perl``.
+With a checkpoint, per direction: ``bleu`` is detokenized sacreBLEU against the raw
+references (kept by ``xlm prepare`` in ``DATA/raw/``, or ``--ref FILE`` for one direction),
+``bleu_norm`` the same against references rebuilt from the normalized data (not comparable
+with published figures), ``bleu_tok`` tokenized BLEU by ``multi-bleu.perl``'s rules (what the
+XLM paper reported). Decoding and directions are those recorded with the checkpoint (the
+training-time evaluation's), so the figures equal the training log's; options override them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xlm.commands.options import add_device_option, count, finite, non_negative_int
+from xlm.commands.options import add_device_option, count, finite, non_negative, non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +25,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, nargs="?", help="a checkpoint written by `xlm train-mt`")
     p.add_argument("--data", type=Path, help="prepared directory (`xlm prepare`) holding the parallel split")
     p.add_argument("--split", default="test", help="parallel split of --data")
-    p.add_argument("--directions", default="", help="comma-separated, e.g. en-fr,fr-en (default: those the model was trained on)")
-    p.add_argument("--beam", type=count, default=1, help="beam size (1: greedy)")
-    p.add_argument("--length-penalty", type=finite, default=1.0, help="beam scores are log p / length**this")
-    p.add_argument("--early-stopping", action="store_true", help="stop a sentence once BEAM hypotheses are finished")
+    p.add_argument("--directions", default="", help="comma-separated, e.g. en-fr,fr-en (default: those recorded with the checkpoint)")
+    p.add_argument("--beam", type=count, help="beam size (default: the checkpoint's evaluation setting)")
+    p.add_argument("--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)")
+    p.add_argument("--early-stopping", action="store_true", default=None, help="stop a sentence at BEAM finished hypotheses")
+    p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
+    p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
     p.add_argument("--max-sentences", type=non_negative_int, default=0, help="per direction; 0: all")
     p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
     p.add_argument("--hyp", type=Path, help="hypothesis file (one sentence per line)")
-    p.add_argument("--ref", type=Path, help="reference file aligned with --hyp")
-    p.add_argument("--tokenize", default="13a", help="sacreBLEU tokenization for --hyp/--ref (13a; none = tokenized BLEU)")
+    p.add_argument(
+        "--ref", type=Path,
+        help="reference file aligned with --hyp; with a checkpoint, the raw references of its one direction",
+    )  # fmt: skip
+    p.add_argument(
+        "--tokenize", default="13a",
+        help="for --hyp/--ref: a sacreBLEU tokenization (13a; none) or multi-bleu (multi-bleu.perl's rules, tokenized text)",
+    )  # fmt: skip
     p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU (--hyp/--ref)")
     p.add_argument("--name", default="hyp", help="label of --hyp/--ref in the table and JSON keys")
     p.add_argument("--save-hypotheses", type=Path, help="folder for the translations ({split}.{src}-{tgt}.txt)")
@@ -55,10 +67,12 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
 
     from xlm.data.dataset import PreparedData
     from xlm.errors import XLMError
-    from xlm.evaluation.bleu import translate_and_score
+    from xlm.evaluation.bleu import raw_reference_path, translate_and_score
+    from xlm.fileio import status
     from xlm.model.generation import DecodeConfig
     from xlm.model.seq2seq import load_translator
     from xlm.reports import write_atomic
+    from xlm.tasks.translation import checkpoint_directions
     from xlm.text.bpe import BPETokenizer
     from xlm.training.distributed import pick_device
 
@@ -74,13 +88,14 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     if args.directions:
         directions = [tuple(d.split("-")) for d in args.directions.split(",")]
     else:
-        obj = tr.info.extra.get("objectives", {})
-        directions = [tuple(e.split("-")) for e in obj.get("mt", [])]
-        for e in obj.get("bt", []):
-            a, b, _ = e.split("-")
-            directions += [(a, b), (b, a)]
-        directions = list(dict.fromkeys(directions))
-    decode = DecodeConfig(args.beam, args.length_penalty, args.early_stopping)
+        directions = checkpoint_directions(tr.info.extra)
+    if args.ref is not None and len(directions) != 1:
+        raise XLMError(f"--ref is the raw reference of one direction, but there are {len(directions)}: give --directions")
+    decode = DecodeConfig.from_json(tr.info.extra.get("decode")).override(
+        beam_size=args.beam, length_penalty=args.length_penalty, early_stopping=args.early_stopping,
+        max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+    )  # fmt: skip
+    status("decoding: " + ", ".join(f"{k}={v}" for k, v in decode.to_json().items()))
     tokenizer = BPETokenizer.from_dir(args.checkpoint)
     metrics: dict[str, float] = {}
     rows = []
@@ -91,24 +106,31 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
         if not prepared.has_para(args.split, a, b):
             raise XLMError(f"{args.data}: no parallel {args.split} split for {a}-{b}")
         data = prepared.para(args.split, a, b)
+        refs = args.ref if args.ref is not None else raw_reference_path(args.data, args.split, a, b)
         out = translate_and_score(
             tr.model, data, tr.info.lang_id(a), tr.info.lang_id(b), b, tokenizer, decode, device,
-            args.max_sentences, tr.info.config.max_positions - 2, args.max_tokens,
-        )
+            args.max_sentences, args.max_tokens, refs,
+        )  # fmt: skip
+        if out.n_long:
+            status(out.long_note(f"{a}-{b}"))
         scores = out.scores()
-        metrics[f"{a}-{b}/bleu"] = scores["bleu"]
-        metrics[f"{a}-{b}/bleu_tok"] = scores["bleu_tok"]
-        rows.append([f"{a}-{b}", len(out.hyp), scores["bleu"], scores["bleu_tok"]])
+        for key, value in scores.items():
+            metrics[f"{a}-{b}/{key}"] = value
+        rows.append([f"{a}-{b}", len(out.hyp), scores.get("bleu", "-"), scores["bleu_norm"], scores["bleu_tok"], out.n_long])
         if args.save_hypotheses:
             write_atomic(args.save_hypotheses / f"{args.split}.{a}-{b}.txt", "".join(h + "\n" for h in out.hyp))
-    return metrics, rows, ["direction", "sentences", "BLEU (detok)", "BLEU (tok)"]
+    if any(r[2] == "-" for r in rows):
+        status(f"no raw references for some directions in {args.data / 'raw'} (prepared before xlm kept them; "
+              "give --ref): BLEU (raw refs) is '-'")  # fmt: skip
+    headers = ["direction", "sentences", "BLEU (raw refs)", "BLEU (normalized refs)", "BLEU (tok, multi-bleu)", "too long"]
+    return metrics, rows, headers
 
 
 def run(args: argparse.Namespace) -> int:
     from xlm.errors import XLMError
     from xlm.reports import format_table, write_json
 
-    if args.hyp is not None or args.ref is not None:
+    if args.hyp is not None or (args.ref is not None and args.checkpoint is None):
         if args.hyp is None or args.ref is None:
             raise XLMError("--hyp and --ref go together")
         metrics, rows, headers = _files(args)

@@ -60,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--plot", help="write a PNG bar chart of the accuracies")
     c.add_argument("--resume", nargs="?", const="latest", help="continue an interrupted fine-tuning run")
     add_device_option(c, training=True)
+    c.add_argument(
+        "--translate-test", metavar="MT_CHECKPOINT",
+        help="also translate each other test language into the training language with this `xlm train-mt` "
+        "checkpoint and classify the translations (the paper's translate-test)",
+    )  # fmt: skip
     c.set_defaults(func=run_classify)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -156,6 +161,22 @@ def result_table(accuracy: dict[str, float], examples: dict[str, int], train_lan
     return format_table(["language", "transfer", "accuracy %", "examples"], rows)
 
 
+def _translate_test(mt_checkpoint: str, cfg: Any, result: Any, human: Any) -> dict[str, Any]:
+    """Translate-test accuracy per language, printed beside zero-shot."""
+    from xlm.reports import format_table
+    from xlm.tasks.classification import translate_test
+
+    data = cfg.data
+    tt = translate_test(result.model_dir, mt_checkpoint, data.test, data.format_of("test"), cfg.train.device, data.max_len)
+    rows = [[lang, result.accuracy[lang], tt[lang]] for lang in tt if lang != "average"]
+    zero_shot = [result.accuracy[r[0]] for r in rows]
+    if rows:
+        rows.append(["average", sum(zero_shot) / len(zero_shot), tt["average"]])
+    print(f"translate-test with {mt_checkpoint}:", file=human)
+    print(format_table(["language", "zero-shot %", "translate-test %"], rows), file=human)
+    return {"mt_checkpoint": mt_checkpoint, "accuracy": tt}
+
+
 def run_classify(args: argparse.Namespace) -> int:
     from xlm.fileio import is_stdout, status_on_stderr, write_json
     from xlm.tasks.classification import run_finetune
@@ -174,7 +195,10 @@ def run_classify(args: argparse.Namespace) -> int:
     print(table, file=human)
     print(f"fine-tuned model: {result.model_dir}", file=human)
     out = Path(cfg.train.out_dir)
-    write_json(out / "results.json", {"accuracy": result.accuracy, "examples": result.examples, "labels": result.labels})
+    results = {"accuracy": result.accuracy, "examples": result.examples, "labels": result.labels}
+    if args.translate_test:
+        results["translate_test"] = _translate_test(args.translate_test, cfg, result, human)
+    write_json(out / "results.json", results)
     if cfg.output.json_file:
         write_json(cfg.output.json_file, result.accuracy)
     if cfg.output.plot_file:

@@ -17,11 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="a translation checkpoint (e.g. runs/mt/best)")
     p.add_argument("--src", required=True, help="source language code")
     p.add_argument("--tgt", required=True, help="target language code")
-    p.add_argument("--beam", type=count, default=1, help="beam size (1: greedy)")
-    p.add_argument("--length-penalty", type=finite, default=1.0, help="beam scores are log p / length**this")
-    p.add_argument("--early-stopping", action="store_true", help="stop a sentence once BEAM hypotheses are finished")
-    p.add_argument("--max-len-a", type=non_negative, default=1.5, help="outputs are at most A * source length + B tokens")
-    p.add_argument("--max-len-b", type=non_negative_int, default=10, help="see --max-len-a")
+    # decoding defaults to the setting recorded with the checkpoint (its training-time evaluation's)
+    p.add_argument("--beam", type=count, help="beam size (1: greedy; default: the checkpoint's evaluation setting)")
+    p.add_argument("--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)")
+    p.add_argument(
+        "--early-stopping", action="store_true", default=None, help="stop a sentence once BEAM hypotheses are finished"
+    )
+    p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
+    p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
     p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
     p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
     p.add_argument("--input", type=Path, help="read this file instead of standard input")
@@ -45,45 +48,36 @@ def warn_untrained_direction(src: str, tgt: str, trained: list[tuple[str, str]])
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from xlm.model.generation import DecodeConfig, translate_rows
+    from xlm.model.generation import DecodeConfig, translate_text
     from xlm.model.precision import inference_autocast
     from xlm.model.seq2seq import load_translator, trained_directions
-    from xlm.text.bpe import BPETokenizer, TextEncoder
     from xlm.text.lines import read_lines
-    from xlm.text.vocab import EOS_INDEX
     from xlm.training.distributed import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     tr = load_translator(args.checkpoint, device)
-    src_id, tgt_id = tr.info.lang_id(args.src), tr.info.lang_id(args.tgt)
+    for lang in (args.src, args.tgt):  # an unknown language fails before reading the input
+        tr.info.lang_id(lang)
     warn_untrained_direction(args.src, args.tgt, trained_directions(tr.info))
-    lower = tr.info.lowercase_and_remove_accent
-    bpe = BPETokenizer.from_dir(args.checkpoint)
-    src_enc = TextEncoder(args.checkpoint, args.src, lower, bpe)
-    tgt_enc = TextEncoder(args.checkpoint, args.tgt, lower, bpe)
     if args.input is not None:
         with open(args.input, "rb") as f:
             lines = read_lines(f, str(args.input))
     else:
         lines = read_lines(sys.stdin.buffer)
-    limit = tr.model.encoder.cfg.max_positions - 2
-    ids = src_enc.encode_batch(lines)
-    n_cut = sum(len(x) > limit for x in ids)
-    if n_cut:
-        print(f"xlm translate: {n_cut} line(s) longer than {limit} tokens were truncated", file=sys.stderr)
-    todo = [i for i, x in enumerate(ids) if x]  # an empty line stays empty
-    rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
-    decode = DecodeConfig(args.beam, args.length_penalty, args.early_stopping, args.max_len_a, args.max_len_b)
+    decode = DecodeConfig.from_json(tr.info.extra.get("decode")).override(
+        beam_size=args.beam, length_penalty=args.length_penalty, early_stopping=args.early_stopping,
+        max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+    )  # fmt: skip
     with inference_autocast(device, args.precision):
-        words = translate_rows(tr.model, rows, src_id, tgt_id, decode, device, args.max_tokens)
-    out = [""] * len(lines)
-    for i, w in zip(todo, words):
-        out[i] = tgt_enc.bpe.decode(w) if args.tokenized else tgt_enc.decode(w)
+        out, n_long = translate_text(tr, lines, args.src, args.tgt, decode, device, args.max_tokens, args.tokenized)
+    if n_long:
+        limit = tr.model.encoder.cfg.max_positions - 2
+        print(f"xlm translate: {n_long} line(s) longer than the model's {limit} positions: their first {limit} tokens "
+              "were translated", file=sys.stderr)  # fmt: skip
     text = "".join(o + "\n" for o in out)
     if args.output is not None:
         from xlm.reports import write_atomic

@@ -43,6 +43,7 @@ SPLITS = ("train", "valid", "test")
 _NAME_RE = re.compile(
     r"^(?P<split>train|valid|test)\.(?:(?P<a>[a-z]{2,3})-(?P<b>[a-z]{2,3})\.)?(?P<lang>[a-z]{2,3})(?P<gz>\.gz)?$"
 )
+RAW_DIR = "raw"  # raw valid/test sides of the parallel corpora, the references of BLEU
 PREPARE_FORMAT = "xlm-prepared"
 PREPARE_VERSION = 1
 # The settings that decide the content of a prepared directory (compared to skip re-runs).
@@ -508,6 +509,7 @@ def _run(
         )  # fmt: skip
         stats[a.name], stats[b.name] = sa, sb
     timings["binarize_s"] = time.perf_counter() - t0
+    raw_refs = keep_raw_references(_pairs(files), tok, out_dir, opts.max_lines)
     for f in files:  # record where each file came from, not the temporary normalized copy
         stats[f.name].source = str(f.path)
 
@@ -522,12 +524,42 @@ def _run(
         "inputs": input_fingerprint(files),
         "workers": opts.workers,
         "timings": {k: round(v, 2) for k, v in timings.items()},
+        "raw_references": raw_refs,
         "files": {
             f.name: {"split": f.split, "pair": "-".join(f.pair) if f.pair else None, **stats[f.name].to_json()}
             for f in files
         },
     }
     return info, stats
+
+
+def keep_raw_references(
+    pairs: list[tuple[RawFile, RawFile]], tok: dict[str, Path], out_dir: Path, max_lines: int | None
+) -> list[str]:
+    """Copy the raw text of both sides of every valid/test pair to ``OUT/raw/{name}``, keeping
+    exactly the pairs that were binarized (both sides non-empty once normalized), so line i
+    is the reference of sentence i. BLEU scores detokenized outputs against these."""
+    raw_dir = out_dir / RAW_DIR
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    written: list[str] = []
+    for a, b in pairs:
+        if a.split == "train":
+            continue
+        raw_dir.mkdir(exist_ok=True)
+        kept: tuple[list[str], list[str]] = ([], [])
+        with open_binary(a.path) as ra, open_binary(b.path) as rb, \
+                open(tok[a.name], encoding="utf-8", newline="\n") as ta, \
+                open(tok[b.name], encoding="utf-8", newline="\n") as tb:  # fmt: skip
+            for n, (raw_a, raw_b, norm_a, norm_b) in enumerate(zip(ra, rb, ta, tb), 1):
+                if max_lines is not None and n > max_lines:
+                    break
+                if norm_a.strip() and norm_b.strip():
+                    kept[0].append(raw_a.rstrip(b"\r\n").decode("utf-8", errors="replace") + "\n")
+                    kept[1].append(raw_b.rstrip(b"\r\n").decode("utf-8", errors="replace") + "\n")
+        for f, lines in zip((a, b), kept):
+            write_atomic(raw_dir / f.name, "".join(lines))
+            written.append(f"{RAW_DIR}/{f.name}")
+    return written
 
 
 # --------------------------------------------------------------------------- reporting
@@ -572,6 +604,8 @@ def same_settings(out_dir: str | Path, settings: dict[str, Any]) -> bool:
     try:
         info = json.loads(p.read_text(encoding="utf-8"))
         if not all(info.get(k) == v for k, v in settings.items()):
+            return False
+        if "raw_references" not in info:  # prepared before the raw valid/test text was kept
             return False
         if "inputs" in info and "raw_dir" in info:
             return input_fingerprint(discover(info["raw_dir"], info.get("languages"))) == info["inputs"]

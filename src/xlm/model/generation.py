@@ -5,7 +5,10 @@ With the cache each step feeds only the newest token and attends to the stored k
 values, so producing T tokens costs O(T) decoder passes of one position instead of
 re-running the whole prefix (O(T^2) positions); ``use_cache=False`` does the latter and
 exists to check the former. Outputs are ``</s> w1 .. wn </s>`` rows padded with ``<pad>``;
-a row that reaches ``max_len`` without ``</s>`` gets one as its last token.
+a row that reaches its length limit without ``</s>`` gets one as its last token. The limit is
+``a * L + b`` for each sentence's own source length ``L`` (so an output does not depend on the
+sentences batched with it), or, with ``sentence_limits=False`` (back-translation, as the
+original), for the longest source of the batch.
 
 Beam search keeps ``beam_size`` running hypotheses per sentence; a hypothesis that emits
 ``</s>`` is finished and scored ``sum log p / length ** length_penalty``. A sentence is done
@@ -17,7 +20,8 @@ running hypothesis can still score better. Beam size 1 gives the greedy output (
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xlm.data.batching import pad_rows, token_budget_batches
-from xlm.model.seq2seq import EncoderDecoder
+from xlm.model.seq2seq import EncoderDecoder, Translator
 from xlm.model.transformer import KVCache
 from xlm.text.vocab import EOS_INDEX, PAD_INDEX
 
@@ -38,15 +42,41 @@ class DecodeConfig:
     max_len_a: float = 1.3  # output length limit: a * source length + b (the original's 1.3 L + 5)
     max_len_b: int = 5
     use_cache: bool = True
+    sentence_limits: bool = True  # False: one limit per batch, from its longest source (the original's)
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError("beam_size must be >= 1")
 
+    def to_json(self) -> dict[str, Any]:
+        """The setting recorded with a translation checkpoint (``model.json``, ``extra.decode``)."""
+        return {k: getattr(self, k) for k in DECODE_KEYS}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> DecodeConfig:
+        """The recorded setting; :data:`EVAL_DECODE` for a checkpoint that recorded none."""
+        if not data:
+            return EVAL_DECODE
+        return cls(**{k: data[k] for k in DECODE_KEYS if k in data})
+
+    def override(self, **changes: Any) -> DecodeConfig:
+        """This setting with the changes that are not None (command-line options given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+DECODE_KEYS = ("beam_size", "length_penalty", "early_stopping", "max_len_a", "max_len_b")
+# Evaluation and `xlm translate`: greedy, outputs up to 1.5 L + 10 tokens (MTEvalConfig's defaults).
+EVAL_DECODE = DecodeConfig(max_len_a=1.5, max_len_b=10)
+
 
 def max_output_length(src_lengths: Tensor, a: float, b: int, max_positions: int) -> int:
     """``a * L + b`` for the longest source ``L`` (delimiters included), within the model's positions."""
     return max(2, min(int(a * int(src_lengths.max()) + b), max_positions))
+
+
+def output_limits(src_lengths: Tensor, a: float, b: int, max_positions: int) -> Tensor:
+    """``a * L + b`` for each source length ``L`` (delimiters included), within the model's positions."""
+    return torch.tensor([max_output_length(n.view(1), a, b, max_positions) for n in src_lengths], dtype=torch.long)
 
 
 def _next_logits(
@@ -67,10 +97,13 @@ def greedy_decode(
     tgt_lang: int,
     max_len: int,
     use_cache: bool = True,
+    limits: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Argmax decoding; returns ``(tokens (B, T), lengths (B,))``. Finished rows leave the
-    batch (and the cache), so a batch costs what its unfinished sentences cost."""
+    """Argmax decoding; returns ``(tokens (B, T), lengths (B,))``. Row ``i`` is at most
+    ``limits[i]`` tokens long (default: ``max_len``). Finished rows leave the batch (and the
+    cache), so a batch costs what its unfinished sentences cost."""
     bs, device = src.shape[0], src.device
+    limit = torch.full((bs,), max_len, dtype=torch.long, device=device) if limits is None else limits.to(device)
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
     out = torch.full((bs, max_len), PAD_INDEX, dtype=torch.long, device=device)
     out[:, 0] = EOS_INDEX
@@ -81,7 +114,7 @@ def greedy_decode(
     for t in range(1, max_len):
         inputs = out[active, t - 1 : t] if cache is not None else out[active, :t]
         logp = _next_logits(model, inputs, torch.full((len(active),), tgt_lang, device=device), memory, mem_len, cache)
-        word = logp.argmax(-1) if t < max_len - 1 else torch.full_like(active, EOS_INDEX)
+        word = torch.where(limit[active] - 1 <= t, EOS_INDEX, logp.argmax(-1))  # no room left: </s>
         out[active, t] = word
         finished = word == EOS_INDEX
         lengths[active[finished]] = t + 1
@@ -142,9 +175,12 @@ def beam_search(
     length_penalty: float = 1.0,
     early_stopping: bool = False,
     use_cache: bool = True,
+    limits: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Batched beam search; returns the best hypothesis of each sentence as ``(tokens, lengths)``."""
+    """Batched beam search; returns the best hypothesis of each sentence as ``(tokens, lengths)``,
+    that of sentence ``i`` at most ``limits[i]`` tokens long (default: ``max_len``)."""
     bs, n, device = src.shape[0], beam_size, src.device
+    limit = [max_len] * bs if limits is None else [int(x) for x in limits.tolist()]
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
     memory = memory.repeat_interleave(n, dim=0)
     mem_len = src_lengths.repeat_interleave(n)
@@ -153,19 +189,22 @@ def beam_search(
     seqs[:, 0] = EOS_INDEX
     scores = torch.zeros(bs, n, device=device)
     scores[:, 1:] = -float("inf")  # all beams start identical: expand only the first one
-    finished = [_Finished(n, length_penalty, early_stopping, max_len - 1) for _ in range(bs)]
+    finished = [_Finished(n, length_penalty, early_stopping, limit[b] - 1) for b in range(bs)]
     done = [False] * bs
     cache = KVCache() if use_cache else None
     for t in range(1, max_len):
         inputs = seqs[:, t - 1 : t] if cache is not None else seqs[:, :t]
         logp = _next_logits(model, inputs, lang, memory, mem_len, cache)  # (B*n, V)
-        if t == max_len - 1:  # no room left: every running hypothesis ends here
+        ending = [b for b in range(bs) if not done[b] and t >= limit[b] - 1]
+        if ending:  # no room left: every running hypothesis of these sentences ends here
             final = (scores.view(-1) + logp[:, EOS_INDEX]).tolist()
-            for b in range(bs):
+            for b in ending:
                 for k in range(n):
-                    if not done[b] and final[b * n + k] > -float("inf"):
+                    if final[b * n + k] > -float("inf"):
                         finished[b].add(seqs[b * n + k, 1:t].tolist(), final[b * n + k])
-            break
+                done[b] = True
+            if all(done):
+                break
         vocab = logp.shape[-1]
         cand = (scores.view(-1, 1) + logp).view(bs, n * vocab)
         top_scores, top_ids = cand.topk(min(2 * n, n * vocab), dim=1)
@@ -211,12 +250,15 @@ def generate(
     model: EncoderDecoder, src: Tensor, src_lengths: Tensor, src_lang: int, tgt_lang: int, cfg: DecodeConfig = DecodeConfig()
 ) -> tuple[Tensor, Tensor]:
     """Translate one batch (greedy for beam size 1, else beam search)."""
-    max_len = max_output_length(src_lengths, cfg.max_len_a, cfg.max_len_b, model.decoder.cfg.max_positions)
+    positions = model.decoder.cfg.max_positions
+    max_len = max_output_length(src_lengths, cfg.max_len_a, cfg.max_len_b, positions)
+    limits = output_limits(src_lengths.cpu(), cfg.max_len_a, cfg.max_len_b, positions) if cfg.sentence_limits else None
     if cfg.beam_size == 1:
-        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache)
+        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache, limits)
     return beam_search(
-        model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping, cfg.use_cache
-    )
+        model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping,
+        cfg.use_cache, limits,
+    )  # fmt: skip
 
 
 def output_words(tokens: Tensor, lengths: Tensor) -> list[list[int]]:
@@ -261,3 +303,36 @@ def _translate_batches(
         src, src_len = pad_rows([np.asarray(rows[i], dtype=np.int64) for i in ids])
         tokens, lens = generate(model, src.to(device), src_len.to(device), src_lang, tgt_lang, cfg)
         yield ids, output_words(tokens.cpu(), lens.cpu())
+
+
+def translate_text(
+    tr: Translator,
+    lines: Sequence[str],
+    src: str,
+    tgt: str,
+    cfg: DecodeConfig,
+    device: torch.device | str,
+    max_tokens: int = 4000,
+    tokenized: bool = False,
+) -> tuple[list[str], int]:
+    """Raw ``src`` lines -> ``tgt`` lines with a translation checkpoint: normalized and
+    BPE-encoded with its vocabulary, translated, BPE undone and detokenized (Moses-tokenized
+    with ``tokenized``). An empty line stays empty. Also returns how many lines were longer
+    than the model's positions (their first tokens were translated)."""
+    from xlm.text.bpe import BPETokenizer, TextEncoder
+
+    src_id, tgt_id = tr.info.lang_id(src), tr.info.lang_id(tgt)
+    lower = tr.info.lowercase_and_remove_accent
+    bpe = BPETokenizer.from_dir(tr.directory)
+    src_enc = TextEncoder(tr.directory, src, lower, bpe)
+    tgt_enc = TextEncoder(tr.directory, tgt, lower, bpe)
+    limit = tr.model.encoder.cfg.max_positions - 2
+    ids = src_enc.encode_batch(list(lines))
+    n_long = sum(len(x) > limit for x in ids)
+    todo = [i for i, x in enumerate(ids) if x]
+    rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
+    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens)
+    out = [""] * len(lines)
+    for i, w in zip(todo, words):
+        out[i] = tgt_enc.bpe.decode(w) if tokenized else tgt_enc.decode(w)
+    return out, n_long

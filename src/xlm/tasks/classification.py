@@ -27,7 +27,9 @@ from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, 
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.classification import (
     EncodedSet,
+    Example,
     ExampleSet,
+    build_row,
     encode_set,
     label_mapping,
     pretokenized_encoder,
@@ -40,7 +42,7 @@ from xlm.model.transformer import TransformerModel, pool_states
 from xlm.objectives.contrastive import contrastive_loss
 from xlm.training.checkpoint import load_tensors, read_json, verify_checkpoint
 from xlm.training.checkpoint import write_json as write_plain_json
-from xlm.training.distributed import DistEnv
+from xlm.training.distributed import DistEnv, pick_device
 from xlm.training.optim import OptimConfig
 from xlm.training.runner import TrainPlan, run_task
 from xlm.training.trainer import StepOutput, TrainConfig, Trainer, seed_everything
@@ -772,3 +774,76 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = stat
         return FinetuneResult({}, {}, valid_metrics, sets.get("labels", []), Path(tcfg.out_dir) / "final", False)
     result[0].valid = valid_metrics
     return result[0]
+
+
+# --------------------------------------------------------------------------- translate-test
+
+
+def translate_test_target(clf: Classifier) -> str:
+    """The language test sets are translated into: the one the classifier was fine-tuned on."""
+    langs = clf.info.extra.get("classifier", {}).get("train_languages") or ["en"]
+    if len(langs) != 1:
+        raise ConfigError(f"translate-test needs a classifier fine-tuned on one language, this one was on {langs}")
+    return str(langs[0])
+
+
+def translate_examples(
+    data: ExampleSet, mt_checkpoint: str | Path, target: str, device: torch.device | str, log: Any = status
+) -> ExampleSet:
+    """The examples of ``data`` translated into ``target`` with a translation checkpoint
+    (both sides of a pair; decoding as recorded with the checkpoint), now of language ``target``."""
+    from xlm.model.generation import DecodeConfig, translate_text
+    from xlm.model.seq2seq import load_translator
+
+    tr = load_translator(mt_checkpoint, device)
+    decode = DecodeConfig.from_json(tr.info.extra.get("decode"))
+    texts = [e.text for e in data.examples] + [e.text_b for e in data.examples if e.text_b is not None]
+    out, n_long = translate_text(tr, texts, data.lang, target, decode, device)
+    if n_long:
+        log(f"{data.path}: {n_long} text(s) longer than {mt_checkpoint}'s positions: their first tokens were translated")
+    first, second = iter(out[: len(data.examples)]), iter(out[len(data.examples) :])
+    examples = [
+        Example(e.label, next(first), next(second) if e.text_b is not None else None, e.source, e.line) for e in data.examples
+    ]
+    return ExampleSet(target, data.path, examples, data.skipped)
+
+
+def classifier_accuracy(clf: Classifier, data: ExampleSet, max_len: int = 256) -> float:
+    """Accuracy (%) of a fine-tuned classifier on raw-text examples of one of its languages."""
+    label2id = {label: i for i, label in enumerate(clf.labels)}
+    for e in data.examples:
+        if e.label not in label2id:
+            raise DataError(f"{e.where}: label {e.label!r} is not one of the classifier's {clf.labels}")
+    encode = text_encoder(clf.pretrained.directory, data.lang, clf.info.lowercase_and_remove_accent, False)
+    ids_a = encode([e.text for e in data.examples])
+    ids_b = iter(encode([e.text_b for e in data.examples if e.text_b is not None]))
+    limit = min(max_len, clf.info.config.max_positions)
+    rows = [build_row(a, next(ids_b) if e.text_b is not None else None, limit) for e, a in zip(data.examples, ids_a)]
+    probs = clf.predict_probs(rows, data.lang)
+    gold = np.asarray([label2id[e.label] for e in data.examples])
+    return 100.0 * float((probs.argmax(-1) == gold).mean()) if len(gold) else float("nan")
+
+
+def translate_test(
+    classifier: str | Path,
+    mt_checkpoint: str | Path,
+    test: dict[str, str],
+    fmt: str = "tsv",
+    device: str = "auto",
+    max_len: int = 256,
+    log: Any = status,
+) -> dict[str, float]:
+    """The paper's translate-test: each test set (``language -> file``) other than the
+    classifier's fine-tuning language translated into that language by ``mt_checkpoint`` and
+    classified (``max_len`` tokens per example, as the zero-shot evaluation). Returns the
+    accuracy (%) per language and their average."""
+    dev = pick_device(device)
+    clf = load_classifier(classifier, dev)
+    target = translate_test_target(clf)
+    accuracy: dict[str, float] = {}
+    for lang, path in test.items():
+        if lang == target:
+            continue
+        data = read_examples(path, lang, fmt)
+        accuracy[lang] = classifier_accuracy(clf, translate_examples(data, mt_checkpoint, target, dev, log), max_len)
+    return summarize(accuracy) if accuracy else {}

@@ -29,7 +29,7 @@ from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, 
 from xlm.data.batching import PairBatcher, sentence_rows
 from xlm.data.dataset import ParallelData, PreparedData, empty_split_error
 from xlm.errors import CheckpointError
-from xlm.evaluation.bleu import translate_and_score
+from xlm.evaluation.bleu import raw_reference_path, translate_and_score
 from xlm.model.generation import DecodeConfig, generate
 from xlm.model.pretrained import load_pretrained, write_model_files
 from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, model_info
@@ -174,6 +174,11 @@ class MTEvalConfig(Config):
     max_len_b: NonNegativeInt = 10
     save_hypotheses: bool = True  # write OUT/hypotheses/{split}.{src}-{tgt}.txt at each evaluation
 
+    def decode(self) -> DecodeConfig:
+        """The decoding setting of evaluation, recorded with every checkpoint (``extra.decode``)
+        and used by ``xlm evaluate bleu`` and ``xlm translate`` unless told otherwise."""
+        return DecodeConfig(self.beam_size, self.length_penalty, self.early_stopping, self.max_len_a, self.max_len_b)
+
 
 class MTConfig(Config):
     data: MTDataConfig = MTDataConfig()
@@ -197,6 +202,15 @@ class _Step:
     langs: tuple[str, ...]
     batcher: PairBatcher
     schedule: list[tuple[int, float]]
+
+
+def checkpoint_directions(extra: dict[str, Any]) -> list[tuple[str, str]]:
+    """The evaluation directions recorded with a checkpoint (``extra`` of its ``model.json``);
+    for older checkpoints, the trained ones (as :func:`eval_directions` without ``eval.directions``)."""
+    if "eval_directions" in extra:
+        return [tuple(_direction(d, 2)) for d in extra["eval_directions"]]  # type: ignore[misc]
+    obj = extra.get("objectives", {})
+    return eval_directions(MTConfig(objectives=MTObjectivesConfig(mt=obj.get("mt", []), bt=obj.get("bt", []))))
 
 
 def eval_directions(cfg: MTConfig) -> list[tuple[str, str]]:
@@ -252,6 +266,9 @@ class MTTask:
             for a, b in eval_directions(cfg):
                 if self.prepared.has_para(split, a, b) and len(self.prepared.para(split, a, b)) == 0:
                     raise empty_split_error(self.prepared.para_prefix(split, a, b, a), split, f"{a}-{b}")
+        self._check_stopping_metric()
+        self.log = log
+        self._noted: set[str] = set()
         self.model_cfg = model_cfg
         self.model = EncoderDecoder(model_cfg, cfg.model.decoder_layers, cfg.model.share_embeddings)
         if cfg.init.pretrained:
@@ -263,6 +280,22 @@ class MTTask:
         self.steps = self._build_steps(seed, rank, world)
         self.noise_rng = np.random.default_rng([seed, rank, 23])
         self._tokenizer: BPETokenizer | None = None
+
+    def _check_stopping_metric(self) -> None:
+        """BLEU against raw references (``{split}/bleu...``) needs the raw text kept by ``xlm prepare``."""
+        name = self.cfg.train.stopping_metric
+        parts = name.split("/")
+        if len(parts) < 2 or parts[1] != "bleu":
+            return
+        split = parts[0]
+        directions = [tuple(parts[2].split("-"))] if len(parts) > 2 else eval_directions(self.cfg)
+        for a, b in directions:
+            if self.prepared.has_para(split, a, b) and not raw_reference_path(self.prepared.directory, split, a, b).is_file():
+                raise ConfigError(
+                    f"train.stopping_metric {name!r} is BLEU against the raw {split} references, which "
+                    f"{self.cfg.data.path} does not keep ({RAW_NOTE}): run `xlm prepare` again, or stop on "
+                    f"{name.replace('/bleu', '/bleu_norm', 1)!r} (BLEU against the normalized references)"
+                )
 
     def _build_steps(self, seed: int, rank: int, world: int) -> list[_Step]:
         obj, d = self.cfg.objectives, self.cfg.data
@@ -313,7 +346,8 @@ class MTTask:
         was_training = self.model.training
         self.model.eval()
         try:
-            decode = DecodeConfig(beam_size=1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b)
+            # one length limit per batch, from its longest sentence, as the original back-translates
+            decode = DecodeConfig(1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False)
             tokens, lengths = generate(self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode)
         finally:
             self.model.train(was_training)
@@ -361,6 +395,9 @@ class MTTask:
     def write_model_files(self, directory: Path) -> None:
         obj = self.cfg.objectives
         extra: dict[str, Any] = {"objectives": {"mt": obj.mt, "ae": obj.ae, "bt": obj.bt}}
+        # one evaluation per checkpoint: `xlm evaluate bleu` and `xlm translate` decode like this
+        extra["decode"] = self.cfg.eval.decode().to_json()
+        extra["eval_directions"] = [f"{a}-{b}" for a, b in eval_directions(self.cfg)]
         if self.report is not None:
             extra["initialised_from"] = self.report.source
         info = model_info(self.model_cfg, self.lang2id, self.lowercase, self.model, **extra)
@@ -373,14 +410,16 @@ class MTTask:
         return self._tokenizer
 
     def evaluate(self) -> dict[str, float]:
-        """Per split and direction: BLEU of the decoded outputs (detokenized sacreBLEU
-        ``{split}/bleu/{a}-{b}`` and tokenized ``{split}/bleu_tok/{a}-{b}``) and the
-        teacher-forced perplexity ``{split}/ppl/{a}-{b}``; means over directions ``{split}/bleu``."""
+        """Per split and direction, BLEU of the decoded outputs (whole sources, up to the
+        model's positions): ``{split}/bleu/{a}-{b}`` against the raw references (when the
+        prepared folder keeps them), ``{split}/bleu_norm/{a}-{b}`` against the normalized ones,
+        tokenized ``{split}/bleu_tok/{a}-{b}`` (multi-bleu.perl's rules), and the teacher-forced
+        perplexity ``{split}/ppl/{a}-{b}``; means over directions ``{split}/bleu`` (when every
+        direction has raw references) and ``{split}/bleu_norm``."""
         ev, d = self.cfg.eval, self.cfg.data
-        decode = DecodeConfig(ev.beam_size, ev.length_penalty, ev.early_stopping, ev.max_len_a, ev.max_len_b)
+        decode = ev.decode()
         metrics: dict[str, float] = {}
         for split in ev.splits:
-            bleus = []
             for a, b in eval_directions(self.cfg):
                 if not self.prepared.has_para(split, a, b):
                     continue
@@ -388,18 +427,25 @@ class MTTask:
                 name = f"{a}-{b}"
                 out = translate_and_score(
                     self.model, data, self.lang2id[a], self.lang2id[b], b, self.tokenizer(), decode, self.device,
-                    ev.max_sentences, d.max_len, d.max_tokens,
+                    ev.max_sentences, d.max_tokens, raw_reference_path(self.prepared.directory, split, a, b),
                 )
                 for key, value in out.scores().items():
                     metrics[f"{split}/{key}/{name}"] = value
                 metrics[f"{split}/ppl/{name}"] = self._perplexity(data, a, b, len(out.hyp))
-                bleus.append(metrics[f"{split}/bleu/{name}"])
+                self._note_once(f"{split} {name}", out.long_note(f"{split} {name}"))
+                if out.ref_raw is None:
+                    self._note_once(split, f"{split} {name}: no raw references in {d.path} ({RAW_NOTE}): "
+                                    "BLEU only against the normalized references (bleu_norm)")  # fmt: skip
                 if ev.save_hypotheses:
                     folder = Path(self.cfg.train.out_dir) / "hypotheses"
                     write_atomic(folder / f"{split}.{name}.txt", "".join(h + "\n" for h in out.hyp))
-            if bleus:
-                metrics[f"{split}/bleu"] = float(np.mean(bleus))
+            metrics.update(_direction_means(metrics, split))
         return metrics
+
+    def _note_once(self, key: str, text: str) -> None:
+        if text and key not in self._noted:
+            self._noted.add(key)
+            self.log(text)
 
     def _perplexity(self, data: ParallelData, a: str, b: str, n: int, batch_rows: int = 32) -> float:
         total, count = 0.0, 0
@@ -410,6 +456,21 @@ class MTTask:
             total += float(out.loss) * out.n_pred
             count += out.n_pred
         return float(np.exp(min(total / max(count, 1), 50.0)))
+
+
+RAW_NOTE = "folders prepared before xlm kept raw valid/test text"
+
+
+def _direction_means(metrics: dict[str, float], split: str) -> dict[str, float]:
+    """``{split}/bleu_norm``, and ``{split}/bleu`` when every direction has raw references."""
+    out: dict[str, float] = {}
+    norm = [v for k, v in metrics.items() if k.startswith(f"{split}/bleu_norm/")]
+    raw = [v for k, v in metrics.items() if k.startswith(f"{split}/bleu/")]
+    if norm:
+        out[f"{split}/bleu_norm"] = float(np.mean(norm))
+    if raw and len(raw) == len(norm):
+        out[f"{split}/bleu"] = float(np.mean(raw))
+    return out
 
 
 # --------------------------------------------------------------------------- running
