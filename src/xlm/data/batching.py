@@ -223,12 +223,22 @@ def pair_lengths(data: ParallelData, ids: np.ndarray, max_len: int) -> np.ndarra
     return np.minimum(data.src.row_lengths(ids), max_len) + np.minimum(data.tgt.row_lengths(ids), max_len) + 4
 
 
+def within_length(data: ParallelData, ids: np.ndarray, max_len: int) -> np.ndarray:
+    """Which pairs ``ids`` have at most ``max_len`` words on both sides (boolean mask)."""
+    return (data.src.row_lengths(ids) <= max_len) & (data.tgt.row_lengths(ids) <= max_len)
+
+
 class PairBatcher:
     """Batches of parallel pairs, built one window at a time so that memory is O(``group``)
     whatever the number of pairs.
 
+    Pairs with more than ``max_len`` words on either side are never served: as in the
+    original XLM, an over-long training pair is dropped rather than cut (cutting each side on
+    its own leaves two sentences that no longer translate each other). They are skipped window
+    by window, so no per-pair array is kept (:meth:`ParallelData.count_longer` counts them).
+
     Guarantees: rank ``r`` of ``W`` owns pairs ``r, r+W, r+2W, ...`` (ranks are disjoint and
-    cover every pair); each epoch visits every pair of the rank exactly once. An epoch lists
+    cover every pair); each epoch visits every kept pair of the rank exactly once. An epoch lists
     the rank's pairs in a keyed pseudo-random order (:class:`KeyedPermutation`) and cuts that
     order into windows of ``group`` pairs; each window is sorted by length (little padding),
     cut into batches of at most ``max_tokens`` padded tokens (and ``max_rows`` rows; an
@@ -266,6 +276,7 @@ class PairBatcher:
         start = self.window * self.group
         local = self._order(np.arange(start, min(start + self.group, self.n_pairs)))
         ids = self.rank + local * self.world
+        ids = ids[within_length(self.data, ids, self.max_len)]
         lengths = pair_lengths(self.data, ids, self.max_len)
         order = np.argsort(lengths, kind="stable")  # ties keep the (random) permuted order
         batches = token_budget_batches(lengths, order, self.max_tokens, self.max_rows)
@@ -274,7 +285,14 @@ class PairBatcher:
 
     def next_ids(self) -> np.ndarray:
         """Pair ids of the next batch (moving to the next window / epoch when needed)."""
+        empty = 0  # windows in a row without a kept pair
         while self.pos >= len(self._batches):
+            empty += 1
+            if empty > self.n_windows:
+                raise DataError(
+                    f"{self.data.src.prefix}: every pair of process {self.rank} has a side longer than "
+                    f"max_len={self.max_len} words (over-long pairs are dropped): raise max_len"
+                )
             self.window, self.pos = self.window + 1, 0
             new_epoch = self.window >= self.n_windows
             if new_epoch:
@@ -290,3 +308,11 @@ class PairBatcher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.window, self.pos = int(state["epoch"]), int(state["window"]), int(state["pos"])
         self._start_window()
+
+
+def dropped_report(name: str, data: ParallelData, max_len: int) -> str:
+    """One start-up line: how many training pairs of ``data`` (named ``name``) :class:`PairBatcher`
+    drops for having a side longer than ``max_len`` words. A monolingual file paired with
+    itself (denoising, back-translation) is reported in sentences."""
+    what = "sentences" if data.src is data.tgt else "pairs"
+    return f"{name}: {data.count_longer(max_len):,} of {len(data):,} training {what} longer than {max_len} tokens dropped"

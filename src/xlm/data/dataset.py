@@ -331,6 +331,15 @@ class ParallelData:
     def __len__(self) -> int:
         return len(self.src)
 
+    def count_longer(self, max_len: int, chunk: int = 1 << 20) -> int:
+        """Number of pairs with more than ``max_len`` words on either side (the pairs that
+        training drops), reading the two indexes ``chunk`` rows at a time."""
+        n = 0
+        for start in range(0, len(self), chunk):
+            ids = np.arange(start, min(start + chunk, len(self)))
+            n += int(((self.src.row_lengths(ids) > max_len) | (self.tgt.row_lengths(ids) > max_len)).sum())
+        return n
+
     def close(self) -> None:
         self.src.close()
         self.tgt.close()

@@ -1,15 +1,18 @@
 """Masked-LM corruption as pure tensor operations (BERT / XLM style).
 
-Each token is chosen for prediction with probability ``word_pred`` (0.15), never at padding
-or at the first position of a row (the leading ``</s>``). Of the chosen tokens, 80% become
-the mask token, 10% a random non-special token and 10% stay as they are. Optionally the
-choice is frequency-aware: positions are drawn with weights ∝ count(token)^-α, the same
-expected number of predictions per batch. Everything is driven by an explicit
-``torch.Generator`` so that evaluation masking is deterministic and training resumes exactly.
+The tokens that may be predicted are the real words of a batch: never padding, never a
+special token (the ``</s>`` separators of a stream or of a TLM pair, ``<unk>``, ...) and
+never the first position of a row. Exactly ``ceil(word_pred * n)`` of those ``n`` words are
+chosen (the original XLM's rounding), uniformly at random or, when frequency-aware, with
+weights ∝ count(token)^-α (``sample_alpha``; the paper's choice is α = 0.5). Of the chosen
+tokens, 80% become the mask token, 10% a random non-special token and 10% stay as they are.
+Everything is driven by an explicit ``torch.Generator`` so that evaluation masking is
+deterministic and training resumes exactly.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,27 +48,20 @@ def frequency_weights(counts: Tensor, alpha: float) -> Tensor:
 def choose_positions(
     tokens: Tensor, predictable: Tensor, cfg: MaskingConfig, gen: torch.Generator, weights: Tensor | None = None
 ) -> Tensor:
-    """Boolean ``(B, T)`` mask of the positions to predict (at least one per batch)."""
-    predictable = predictable.clone()
-    predictable[:, 0] = False
-    if weights is None:
-        rand = torch.rand(tokens.shape, generator=gen, device=tokens.device)
-        chosen = (rand < cfg.word_pred) & predictable
-    else:
-        n_avail = int(predictable.sum())
-        n_pred = max(1, round(n_avail * cfg.word_pred))
-        w = weights.to(tokens.device)[tokens] * predictable
-        flat = w.flatten()
-        chosen = torch.zeros_like(flat, dtype=torch.bool)
-        if n_avail:
-            idx = torch.multinomial(flat, min(n_pred, n_avail), replacement=False, generator=gen)
-            chosen[idx] = True
-        chosen = chosen.view(tokens.shape)
-    if not bool(chosen.any()) and bool(predictable.any()):
-        # tiny batches: predict one position rather than none
-        first = predictable.flatten().nonzero()[0]
-        chosen.view(-1)[first] = True
-    return chosen
+    """Boolean ``(B, T)`` mask of the positions to predict: ``ceil(word_pred * n)`` of the
+    ``n`` predictable real words (``predictable`` minus special tokens and position 0), drawn
+    without replacement, uniformly or with ``weights[token]``; none when ``n`` is 0."""
+    real = predictable & (tokens >= cfg.n_special)
+    real[:, 0] = False
+    w = real.flatten().float()
+    if weights is not None:
+        w = w * weights.to(tokens.device)[tokens].flatten()
+    n_avail = int((w > 0).sum())
+    chosen = torch.zeros(w.shape, dtype=torch.bool, device=tokens.device)
+    if n_avail:
+        n_pred = min(n_avail, math.ceil(cfg.word_pred * int(real.sum())))
+        chosen[torch.multinomial(w, n_pred, replacement=False, generator=gen)] = True
+    return chosen.view(tokens.shape)
 
 
 def corrupt(tokens: Tensor, chosen: Tensor, cfg: MaskingConfig, gen: torch.Generator) -> Tensor:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from xlm.data.batching import pad_rows
 from xlm.model.transformer import length_mask
 from xlm.objectives.language_modeling import LossOutput
-from xlm.text.vocab import MASK_INDEX
+from xlm.text.vocab import EOS_INDEX, MASK_INDEX, N_SPECIAL
 
 # --------------------------------------------------------------------------- noise
 
@@ -132,8 +132,24 @@ def make_pair_batch(src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_
 # --------------------------------------------------------------------------- loss
 
 
+def smoothed_cross_entropy(logits: Tensor, targets: Tensor, eps: float, n_special: int = N_SPECIAL) -> Tensor:
+    """Mean cross-entropy against ``(1 - eps)`` on the target plus ``eps`` spread evenly over
+    the tokens a translation can contain: ``</s>`` and the ordinary vocabulary. No probability
+    goes to ``<s>``, ``<pad>``, ``<unk>`` or ``<special*>`` (PyTorch's ``label_smoothing``
+    spreads it over every class)."""
+    if eps == 0:
+        return F.cross_entropy(logits, targets)
+    logp = F.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+    excluded = [i for i in range(n_special) if i != EOS_INDEX]
+    support = logits.shape[-1] - len(excluded)
+    smooth = -(logp.sum(-1) - logp[:, excluded].sum(-1)) / support
+    return ((1.0 - eps) * nll + eps * smooth).mean()
+
+
 def translation_loss(model: nn.Module, batch: PairBatch, label_smoothing: float = 0.0) -> LossOutput:
-    """Cross-entropy of the target given the source (teacher forcing). ``model`` is an
+    """Cross-entropy of the target given the source (teacher forcing; optionally label-smoothed
+    over real tokens only, see :func:`smoothed_cross_entropy`). ``model`` is an
     :class:`~xlm.model.seq2seq.EncoderDecoder` (possibly wrapped by DDP); the output layer
     is computed only at the predicted (non-padding) positions."""
     width = batch.tgt.shape[1] - 1
@@ -143,7 +159,7 @@ def translation_loss(model: nn.Module, batch: PairBatch, label_smoothing: float 
     logits = model(
         batch.src, batch.src_lengths, batch.src_langs, inputs, in_lengths, batch.tgt_langs, predict=pred
     )
-    loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    loss = smoothed_cross_entropy(logits.float(), targets, label_smoothing)
     with torch.no_grad():
         correct = int((logits.argmax(-1) == targets).sum())
     return LossOutput(loss, int(targets.numel()), correct)

@@ -26,7 +26,7 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Rate
-from xlm.data.batching import PairBatcher, sentence_rows
+from xlm.data.batching import PairBatcher, dropped_report, sentence_rows
 from xlm.data.dataset import ParallelData, PreparedData, empty_split_error
 from xlm.errors import CheckpointError
 from xlm.evaluation.bleu import raw_reference_path, translate_and_score
@@ -92,7 +92,7 @@ def schedule_value(points: list[tuple[int, float]], step: int) -> float:
 class MTDataConfig(Config):
     path: str = "runs/demo/data"  # a directory written by `xlm prepare`
     max_tokens: Count = 3000  # token budget of a batch: source + target rows, padded
-    max_len: Count = 100  # words kept per sentence (longer ones are truncated)
+    max_len: Count = 100  # longest sentence trained on, in words: longer training pairs are dropped
 
 
 class MTModelConfig(ModelConfig):
@@ -325,6 +325,18 @@ class MTTask:
             steps.append(_Step("bt", f"bt/{e}", (a, b), batcher(data, len(steps)), parse_schedule(obj.bt_weight)))
         return steps
 
+    def startup_report(self) -> list[str]:
+        """One line per training file: the pairs (or, for ae/bt, sentences) dropped for being
+        longer than ``data.max_len`` words (they are dropped, not cut)."""
+        lines: dict[tuple[str, ...], str] = {}
+        for s in self.steps:
+            data = s.batcher.data
+            key = tuple(sorted((str(data.src.prefix), str(data.tgt.prefix))))  # en-fr and fr-en: one file
+            if key not in lines:
+                name = s.langs[0] if data.src is data.tgt else "-".join(sorted(s.langs))
+                lines[key] = dropped_report(name, data, self.cfg.data.max_len)
+        return list(lines.values())
+
     # --- Task protocol --------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
@@ -376,10 +388,10 @@ class MTTask:
         active = [s for s in self.steps if weights[s.name] > 0]
         if not active:
             raise TrainingError(f"every objective has weight 0 at step {update}: check the *_weight schedules")
-        step = active[micro_step % len(active)]
+        step = active[update % len(active)]  # the micro-batches of one update: one step kind
         batch = self.make_batch(step)
         out = translation_loss(self.forward_model, batch, self.cfg.objectives.label_smoothing)
-        return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name])
+        return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name], out.n_pred)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -448,10 +460,14 @@ class MTTask:
             self.log(text)
 
     def _perplexity(self, data: ParallelData, a: str, b: str, n: int, batch_rows: int = 32) -> float:
+        """Teacher-forced perplexity of the first ``n`` pairs, whole (only training drops
+        over-long pairs); a side beyond the model's positions is cut to fit them."""
+        fit = self.model_cfg.max_positions - 2
         total, count = 0.0, 0
         for i in range(0, n, batch_rows):
             ids = np.arange(i, min(n, i + batch_rows))
-            batch = make_pair_batch(self._rows(data.src, ids), self._rows(data.tgt, ids), self.lang2id[a], self.lang2id[b])
+            src, tgt = sentence_rows(data.src, ids, fit), sentence_rows(data.tgt, ids, fit)
+            batch = make_pair_batch(src, tgt, self.lang2id[a], self.lang2id[b])
             out = translation_loss(self.model, batch.to(self.device))
             total += float(out.loss) * out.n_pred
             count += out.n_pred
@@ -491,9 +507,12 @@ def run_mt_training(cfg: MTConfig, resume: str | None = None) -> dict[str, float
     def describe(task: MTTask, device: torch.device, env: DistEnv) -> str:
         n = task.model.num_parameters()
         steps = ", ".join(s.name for s in task.steps)
-        return (
-            f"model: {n / 1e6:.2f}M parameters; steps {steps}; languages {task.lang2id}; device {device}; "
-            f"processes {env.world}"
+        return "\n".join(
+            [
+                f"model: {n / 1e6:.2f}M parameters; steps {steps}; languages {task.lang2id}; device {device}; "
+                f"processes {env.world}",
+                *task.startup_report(),
+            ]
         )
 
     return run_task(cfg, make, describe, resume, on_start)
