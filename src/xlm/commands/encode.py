@@ -13,8 +13,8 @@ BATCH_LINES = 1_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("encode", help="normalize + BPE-encode text from stdin")
-    p.add_argument("--vocab", type=Path, required=True, help="directory with vocab.json and merges.txt")
+    p = sub.add_parser("encode", help="normalize + tokenize text from stdin (BPE, SentencePiece or WordPiece)")
+    p.add_argument("--vocab", type=Path, required=True, help="vocabulary directory (vocab.json and the files of its kind)")
     p.add_argument("--lang", required=True, help="language of the input (Moses rules)")
     p.add_argument("--ids", action="store_true", help="print token ids instead of BPE tokens")
     p.add_argument(
@@ -37,7 +37,8 @@ def warn_unknown_language(lang: str, languages: list[str] | None, vocab: Path) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.text.bpe import TextEncoder, vocab_settings
+    from xlm.text.bpe import vocab_settings
+    from xlm.text.tokenizer import TextEncoder
 
     encoder = TextEncoder(args.vocab, args.lang, args.lowercase)
     warn_unknown_language(args.lang, vocab_settings(args.vocab).get("languages"), args.vocab)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from xlm.data.dataset import MonolingualData, ParallelData
 from xlm.errors import DataError
-from xlm.text.vocab import EOS_INDEX, PAD_INDEX
+from xlm.text.vocab import PAD_INDEX
 
 
 @dataclass
@@ -186,10 +186,12 @@ def token_budget_batches(lengths: np.ndarray, order: np.ndarray, max_tokens: int
 
 
 def sentence_rows(data: MonolingualData, ids: np.ndarray, max_len: int) -> list[np.ndarray]:
-    """``</s> w1 .. wn </s>`` for each sentence, words truncated to the first ``max_len``."""
+    """``</s> w1 .. wn </s>`` for each sentence, words truncated to the first ``max_len``
+    (``start w1 .. wn end`` with the special ids the data was binarized with)."""
     rows = []
+    start, end = data.specials.start, data.specials.end
     for words in data.sentences(ids, max_len):
-        rows.append(np.concatenate(([EOS_INDEX], words, [EOS_INDEX])).astype(np.int64))
+        rows.append(np.concatenate(([start], words, [end])).astype(np.int64))
     return rows
 
 
@@ -202,7 +204,7 @@ def pad_rows(rows: list[np.ndarray], pad_index: int = PAD_INDEX) -> tuple[Tensor
 
 
 def concat_pair(
-    src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_lang: int, tgt_lang: int
+    src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_lang: int, tgt_lang: int, pad_index: int = PAD_INDEX
 ) -> Batch:
     """TLM input: ``[</s> src </s>][</s> tgt </s>]`` per row, positions restarting at 0 on the
     target side, each side with its own language id, padded at the end."""
@@ -211,7 +213,7 @@ def concat_pair(
         rows.append(np.concatenate((s, t)))
         langs.append(np.concatenate((np.full(len(s), src_lang), np.full(len(t), tgt_lang))))
         positions.append(np.concatenate((np.arange(len(s)), np.arange(len(t)))))
-    tokens, lengths = pad_rows(rows)
+    tokens, lengths = pad_rows(rows, pad_index)
     lang_t, _ = pad_rows([x.astype(np.int64) for x in langs], pad_index=src_lang)
     pos_t, _ = pad_rows([x.astype(np.int64) for x in positions], pad_index=0)
     return Batch(tokens=tokens, lengths=lengths, langs=lang_t, positions=pos_t)

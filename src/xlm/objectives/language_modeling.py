@@ -145,7 +145,7 @@ def pair_batch(ctx: ObjectiveContext, source: Source, ids: np.ndarray) -> Batch:
     data = source.sampler.data
     a, b = source.langs
     m = ctx.data.max_len
-    return concat_pair(sentence_rows(data.src, ids, m), sentence_rows(data.tgt, ids, m), a, b)
+    return concat_pair(sentence_rows(data.src, ids, m), sentence_rows(data.tgt, ids, m), a, b, data.src.specials.pad)
 
 
 @register

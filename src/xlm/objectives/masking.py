@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from xlm.text.vocab import MASK_INDEX, N_SPECIAL
+from xlm.text.vocab import MASK_INDEX, N_SPECIAL, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,15 @@ class MaskingConfig:
     keep_prob: float = 0.1
     mask_index: int = MASK_INDEX
     vocab_size: int = 0
-    n_special: int = N_SPECIAL
+    n_special: int = N_SPECIAL  # random replacements are drawn from ids [n_special, word_end)
+    word_end: int = 0  # 0: vocab_size (XLM's layout; XLM-R's <mask> is the last id)
+
+    @classmethod
+    def for_vocab(cls, vocab: Vocabulary, word_pred: float, mask_prob: float, random_prob: float, keep_prob: float) -> MaskingConfig:
+        """The vocabulary's mask id and ordinary-token range (XLM's: 5, [14, V))."""
+        return cls(
+            word_pred, mask_prob, random_prob, keep_prob, vocab.specials.mask, len(vocab), vocab.words_start, vocab.words_end
+        )
 
     def __post_init__(self) -> None:
         if abs(self.mask_prob + self.random_prob + self.keep_prob - 1.0) > 1e-6:
@@ -38,10 +46,13 @@ class MaskingConfig:
             raise ValueError("word_pred must be in (0, 1)")
 
 
-def frequency_weights(counts: Tensor, alpha: float) -> Tensor:
-    """Per-token sampling weights ∝ count^-alpha (tokens never seen get the largest weight)."""
+def frequency_weights(counts: Tensor, alpha: float, words: tuple[int, int] | None = None) -> Tensor:
+    """Per-token sampling weights ∝ count^-alpha (tokens never seen get the largest weight);
+    0 outside the ordinary ids ``words = [start, end)`` (XLM's: ``[14, V)``)."""
+    start, end = words if words is not None else (N_SPECIAL, len(counts))
     w = counts.clamp(min=1).double().pow(-alpha)
-    w[:N_SPECIAL] = 0.0
+    w[:start] = 0.0
+    w[end:] = 0.0
     return w.float()
 
 
@@ -52,6 +63,8 @@ def choose_positions(
     ``n`` predictable real words (``predictable`` minus special tokens and position 0), drawn
     without replacement, uniformly or with ``weights[token]``; none when ``n`` is 0."""
     real = predictable & (tokens >= cfg.n_special)
+    if cfg.word_end:  # a vocabulary with special ids at its end too (XLM-R's <mask>)
+        real &= tokens < cfg.word_end
     real[:, 0] = False
     w = real.flatten().float()
     if weights is not None:
@@ -69,7 +82,7 @@ def corrupt(tokens: Tensor, chosen: Tensor, cfg: MaskingConfig, gen: torch.Gener
     n = int(chosen.sum())
     targets = tokens[chosen]
     action = torch.rand(n, generator=gen, device=tokens.device)
-    random_tokens = torch.randint(cfg.n_special, cfg.vocab_size, (n,), generator=gen, device=tokens.device)
+    random_tokens = torch.randint(cfg.n_special, cfg.word_end or cfg.vocab_size, (n,), generator=gen, device=tokens.device)
     replaced = torch.where(
         action < cfg.mask_prob,
         torch.full_like(targets, cfg.mask_index),

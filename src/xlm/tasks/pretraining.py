@@ -163,7 +163,9 @@ class PretrainTask:
                         raise ConfigError(f"{field_name}: {lang!r} is not a language of {cfg.data.path} ({langs})")
         self._refuse_empty_eval_splits()
         vocab = self.prepared.vocab
-        model_cfg = cfg.model.model_copy(update={"vocab_size": len(vocab), "n_langs": len(langs)})
+        model_cfg = cfg.model.model_copy(
+            update={"vocab_size": len(vocab), "n_langs": len(langs), "pad_index": vocab.specials.pad}
+        )
         if cfg.data.bptt > model_cfg.max_positions:
             raise ConfigError(f"data.bptt={cfg.data.bptt} exceeds model.max_positions={model_cfg.max_positions}")
         if cfg.data.max_len + 2 > model_cfg.max_positions:
@@ -173,7 +175,7 @@ class PretrainTask:
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
         p0, p1, p2 = obj.mask_probs
-        self.masking = MaskingConfig(obj.word_pred, p0, p1, p2, vocab_size=len(vocab))
+        self.masking = MaskingConfig.for_vocab(vocab, obj.word_pred, p0, p1, p2)
         self.seed, self.rank, self.world = seed, rank, world
         # same seed on every rank: all processes train the same objective and language each step
         self.choice_rng = np.random.default_rng([seed, 17])
@@ -232,7 +234,10 @@ class PretrainTask:
             if self.prepared.has_mono("train", lang):
                 data = self.prepared.mono("train", lang)
                 counts += np.bincount(np.asarray(data.tokens), minlength=len(counts))[: len(counts)]
-        return frequency_weights(torch.from_numpy(counts), self.cfg.objectives.sample_alpha)
+        vocab = self.prepared.vocab
+        return frequency_weights(
+            torch.from_numpy(counts), self.cfg.objectives.sample_alpha, (vocab.words_start, vocab.words_end)
+        )
 
     # --- Task protocol --------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -402,6 +407,7 @@ def evaluate_lm(
                     sentence_rows(data.tgt, part, fit),
                     lang2id[a],
                     lang2id[b],
+                    data.src.specials.pad,
                 )
                 out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
                 _accumulate(acc, f"{split}/tlm/{e}", out)

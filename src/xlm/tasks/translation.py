@@ -34,9 +34,16 @@ from xlm.model.generation import DecodeConfig, generate
 from xlm.model.pretrained import load_pretrained, write_model_files
 from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, model_info
 from xlm.model.transformer import ModelConfig
-from xlm.objectives.translation import NoiseConfig, PairBatch, add_noise_rows, make_pair_batch, translation_loss
+from xlm.objectives.translation import (
+    NoiseConfig,
+    PairBatch,
+    add_noise_rows,
+    make_pair_batch,
+    smoothing_excluded,
+    translation_loss,
+)
 from xlm.reports import write_atomic
-from xlm.text.bpe import BPETokenizer
+from xlm.text.tokenizer import Tokenizer, load_tokenizer
 from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig
 from xlm.training.runner import run_task
@@ -252,7 +259,11 @@ class MTTask:
             langs = self.prepared.languages or sorted(needed)
             self.lang2id = {lang: i for i, lang in enumerate(langs)}
             model_cfg = cfg.model.encoder_config().model_copy(
-                update={"vocab_size": len(self.prepared.vocab), "n_langs": len(langs)}
+                update={
+                    "vocab_size": len(self.prepared.vocab),
+                    "n_langs": len(langs),
+                    "pad_index": self.prepared.vocab.specials.pad,
+                }
             )
         for lang in sorted(needed):
             if lang not in self.lang2id:
@@ -276,10 +287,10 @@ class MTTask:
             log(self.report.summary())
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
-        self.noise = NoiseConfig(obj.word_shuffle, obj.word_dropout, obj.word_blank)
+        self.noise = NoiseConfig(obj.word_shuffle, obj.word_dropout, obj.word_blank, self.prepared.vocab.specials.mask)
         self.steps = self._build_steps(seed, rank, world)
         self.noise_rng = np.random.default_rng([seed, rank, 23])
-        self._tokenizer: BPETokenizer | None = None
+        self._tokenizer: Tokenizer | None = None
 
     def _check_stopping_metric(self) -> None:
         """BLEU against raw references (``{split}/bleu...``) needs the raw text kept by ``xlm prepare``."""
@@ -360,7 +371,10 @@ class MTTask:
         try:
             # one length limit per batch, from its longest sentence, as the original back-translates
             decode = DecodeConfig(1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False)
-            tokens, lengths = generate(self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode)
+            tokens, lengths = generate(
+                self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode,
+                self.prepared.vocab.specials,
+            )  # fmt: skip
         finally:
             self.model.train(was_training)
         return tokens, lengths
@@ -390,7 +404,9 @@ class MTTask:
             raise TrainingError(f"every objective has weight 0 at step {update}: check the *_weight schedules")
         step = active[update % len(active)]  # the micro-batches of one update: one step kind
         batch = self.make_batch(step)
-        out = translation_loss(self.forward_model, batch, self.cfg.objectives.label_smoothing)
+        out = translation_loss(
+            self.forward_model, batch, self.cfg.objectives.label_smoothing, smoothing_excluded(self.prepared.vocab)
+        )
         return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name], out.n_pred)
 
     def state_dict(self) -> dict[str, Any]:
@@ -416,9 +432,9 @@ class MTTask:
         write_model_files(directory, self.model, info, self.prepared.directory)
 
     # --- evaluation -------------------------------------------------------------------
-    def tokenizer(self) -> BPETokenizer:
+    def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = BPETokenizer.from_dir(self.prepared.directory)
+            self._tokenizer = load_tokenizer(self.prepared.directory)
         return self._tokenizer
 
     def evaluate(self) -> dict[str, float]:
