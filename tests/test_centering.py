@@ -298,7 +298,9 @@ def test_xlm_center_end_to_end(checkpoint, bpe_data, tiny_data, tmp_path, capsys
     assert f"{tiny_data} was prepared with another vocabulary" in err and f"--vocab {checkpoint}`" in err
     assert main([*argv[:4], "--split", "nosuch"]) == 1
     assert "no nosuch monolingual data" in capsys.readouterr().err
-    assert main([*argv, "--max-sentences", "-1"]) == 1
+    with pytest.raises(SystemExit) as refused:  # argparse: out of range
+        main([*argv, "--max-sentences", "-1"])
+    assert refused.value.code == 2 and "--max-sentences: must be an integer >= 0" in capsys.readouterr().err
     assert (checkpoint / CENTERING_FILE).read_bytes() == before
     with pytest.raises(XLMError, match="no sentences"):
         compute_language_means(pre, {"en": [[20, 21]]})

@@ -13,7 +13,7 @@ SRC = ROOT / "src" / "xlm"
 
 # bottom to top; a module of the package (or the top-level module) named here is in that layer
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "fileio", "config", "checkpoint_io", "reports", "__init__"),
+    ("errors", "fileio", "config", "devices", "checkpoint_io", "reports", "__init__"),
     ("text",),
     ("data",),
     ("model",),

@@ -1,7 +1,9 @@
 """Typed configuration: pydantic models stored as TOML, overridable from the command line.
 
 Every config class derives from :class:`Config`, which forbids unknown keys, so a typo
-in a TOML file or an override is an error that names the field.
+in a TOML file or an override is an error that names the field. Numeric fields carry their
+allowed range (the annotated types below); a value outside it is an error naming the field,
+the value and the range. NaN and infinities are refused everywhere.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xlm.errors import XLMError
 
@@ -24,8 +26,17 @@ class ConfigError(XLMError):
     """A configuration that cannot be used; the message names the file and field."""
 
 
+# Allowed ranges of numeric fields.
+Count = Annotated[int, Field(ge=1)]  # sizes, steps, batch sizes: at least 1
+NonNegativeInt = Annotated[int, Field(ge=0)]  # where 0 means "off" or "automatic"
+Positive = Annotated[float, Field(gt=0)]  # learning rates, temperatures, epsilons
+NonNegative = Annotated[float, Field(ge=0)]  # weights, exponents, budgets (0: off)
+Probability = Annotated[float, Field(ge=0, le=1)]
+Rate = Annotated[float, Field(ge=0, lt=1)]  # dropout and the like: 1 would drop everything
+
+
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class Settings(Config):
@@ -36,14 +47,50 @@ class Settings(Config):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _bounds(cls: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The allowed range of the field at ``loc`` in ``cls`` (``"[0, 1)"``), or ``""``."""
+    model: Any = cls
+    field = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, str) or fields is None or part not in fields:
+            return ""
+        field = fields[part]
+        model = field.annotation
+    if field is None:
+        return ""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in field.metadata:  # pydantic keeps Field(ge=..., lt=...) as one object per bound
+        if getattr(m, "ge", None) is not None:
+            lo = m.ge
+        elif getattr(m, "gt", None) is not None:
+            lo, lo_open = m.gt, True
+        elif getattr(m, "le", None) is not None:
+            hi = m.le
+        elif getattr(m, "lt", None) is not None:
+            hi, hi_open = m.lt, True
+    if lo is None and hi is None:
+        return ""
+    left = "-inf" if lo is None else f"{lo:g}"
+    right = "inf" if hi is None else f"{hi:g}"
+    return f"{'(' if lo is None or lo_open else '['}{left}, {right}{')' if hi is None or hi_open else ']'}"
+
+
+def _format_validation_error(err: ValidationError, source: str, cls: type[BaseModel] | None = None) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"  {field}: {msg} (got {e.get('input')!r})")
+        elif e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
+            allowed = _bounds(cls, e["loc"]) if cls is not None else ""
+            msg = f"must be within {allowed}" if allowed else "must be a finite number"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        got = e.get("input")
+        lines.append(f"  {field}: {msg}" if isinstance(got, dict) else f"  {field}: {msg} (got {got!r})")
     return "\n".join(lines)
 
 
@@ -109,7 +156,7 @@ def validate_config(cls: type[C], data: dict[str, Any], source: str = "config") 
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
+        raise ConfigError(_format_validation_error(e, source, cls)) from None
 
 
 def to_toml(config: Config) -> str:

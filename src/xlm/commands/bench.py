@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xlm.commands.options import add_device_option, count, non_negative_int
 from xlm.errors import XLMError
 
 
@@ -26,12 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides of --config, e.g. data.batch_size=32")
     p.add_argument("--shapes", help=f"comma-separated, of {sorted(SHAPES)} (default demo,paper; ignored with --config)")
     p.add_argument("--arch", default="xlm", help="comma-separated networks of xlm, xlmr, bert (ignored with --config)")
-    p.add_argument("--vocab", type=int, default=16000, help="vocabulary size when --config's data is not prepared")
+    p.add_argument("--vocab", type=count, default=16000, help="vocabulary size when --config's data is not prepared")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {MODES}")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (autocast, both alike), tf32 (CUDA)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
-    p.add_argument("--repeats", type=int, default=10, help="timed steps per implementation (medians reported)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    add_device_option(p)
+    p.add_argument("--repeats", type=count, default=10, help="timed steps per implementation (medians reported)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     p.add_argument("--json", type=Path, help="write the rows as JSON")
     p.add_argument("--plot", type=Path, help="write a PNG chart of the ratios ours / HF")

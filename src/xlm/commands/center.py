@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from xlm.commands.embed import add_precision_option
-from xlm.errors import DataError
+from xlm.commands.options import add_device_option, count, non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prepared", type=Path, required=True, help="an `xlm prepare` directory with the same vocabulary")
     p.add_argument("--split", default="train", help="monolingual split to average")
     p.add_argument(
-        "--max-sentences", type=int, default=5000,
+        "--max-sentences", type=non_negative_int, default=5000,
         help="evenly spaced sentences per language (0: all)",
     )  # fmt: skip
-    p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch")
+    add_device_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)
 
@@ -35,10 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from xlm.fileio import check_output_folder
     from xlm.reports import format_table
 
-    if args.max_sentences < 0:
-        raise DataError("--max-sentences must be 0 (all) or positive")
-    if args.max_tokens < 1:
-        raise DataError("--max-tokens must be positive")
     check_output_folder(args.checkpoint.parent, "folder of the checkpoint")  # it is replaced with the means added
     pretrained = load_model(args.checkpoint, args.device)
     means = compute_from_prepared(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xlm.commands.embed import add_precision_option
+from xlm.commands.options import add_device_option, int_at_least
 from xlm.text.lines import line_batches
 
 BATCH_LINES = 512
@@ -24,23 +25,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lang", required=True, help="language of the input")
     p.add_argument("--probs", action="store_true", help="also print every label's probability")
     p.add_argument("--pretokenized", action="store_true", help="input is already normalized and BPE-split")
-    p.add_argument("--max-len", type=int, default=256, help="tokens per example (longer texts are truncated)")
+    p.add_argument("--max-len", type=int_at_least(2), default=256, help="tokens per example (longer texts are truncated)")
     p.add_argument(
         "--translate-test", metavar="MT_CHECKPOINT",
         help="translate the input into the classifier's fine-tuning language with this `xlm train-mt` checkpoint "
         "first, and classify the translation",
     )  # fmt: skip
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    add_device_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from xlm.data.classification import build_row
+    from xlm.devices import resolve_device
     from xlm.model.classifier import load_classifier, text_encoder
     from xlm.model.precision import inference_autocast
 
-    clf = load_classifier(args.model, args.device)
+    clf = load_classifier(args.model, resolve_device(args.device))
     translate = None
     if args.translate_test:
         translate, lang = _translator(args, clf)

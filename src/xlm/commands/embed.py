@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from xlm.commands.options import add_device_option, count
 from xlm.errors import DataError
 from xlm.text.lines import read_lines
 
@@ -31,8 +32,8 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
                    help="subtract the language's mean vector: the one stored by `xlm center`, else the mean "
                         "of the sentences embedded (default on; --no-center: raw vectors)")
-    p.add_argument("--max-tokens", type=int, default=8000, help="padded tokens per batch")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch")
+    add_device_option(p)
     add_precision_option(p)
 
 

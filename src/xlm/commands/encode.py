@@ -24,10 +24,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def warn_unknown_language(lang: str, languages: list[str] | None, vocab: Path) -> None:
+    """A warning on stderr when ``lang`` is no ISO 639-1 code or not one the vocabulary was prepared for."""
+    from xlm.text.languages import is_language_code
+
+    if not is_language_code(lang):
+        print(f"xlm encode: warning: {lang!r} is not an ISO 639-1 language code: text is normalized with "
+              "the default (English) Moses rules", file=sys.stderr)  # fmt: skip
+    if languages and lang not in languages:
+        print(f"xlm encode: warning: {vocab} was prepared for {', '.join(languages)}, not {lang!r}: "
+              "its sub-words may fit this text badly", file=sys.stderr)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
+    from xlm.text.bpe import vocab_settings
     from xlm.text.tokenizer import TextEncoder
 
     encoder = TextEncoder(args.vocab, args.lang, args.lowercase)
+    warn_unknown_language(args.lang, vocab_settings(args.vocab).get("languages"), args.vocab)
     out = sys.stdout
     for batch in line_batches(sys.stdin.buffer, BATCH_LINES):
         normalized = [encoder.normalize(line) for line in batch]

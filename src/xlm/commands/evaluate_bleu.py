@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xlm.commands.options import add_device_option, count, finite, non_negative, non_negative_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bleu", help="BLEU of a translation checkpoint on a prepared split, or of --hyp against --ref")
@@ -24,13 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="prepared directory (`xlm prepare`) holding the parallel split")
     p.add_argument("--split", default="test", help="parallel split of --data")
     p.add_argument("--directions", default="", help="comma-separated, e.g. en-fr,fr-en (default: those recorded with the checkpoint)")
-    p.add_argument("--beam", type=int, help="beam size (default: the checkpoint's evaluation setting)")
-    p.add_argument("--length-penalty", type=float, help="beam scores are log p / length**this (default: the checkpoint's)")
+    p.add_argument("--beam", type=count, help="beam size (default: the checkpoint's evaluation setting)")
+    p.add_argument("--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)")
     p.add_argument("--early-stopping", action="store_true", default=None, help="stop a sentence at BEAM finished hypotheses")
-    p.add_argument("--max-len-a", type=float, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
-    p.add_argument("--max-len-b", type=int, help="see --max-len-a")
-    p.add_argument("--max-sentences", type=int, default=0, help="per direction; 0: all")
-    p.add_argument("--max-tokens", type=int, default=4000, help="source tokens per batch")
+    p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
+    p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
+    p.add_argument("--max-sentences", type=non_negative_int, default=0, help="per direction; 0: all")
+    p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
     p.add_argument("--hyp", type=Path, help="hypothesis file (one sentence per line)")
     p.add_argument(
         "--ref", type=Path,
@@ -44,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="hyp", help="label of --hyp/--ref in the table and JSON keys")
     p.add_argument("--save-hypotheses", type=Path, help="folder for the translations ({split}.{src}-{tgt}.txt)")
     p.add_argument("--json", type=Path, help="also write the figures as one JSON object")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_device_option(p)
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     p.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from xlm.commands.embed import add_precision_option
+from xlm.commands.options import add_device_option, int_at_least, non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,12 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="binarized split of --data")
     p.add_argument("--langs", default="", help="comma-separated languages (default: every model language with the split)")
     p.add_argument("--objective", choices=("mlm", "clm", "both"), default="both", help="which perplexity to measure")
-    p.add_argument("--bptt", type=int, default=256, help="tokens per evaluated row (capped at the model's positions)")
-    p.add_argument("--max-rows", type=int, default=0, help="rows per language (0: the whole split)")
-    p.add_argument("--seed", type=int, default=1234, help="masking seed (MLM)")
+    p.add_argument("--bptt", type=int_at_least(2), default=256, help="tokens per evaluated row (capped at the model's positions)")
+    p.add_argument("--max-rows", type=non_negative_int, default=0, help="rows per language (0: the whole split)")
+    p.add_argument("--seed", type=non_negative_int, default=1234, help="masking seed (MLM)")
     p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart of perplexity per language")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    add_device_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from xlm.commands.embed import add_embedding_options, embed_options, load_model
+from xlm.commands.options import non_negative_int
 from xlm.errors import XLMError
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prepared", type=Path, help="use the binarized parallel splits of this `xlm prepare` directory")
     p.add_argument("--split", default="test", help="split of --prepared")
     p.add_argument("--langs", default="", help="with --prepared: only these pairs, in this direction, e.g. en-fr,en-de")
-    p.add_argument("--max-sentences", type=int, default=0, help="first N pairs of each set (0: all)")
+    p.add_argument("--max-sentences", type=non_negative_int, default=0, help="first N pairs of each set (0: all)")
     p.add_argument("--margin", action=argparse.BooleanOptionalAction, default=True,
                    help="also score with the ratio margin (k=4), default on")
     p.add_argument("--json", type=Path, help="write the metrics as one JSON object")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xlm.commands.options import add_device_option, count
 from xlm.errors import XLMError
 
 
@@ -40,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LANG=FILE",
         help="raw text of LANG whose most frequent words are the candidates",
     )
-    p.add_argument("--max-vocab", type=int, default=20000, help="frequent words kept per language")
-    p.add_argument("--csls-k", type=int, default=10, help="neighbours in the CSLS hubness correction")
+    p.add_argument("--max-vocab", type=count, default=20000, help="frequent words kept per language")
+    p.add_argument("--csls-k", type=count, default=10, help="neighbours in the CSLS hubness correction")
     p.add_argument(
         "--vectors",
         choices=("table", "encoder"),
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart of P@k per language pair")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    add_device_option(p)
     p.set_defaults(func=run)  # fmt: skip
 
 

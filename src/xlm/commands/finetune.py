@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xlm.commands.options import add_device_option, non_negative_int
 from xlm.config import ConfigError, load_config, read_config_data, resume_and_overrides, validate_config
 from xlm.data.classification import FORMATS
 
@@ -53,11 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--eval-format", choices=FORMATS, help="format of the valid/test files (e.g. xnli)")
     c.add_argument("--pretokenized", action="store_true", default=None, help="text is already normalized and BPE-split")
     c.add_argument("--random-init", action="store_true", default=None, help="baseline: the same architecture, fresh weights")
-    c.add_argument("--epochs", type=int, help="passes over the training data")
+    c.add_argument("--epochs", type=non_negative_int, help="passes over the training data")
     c.add_argument("--out", help="run folder: checkpoints, best/ (the best epoch), final/")
     c.add_argument("--json", help="write {language: accuracy, ..., 'average': ...} (accuracy in %%)")
     c.add_argument("--plot", help="write a PNG bar chart of the accuracies")
     c.add_argument("--resume", nargs="?", const="latest", help="continue an interrupted fine-tuning run")
+    add_device_option(c, training=True)
     c.add_argument(
         "--translate-test", metavar="MT_CHECKPOINT",
         help="also translate each other test language into the training language with this `xlm train-mt` "
@@ -114,6 +116,8 @@ def build_config(args: argparse.Namespace) -> Any:
         put("finetune", "random_init", True)
     if args.epochs is not None:
         put("finetune", "epochs", args.epochs)
+    if args.device:
+        put("train", "device", args.device)
     if args.out:
         put("train", "out_dir", args.out)
     if args.json:

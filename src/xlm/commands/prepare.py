@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xlm.commands.options import count, non_negative, non_negative_int
 from xlm.fileio import status
 
 
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("raw_dir", type=Path, help="directory of raw text files")
     p.add_argument("out_dir", type=Path, help="output directory (vocabulary, binarized splits, prepare.json)")
-    p.add_argument("--vocab-size", type=int, help="size of the vocabulary to learn (special tokens included)")
+    p.add_argument("--vocab-size", type=count, help="size of the vocabulary to learn (special tokens included)")
     p.add_argument(
         "--tokenizer", choices=("bpe", "sentencepiece", "wordpiece"), default="bpe",
         help="kind of vocabulary: bpe (XLM: Moses-normalized text), sentencepiece (XLM-R: raw text), "
@@ -36,21 +37,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--langs", type=_langs, help="comma-separated languages to keep (default: all found)")
     p.add_argument(
-        "--alpha", type=float, default=None,
+        "--alpha", type=non_negative, default=None,
         help="language sampling exponent for learning the vocabulary (q ∝ p^α); default 0.5 (XLM) for bpe and "
         "wordpiece, 0.3 (XLM-R) for sentencepiece",
     )  # fmt: skip
-    p.add_argument("--bpe-sentences", type=int, default=1_000_000, help="sentences sampled to learn the BPE")
+    p.add_argument("--bpe-sentences", type=count, default=1_000_000, help="sentences sampled to learn the BPE")
     p.add_argument("--lowercase", action="store_true", help="lowercase and remove accents (bpe, wordpiece)")
-    p.add_argument("--max-lines", type=int, help="read at most N lines per file (quick runs)")
+    p.add_argument("--max-lines", type=count, help="read at most N lines per file (quick runs)")
     p.add_argument("--vocab", type=Path, help="reuse the vocabulary in DIR instead of learning one")
-    p.add_argument("--workers", type=int, default=2, help="normalization processes")
-    p.add_argument("--seed", type=int, default=0, help="seed of the BPE sentence sample")
+    p.add_argument("--workers", type=count, default=2, help="normalization processes")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the BPE sentence sample")
     p.add_argument(
         "--invalid-utf8", choices=("error", "replace"), default="error",
         help="invalid UTF-8 input: stop with the file and line (default) or replace by U+FFFD",
     )  # fmt: skip
-    p.add_argument("--cache-mb", type=int, default=128, help="memory for normalized lines seen before (0: off)")
+    p.add_argument("--cache-mb", type=non_negative_int, default=128, help="memory for normalized lines seen before (0: off)")
+    p.add_argument(
+        "--allow-lang", action="append", default=[], metavar="CODE",
+        help="accept CODE as a language although it is not an ISO 639-1 code (repeatable)",
+    )  # fmt: skip
     p.add_argument("--keep-tmp", action="store_true", help="keep the normalized text in OUT_DIR/tmp")
     p.add_argument(
         "--overwrite", action="store_true",
@@ -75,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         errors="strict" if args.invalid_utf8 == "error" else "replace",
         keep_tmp=args.keep_tmp,
         cache_mb=args.cache_mb,
+        allow_langs=args.allow_lang,
         tokenizer=args.tokenizer,
         sp_model_type=args.sp_model_type,
         overwrite=args.overwrite,

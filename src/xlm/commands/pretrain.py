@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from xlm.commands.options import add_device_option, device_override
 from xlm.config import resume_and_overrides
 from xlm.fileio import status_on_stderr, write_json
 
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="TOML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
     p.add_argument("--resume", nargs="?", const="latest", help="continue a run (its newest intact checkpoint, or a path)")
+    add_device_option(p, training=True)
     p.set_defaults(func=run)
 
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.training.runner import load_run_config
 
     args.resume, args.overrides = resume_and_overrides(args.resume, args.overrides)
-    cfg = load_run_config(PretrainConfig, args.config, args.overrides, args.resume)
+    cfg = load_run_config(PretrainConfig, args.config, device_override(args.overrides, args.device), args.resume)
     with status_on_stderr():  # standard output gets the metrics only
         metrics = run_training(cfg, resume=args.resume)
     if metrics and int(os.environ.get("RANK", "0")) == 0:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from xlm.commands.embed import add_precision_option
+from xlm.commands.options import add_device_option, count, finite, non_negative, non_negative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,21 +18,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--src", required=True, help="source language code")
     p.add_argument("--tgt", required=True, help="target language code")
     # decoding defaults to the setting recorded with the checkpoint (its training-time evaluation's)
-    p.add_argument("--beam", type=int, help="beam size (1: greedy; default: the checkpoint's evaluation setting)")
-    p.add_argument("--length-penalty", type=float, help="beam scores are log p / length**this (default: the checkpoint's)")
+    p.add_argument("--beam", type=count, help="beam size (1: greedy; default: the checkpoint's evaluation setting)")
+    p.add_argument("--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)")
     p.add_argument(
         "--early-stopping", action="store_true", default=None, help="stop a sentence once BEAM hypotheses are finished"
     )
-    p.add_argument("--max-len-a", type=float, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
-    p.add_argument("--max-len-b", type=int, help="see --max-len-a")
-    p.add_argument("--max-tokens", type=int, default=4000, help="source tokens per batch")
+    p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
+    p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
+    p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
     p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
     p.add_argument("--input", type=Path, help="read this file instead of standard input")
     p.add_argument("--output", type=Path, help="write this file instead of standard output")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_device_option(p)
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     add_precision_option(p)
     p.set_defaults(func=run)
+
+
+def warn_untrained_direction(src: str, tgt: str, trained: list[tuple[str, str]]) -> None:
+    """A warning on stderr when ``src -> tgt`` is not a direction the model was trained on."""
+    if (src, tgt) in trained:
+        return
+    known = ", ".join(f"{a}->{b}" for a, b in trained) or "none recorded"
+    why = "source and target are the same language" if src == tgt else "the model never trained this direction"
+    print(
+        f"xlm translate: warning: {src}->{tgt}: {why} (trained: {known}); the output is likely not a translation",
+        file=sys.stderr,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xlm.model.generation import DecodeConfig, translate_text
     from xlm.model.precision import inference_autocast
-    from xlm.model.seq2seq import load_translator
+    from xlm.model.seq2seq import load_translator, trained_directions
     from xlm.text.lines import read_lines
     from xlm.training.distributed import pick_device
 
@@ -49,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     tr = load_translator(args.checkpoint, device)
     for lang in (args.src, args.tgt):  # an unknown language fails before reading the input
         tr.info.lang_id(lang)
+    warn_untrained_direction(args.src, args.tgt, trained_directions(tr.info))
     if args.input is not None:
         with open(args.input, "rb") as f:
             lines = read_lines(f, str(args.input))

@@ -21,16 +21,16 @@ file and line.
 
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal
 
 import numpy as np
 
 from xlm.errors import DataError
+from xlm.text.lines import numbered_lines
 from xlm.text.vocab import XLM_SPECIALS, Specials, Vocabulary
 
 Format = Literal["tsv", "xnli", "mnli-jsonl", "mnli-tsv"]
@@ -64,29 +64,6 @@ class ExampleSet:
         return len(self.examples)
 
 
-def open_text(path: str | Path) -> TextIO:
-    """Open a UTF-8 text file, gunzipping it when its name ends in ``.gz``."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    if p.suffix == ".gz":
-        return gzip.open(p, "rt", encoding="utf-8", newline="\n")
-    return open(p, encoding="utf-8", newline="\n")
-
-
-def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """``(line number, line without its newline)``; invalid UTF-8 or gzip is a DataError."""
-    n = 0
-    try:
-        with open_text(path) as f:
-            for n, line in enumerate(f, 1):
-                yield n, line.rstrip("\n").rstrip("\r")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{n + 1}: invalid UTF-8 ({e.reason})") from None
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot read: {e}") from None
-
-
 def _check(value: str, what: str, path: str | Path, n: int) -> str:
     value = value.strip()
     if not value:
@@ -98,7 +75,7 @@ def read_tsv(path: str | Path, lang: str) -> ExampleSet:
     """``label<TAB>text`` or ``label<TAB>premise<TAB>hypothesis`` (one kind per file)."""
     examples: list[Example] = []
     n_cols = 0
-    for n, line in _lines(path):
+    for n, line in numbered_lines(path):
         if not line.strip():
             continue
         cols = line.split("\t")
@@ -134,7 +111,7 @@ def read_header_tsv(path: str | Path, lang: str, language_column: bool) -> Examp
     cols: dict[str, int] = {}
     width = 0
     seen_langs: set[str] = set()
-    for n, line in _lines(path):
+    for n, line in numbered_lines(path):
         row = line.split("\t")
         if n == 1:
             cols = _header_index([c.strip() for c in row], wanted, path)
@@ -166,7 +143,7 @@ def read_header_tsv(path: str | Path, lang: str, language_column: bool) -> Examp
 def read_mnli_jsonl(path: str | Path, lang: str) -> ExampleSet:
     examples: list[Example] = []
     skipped = 0
-    for n, line in _lines(path):
+    for n, line in numbered_lines(path):
         if not line.strip():
             continue
         try:

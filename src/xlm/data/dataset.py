@@ -431,3 +431,12 @@ class PreparedData:
         return ParallelData.open(
             self.para_prefix(split, src, tgt, src), self.para_prefix(split, src, tgt, tgt), self.vocab.hash, self.vocab.specials
         )
+
+
+def empty_split_error(prefix: Path, split: str, what: str) -> DataError:
+    """The error for an evaluated split without sentences (refused at start-up: its scores
+    would be NaN, and the best checkpoint would be chosen on NaN)."""
+    return DataError(
+        f"{prefix}: the {split} split of {what} has no sentences, so it cannot be evaluated: "
+        f"give it sentences, or leave {split!r} out of eval.splits"
+    )

@@ -40,6 +40,7 @@ from xlm.data.dataset import PREPARE_FILE
 from xlm.errors import DataError
 from xlm.fileio import replace_directory, write_atomic
 from xlm.text.bpe import BPE_INFO_FILE, learn_bpe, vocab_settings
+from xlm.text.languages import check_languages
 from xlm.text.normalize import Normalizer, normalize_raw_lines
 from xlm.text.segment import segmenter_versions
 from xlm.text.sentencepiece import SP_INFO_FILE, SP_MODEL_TYPES, learn_sentencepiece
@@ -93,6 +94,7 @@ class PrepareOptions:
     cache_mb: int = 128  # normalized lines kept to skip repeated lines (0: no cache)
     errors: Errors = "strict"
     keep_tmp: bool = False
+    allow_langs: list[str] = field(default_factory=list)  # codes accepted although not ISO 639-1
     tokenizer: str = "bpe"  # the kind of vocabulary to learn: bpe (XLM), sentencepiece (XLM-R), wordpiece (mBERT)
     sp_model_type: str = "unigram"  # sentencepiece: unigram or bpe
     overwrite: bool = False  # replace a folder that holds another preparation
@@ -122,6 +124,12 @@ class PrepareResult:
 
 
 # --------------------------------------------------------------------------- discovery
+
+
+def skipped_files(raw_dir: str | Path) -> list[str]:
+    """Names of the files of ``raw_dir`` that are not corpus files (hidden files aside)."""
+    d = Path(raw_dir)
+    return [p.name for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".") and not _NAME_RE.match(p.name)]
 
 
 def discover(raw_dir: str | Path, langs: list[str] | None = None) -> list[RawFile]:
@@ -452,6 +460,13 @@ def prepare(
     t_start = time.perf_counter()
     files = discover(raw_dir, opts.langs)
     languages = opts.langs or sorted({f.lang for f in files})
+    skipped = skipped_files(raw_dir)
+    if skipped:
+        log(
+            f"skipped {len(skipped)} file(s) of {raw_dir} not named {{split}}.{{lang}}[.gz] or "
+            f"{{split}}.{{a}}-{{b}}.{{lang}}[.gz] ({{split}}: train, valid, test): {', '.join(skipped)}"
+        )
+    check_languages(languages, opts.allow_langs, str(raw_dir))
     if raw_dir.resolve() == out_dir.resolve() or out_dir.resolve() in raw_dir.resolve().parents:
         raise DataError(f"{out_dir}: the output folder would replace the corpus folder {raw_dir}")
     print_ = fingerprint(files, languages, opts)

@@ -18,7 +18,6 @@ ways; :func:`corpus_bleu` / :func:`bleu_files` score text with sacreBLEU.
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 from collections import Counter
@@ -39,6 +38,7 @@ from xlm.errors import DataError
 from xlm.model.generation import DecodeConfig, translate_rows
 from xlm.model.seq2seq import EncoderDecoder
 from xlm.text.bpe import detokenize
+from xlm.text.lines import read_file_lines
 from xlm.text.tokenizer import Tokenizer
 
 DETOKENIZED = "13a"
@@ -80,26 +80,12 @@ def corpus_bleu(hyps: list[str], refs: list[str], tokenize: str = DETOKENIZED, l
     return BleuResult(float(s.score), precisions, float(s.bp), int(s.sys_len), int(s.ref_len), str(metric.get_signature()))
 
 
-def read_lines(path: str | Path) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    try:
-        data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as universal newlines
-    except gzip.BadGzipFile:
-        raise DataError(f"{p}: not a gzip file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
 def bleu_files(hyp: str | Path, ref: str | Path, tokenize: str = DETOKENIZED, lowercase: bool = False) -> BleuResult:
     """BLEU of a hypothesis file against a reference file (one sentence per line)."""
-    hyps, refs = read_lines(hyp), read_lines(ref)
+    hyps, refs = read_file_lines(hyp), read_file_lines(ref)
+    for path, lines in ((hyp, hyps), (ref, refs)):
+        if not any(line.strip() for line in lines):
+            raise DataError(f"{path}: {'empty file' if not lines else 'only empty lines'}: nothing to score")
     if len(hyps) != len(refs):
         raise DataError(f"{hyp} has {len(hyps)} lines but {ref} has {len(refs)}: they must align line by line")
     if tokenize == MULTI_BLEU:
@@ -170,7 +156,7 @@ def raw_references(path: Path | None, n_data: int, n: int) -> list[str] | None:
     sentences; None when there is no file."""
     if path is None or not path.is_file():
         return None
-    lines = read_lines(path)
+    lines = read_file_lines(path)
     if len(lines) != n_data:
         raise DataError(
             f"{path}: {len(lines)} reference lines for {n_data} binarized sentences: not aligned (pairs with an "

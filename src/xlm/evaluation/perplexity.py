@@ -57,6 +57,12 @@ class LMScore:
         return self.n_correct / max(self.n_pred, 1)
 
 
+def _add(scores: dict[tuple[str, str], LMScore], key: tuple[str, str], out: LossOutput) -> None:
+    if out.n_pred == 0:  # nothing predicted (e.g. no position masked): its mean loss is NaN
+        return
+    scores.setdefault(key, LMScore()).add(out)
+
+
 def _stream_rows(data: MonolingualData, bptt: int, max_rows: int) -> list[np.ndarray]:
     n = min(max_rows, (data.stream_length - 1) // bptt)
     if n == 0:  # a split shorter than one row: evaluate it as a single short row
@@ -102,7 +108,7 @@ def lm_scores(
                     out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
                 else:
                     out = clm_loss(model, batch.to(device))
-                scores.setdefault((kind, lang), LMScore()).add(out)
+                _add(scores, (kind, lang), out)
     for a, b in tlm:
         if not prepared.has_para(split, a, b):
             continue
@@ -117,7 +123,7 @@ def lm_scores(
                 sentence_rows(data.src, part, max_len), sentence_rows(data.tgt, part, max_len), lang2id[a], lang2id[b], pad
             )
             out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
-            scores.setdefault(("tlm", f"{a}-{b}"), LMScore()).add(out)
+            _add(scores, ("tlm", f"{a}-{b}"), out)
     return scores
 
 

@@ -21,9 +21,8 @@ as translated when any of its gold targets is among the k best.
 
 from __future__ import annotations
 
-import gzip
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,6 +33,7 @@ from xlm.data.dataset import MonolingualData
 from xlm.errors import DataError, XLMError
 from xlm.evaluation.retrieval import normalize_rows, topk_mean
 from xlm.model.pretrained import Pretrained
+from xlm.text.lines import numbered_lines
 from xlm.text.vocab import END_OF_WORD, N_SPECIAL, UNK_INDEX
 
 CSLS_K = 10
@@ -46,24 +46,12 @@ DEFAULT_WORD_VECTORS = "encoder"
 # ----------------------------------------------------------------------------- reading
 
 
-def _lines(path: Path) -> Iterable[tuple[int, str]]:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                yield n, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{n}: invalid UTF-8 ({e.reason})") from None
-
-
 def read_dictionary(path: str | Path) -> list[tuple[str, str]]:
     """MUSE-format pairs: ``source<TAB>target`` or ``source target`` per line (a source
     word may appear on several lines, one per correct translation)."""
     path = Path(path)
     pairs = []
-    for n, line in _lines(path):
+    for n, line in numbered_lines(path):
         if not line.strip():
             continue
         parts = line.split("\t") if "\t" in line else line.split()
@@ -80,7 +68,7 @@ def read_similarity(path: str | Path) -> list[tuple[str, str, float]]:
     """``word<TAB>word<TAB>score`` lines (whitespace-separated also accepted)."""
     path = Path(path)
     items = []
-    for n, line in _lines(path):
+    for n, line in numbered_lines(path):
         if not line.strip():
             continue
         parts = line.split("\t") if "\t" in line else line.split()
@@ -98,7 +86,7 @@ def read_similarity(path: str | Path) -> list[tuple[str, str, float]]:
 def read_word_list(path: str | Path) -> list[str]:
     """One word per line (the first field; a count or other columns may follow)."""
     words = []
-    for _, line in _lines(Path(path)):
+    for _, line in numbered_lines(path):
         fields = line.split()
         if fields:
             words.append(fields[0])
@@ -148,7 +136,7 @@ def frequent_words_in_text(path: str | Path, lang: str, n: int, lowercase: bool,
 
     norm = Normalizer(lang, lowercase)
     counts: Counter[str] = Counter()
-    for k, line in _lines(Path(path)):
+    for k, line in numbered_lines(path):
         if k > max_lines:
             break
         counts.update(norm.tokens(line))

@@ -10,6 +10,7 @@ import json
 import pickle
 import re
 import shutil
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,34 +106,70 @@ def strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- safe loading
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a ``torch.save`` file, judged from its size and first bytes (a
+    zip archive, or a pickle for the legacy format); None when it may be one."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(ZIP_MAGIC):
+        if zipfile.is_zipfile(path):
+            return None
+        return f"a zip archive that is truncated or corrupt ({size} bytes; was it copied or downloaded in full?)"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2 to 5
+        return None
+    text = head.decode("utf-8", "replace")
+    if sum(c == "\ufffd" or (c < " " and c not in "\t\r\n") for c in text) <= len(text) // 20:
+        first = text.strip().split("\n", 1)[0][:60]
+        return f"a text file, not a PyTorch checkpoint (it starts with {first!r})"
+    return f"not a PyTorch checkpoint: neither a zip archive nor a pickle (it starts with bytes {head[:8].hex(' ')})"
+
+
+def _reason(e: BaseException) -> str:
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+    text = found.group(1) if found else str(e).strip().split("\n", 1)[0]
+    return text.strip() or type(e).__name__
+
+
 def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
     """``torch.load`` that runs no code from the file unless ``trust_pickle`` is set: torch's
     restricted unpickler (``weights_only=True``) builds tensors, numbers, strings and
     containers, plus ``argparse.Namespace`` (the options fairseq stores under ``args``: an
-    attribute bag whose construction runs no code); any other global is refused."""
+    attribute bag whose construction runs no code); any other global is refused. A file that
+    is no checkpoint at all (empty, text, random bytes) is named as what it is."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    why = not_a_checkpoint(path)
+    if why:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {why}")
     if trust_pickle:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except (ModuleNotFoundError, AttributeError) as e:
             raise CheckpointError(f"{path}: the file refers to Python code that is not available here: {e}") from None
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
-            raise CheckpointError(f"{path}: cannot read the checkpoint: {e}") from None
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: cannot read the checkpoint: {_reason(e)}") from None
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f"it refers to {found.group(1)}" if found else str(e).strip().splitlines()[0]
+        if not found:  # not a reference to code: a corrupt pickle
+            raise CheckpointError(f"{path}: cannot read the checkpoint: a corrupt pickle ({_reason(e)})") from None
+        what = f"it refers to {found.group(1)}"
         raise CheckpointError(
             f"{path}: refused: the file needs more than tensors, numbers, strings, lists and dicts to be read "
             f"({what}), and unpickling such objects can run any code the file's author chose. If you trust "
             "where the file comes from, pass --trust-pickle to load it anyway."
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {e}") from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {_reason(e)}") from None
 
 
 # --------------------------------------------------------------------------- writing ours

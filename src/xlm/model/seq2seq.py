@@ -202,3 +202,14 @@ def load_translator(directory: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(f"{d}: vocabulary has {len(vocab)} tokens but the model has {info.config.vocab_size}")
     model.to(device).eval()
     return Translator(model, info, vocab, d)
+
+
+def trained_directions(info: ModelInfo) -> list[tuple[str, str]]:
+    """The directions a translation checkpoint was trained to translate, as its ``model.json``
+    records them: each supervised ``mt`` pair and both hops of each back-translation ``a-b-a``."""
+    obj = info.extra.get("objectives", {})
+    out = [tuple(e.split("-")) for e in obj.get("mt", [])]
+    for e in obj.get("bt", []):
+        a, b, _ = e.split("-")
+        out += [(a, b), (b, a)]
+    return list(dict.fromkeys((a, b) for a, b in out))

@@ -28,25 +28,25 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import Tensor, nn
 
-from xlm.config import Config
+from xlm.config import Config, Count, NonNegativeInt, Rate
 from xlm.text.vocab import PAD_INDEX
 
 
 class ModelConfig(Config):
     """Sizes and options of one Transformer (encoder or decoder)."""
 
-    vocab_size: int = 0  # filled in from the vocabulary when 0
-    n_langs: int = 1
-    emb_dim: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
-    ffn_dim: int = 0  # 0 means 4 x emb_dim
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    max_positions: int = 512
+    vocab_size: NonNegativeInt = 0  # filled in from the vocabulary when 0
+    n_langs: Count = 1
+    emb_dim: Count = 256
+    n_layers: Count = 4
+    n_heads: Count = 4
+    ffn_dim: NonNegativeInt = 0  # 0 means 4 x emb_dim
+    dropout: Rate = 0.1
+    attention_dropout: Rate = 0.1
+    max_positions: Count = 512
     sinusoidal_embeddings: bool = False
     use_lang_emb: bool = True
-    pad_index: int = PAD_INDEX
+    pad_index: NonNegativeInt = PAD_INDEX
     arch: Literal["xlm", "xlmr", "bert"] = "xlm"
 
     @model_validator(mode="before")
@@ -62,6 +62,14 @@ class ModelConfig(Config):
         if data.get("sinusoidal_embeddings"):
             raise ValueError(f"sinusoidal_embeddings: the {arch} network learns its positions")
         return {**data, "use_lang_emb": False}
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> ModelConfig:
+        if self.emb_dim % self.n_heads:
+            raise ValueError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
+        if self.sinusoidal_embeddings and self.emb_dim % 2:
+            raise ValueError(f"emb_dim={self.emb_dim} must be even with sinusoidal_embeddings")
+        return self
 
     def ffn_size(self) -> int:
         return self.ffn_dim or 4 * self.emb_dim

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
-from xlm.config import Settings
+from xlm.config import NonNegative, Rate, Settings
 from xlm.data.batching import pad_rows
 from xlm.model.transformer import length_mask
 from xlm.objectives.language_modeling import LossOutput
@@ -33,16 +31,12 @@ from xlm.text.vocab import EOS_INDEX, MASK_INDEX, N_SPECIAL, Vocabulary
 # --------------------------------------------------------------------------- noise
 
 
-ShuffleDistance = Annotated[float, Field(ge=0.0)]  # k: a word moves at most k-1 positions; 0 disables
-NoiseProbability = Annotated[float, Field(ge=0.0, lt=1.0)]
-
-
 class NoiseConfig(Settings):
     """Denoising auto-encoder corruption (the XLM defaults: k=3, p_drop=0.1, p_blank=0.1)."""
 
-    word_shuffle: ShuffleDistance = 3.0
-    word_dropout: NoiseProbability = 0.1
-    word_blank: NoiseProbability = 0.1
+    word_shuffle: NonNegative = 3.0  # k: a word moves at most k-1 positions; 0 disables
+    word_dropout: Rate = 0.1
+    word_blank: Rate = 0.1
     blank_index: int = MASK_INDEX
 
 

@@ -14,16 +14,16 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from xlm.checkpoint_io import load_tensors
-from xlm.config import Config, ConfigError
+from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Positive, Rate
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.data.classification import (
     EncodedSet,
@@ -92,9 +92,9 @@ class ClassifyDataConfig(Config):
     train_format: FormatName | None = None  # e.g. "mnli-jsonl" with format = "xnli"
     eval_format: FormatName | None = None  # valid and test files
     pretokenized: bool = False  # text is already normalized + BPE (``xlm encode`` output)
-    max_len: int = 256  # tokens per example, </s> included (longer texts are truncated)
-    max_tokens: int = 2048  # padded tokens per batch
-    max_train_examples: int = 0  # per training file; 0: all
+    max_len: Annotated[int, Field(ge=2)] = 256  # tokens per example, </s> included (longer texts are truncated)
+    max_tokens: Count = 2048  # padded tokens per batch
+    max_train_examples: NonNegativeInt = 0  # per training file; 0: all
 
     @field_validator("train", "valid", "test")
     @classmethod
@@ -110,28 +110,28 @@ class ClassifyDataConfig(Config):
 
 
 class FinetuneOptimConfig(OptimConfig):
-    lr: float = 0.0  # encoder; 0: chosen from the model's size (see auto_learning_rate)
+    lr: NonNegative = 0.0  # encoder; 0: chosen from the model's size (see auto_learning_rate)
     schedule: Literal["inverse_sqrt", "constant", "linear"] = "linear"
-    warmup_steps: int = 50
+    warmup_steps: NonNegativeInt = 50
 
 
 class FinetuneTrainConfig(TrainConfig):
     out_dir: str = "runs/classify"
-    max_steps: int = 0  # 0: epochs x batches per epoch; otherwise a cap
-    eval_every: int = 0  # 0: once per epoch
-    save_every: int = 0  # 0: once per epoch
-    keep_last: int = 1
+    max_steps: NonNegativeInt = 0  # 0: epochs x batches per epoch; otherwise a cap
+    eval_every: NonNegativeInt = 0  # 0: once per epoch
+    save_every: NonNegativeInt = 0  # 0: once per epoch
+    keep_last: NonNegativeInt = 1
     stopping_metric: str = "valid/acc"
     stopping_mode: Literal["min", "max"] = "max"
     eval_at_start: bool = False
-    log_every: int = 10
+    log_every: Count = 10
 
 
 class FinetuneConfig(Config):
-    epochs: int = 0  # 0: enough passes for min_updates updates (at least 2)
-    min_updates: int = AUTO_MIN_UPDATES  # with epochs = 0: updates to make, whatever the data size
-    dropout: float = 0.1  # before the linear layer
-    head_lr: float = 0.0  # learning rate of the head; 0: AUTO_HEAD_LR_SCALE x the encoder's
+    epochs: NonNegativeInt = 0  # 0: enough passes for min_updates updates (at least 2)
+    min_updates: Count = AUTO_MIN_UPDATES  # with epochs = 0: updates to make, whatever the data size
+    dropout: Rate = 0.1  # before the linear layer
+    head_lr: NonNegative = 0.0  # learning rate of the head; 0: AUTO_HEAD_LR_SCALE x the encoder's
     random_init: bool = False  # same architecture and vocabulary, fresh weights (baseline)
     # Defaults measured in docs/results.md ("Fine-tuning that keeps the alignment"): the mean of
     # the states, centered per language, over embeddings kept as pretrained
@@ -139,14 +139,14 @@ class FinetuneConfig(Config):
     layer: int = -1  # the encoder layer the head reads: 0 = embeddings, -1 = last (layers above it are unused)
     center: bool = True  # subtract each language's mean pooled vector (batch mean in training, set mean in tests)
     freeze_embeddings: bool = True  # word, position and language embeddings (and their LayerNorm) kept
-    freeze_layers: int = 0  # the lowest N Transformer blocks kept as pretrained
+    freeze_layers: NonNegativeInt = 0  # the lowest N Transformer blocks kept as pretrained
     # XLCo kept as an auxiliary loss: pairs of translations from an `xlm prepare` directory
     # (its train split), contrasted at the pooled state the head reads, in the same forward pass
     xlco_pairs: list[str] = []  # e.g. ["en-fr", "en-de"]
     xlco_data: str = ""  # the prepared directory holding train.{a}-{b}.{a|b}
-    xlco_weight: float = 1.0
-    xlco_batch_size: int = 16
-    xlco_temperature: float = 0.05
+    xlco_weight: NonNegative = 1.0
+    xlco_batch_size: Annotated[int, Field(ge=2)] = 16
+    xlco_temperature: Positive = 0.05
 
     @field_validator("xlco_pairs")
     @classmethod

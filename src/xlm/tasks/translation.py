@@ -15,6 +15,7 @@ checkpoints, resume and ``torchrun`` come from :class:`~xlm.training.trainer.Tra
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,9 @@ import torch
 from pydantic import field_validator
 from torch import nn
 
-from xlm.config import Config, ConfigError
+from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Rate
 from xlm.data.batching import PairBatcher, dropped_report, sentence_rows
-from xlm.data.dataset import ParallelData, PreparedData
+from xlm.data.dataset import ParallelData, PreparedData, empty_split_error
 from xlm.evaluation.bleu import raw_reference_path, translate_and_score
 from xlm.evaluation.perplexity import perplexity
 from xlm.model.generation import DECODE_KEYS, DecodeConfig, generate
@@ -35,9 +36,7 @@ from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, 
 from xlm.model.transformer import ModelConfig
 from xlm.objectives.translation import (
     NoiseConfig,
-    NoiseProbability,
     PairBatch,
-    ShuffleDistance,
     add_noise_rows,
     make_pair_batch,
     smoothing_excluded,
@@ -58,13 +57,14 @@ def parse_schedule(value: float | str) -> list[tuple[int, float]]:
     """``1.0`` or ``"0.5"`` -> constant; ``"0:1,100000:0.1"`` -> (step, weight) points, linear
     in between and constant outside (the original's ``lambda_*`` syntax)."""
     if isinstance(value, (int, float)):
-        return [(0, float(value))]
+        return _constant_weight(float(value))
     text = value.strip()
     if ":" not in text:
         try:
-            return [(0, float(text))]
+            weight = float(text)
         except ValueError:
             raise ValueError(f"{value!r} is neither a weight nor a schedule like '0:1,100000:0.1'") from None
+        return _constant_weight(weight)
     points = []
     for part in text.split(","):
         try:
@@ -74,9 +74,15 @@ def parse_schedule(value: float | str) -> list[tuple[int, float]]:
             raise ValueError(f"{part!r} in {value!r} is not 'step:weight'") from None
     if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
         raise ValueError(f"schedule {value!r}: steps must increase")
-    if any(w < 0 for _, w in points):
+    if any(not w >= 0 or math.isinf(w) for _, w in points):
         raise ValueError(f"schedule {value!r}: weights must be >= 0")
     return points
+
+
+def _constant_weight(weight: float) -> list[tuple[int, float]]:
+    if not 0 <= weight < math.inf:
+        raise ValueError("must be a weight within [0, inf), or a schedule like '0:1,100000:0.1'")
+    return [(0, weight)]
 
 
 def schedule_value(points: list[tuple[int, float]], step: int) -> float:
@@ -93,15 +99,15 @@ def schedule_value(points: list[tuple[int, float]], step: int) -> float:
 
 class MTDataConfig(Config):
     path: str = "runs/demo/data"  # a directory written by `xlm prepare`
-    max_tokens: int = 3000  # token budget of a batch: source + target rows, padded
-    max_len: int = 100  # longest sentence trained on, in words: longer training pairs are dropped
+    max_tokens: Count = 3000  # token budget of a batch: source + target rows, padded
+    max_len: Count = 100  # longest sentence trained on, in words: longer training pairs are dropped
 
 
 class MTModelConfig(ModelConfig):
     """The encoder's sizes (ignored, but for dropout, when initialising from a pretrained
     model, whose sizes are used), plus the decoder's depth and embedding sharing."""
 
-    decoder_layers: int = 0  # 0: as many as the encoder
+    decoder_layers: NonNegativeInt = 0  # 0: as many as the encoder
     share_embeddings: bool = False  # one embedding matrix for encoder and decoder
 
     def encoder_config(self) -> ModelConfig:
@@ -128,12 +134,12 @@ class MTObjectivesConfig(Config):
     mt_weight: float | str = 1.0
     ae_weight: float | str = 1.0
     bt_weight: float | str = 1.0
-    word_shuffle: ShuffleDistance = 3.0  # denoising (see NoiseConfig)
-    word_dropout: NoiseProbability = 0.1
-    word_blank: NoiseProbability = 0.1
-    bt_max_len_a: float = 1.3  # back-translations are at most a * L + b tokens
-    bt_max_len_b: int = 5
-    label_smoothing: float = 0.0
+    word_shuffle: NonNegative = 3.0
+    word_dropout: Rate = 0.1
+    word_blank: Rate = 0.1
+    bt_max_len_a: NonNegative = 1.3  # back-translations are at most a * L + b tokens
+    bt_max_len_b: NonNegativeInt = 5
+    label_smoothing: Rate = 0.0
 
     @field_validator("mt")
     @classmethod
@@ -170,12 +176,12 @@ class MTObjectivesConfig(Config):
 class MTEvalConfig(Config):
     splits: list[str] = ["valid", "test"]
     directions: list[str] = []  # empty: every direction that is trained (mt, and both hops of bt)
-    max_sentences: int = 500  # per direction and split; 0: all
-    beam_size: int = 1
-    length_penalty: float = 1.0
+    max_sentences: NonNegativeInt = 500  # per direction and split; 0: all
+    beam_size: Count = 1
+    length_penalty: float = 1.0  # any finite value (scores are log p / length**this)
     early_stopping: bool = False
-    max_len_a: float = 1.5
-    max_len_b: int = 10
+    max_len_a: NonNegative = 1.5
+    max_len_b: NonNegativeInt = 10
     save_hypotheses: bool = True  # write OUT/hypotheses/{split}.{src}-{tgt}.txt at each evaluation
 
     def decode(self) -> DecodeConfig:
@@ -266,6 +272,10 @@ class MTTask:
             raise ConfigError(
                 f"data.max_len={cfg.data.max_len} + 2 exceeds the model's max_positions={model_cfg.max_positions}"
             )
+        for split in cfg.eval.splits:  # an empty evaluated split: refused now, not at the first evaluation
+            for a, b in eval_directions(cfg):
+                if self.prepared.has_para(split, a, b) and len(self.prepared.para(split, a, b)) == 0:
+                    raise empty_split_error(self.prepared.para_prefix(split, a, b, a), split, f"{a}-{b}")
         self._check_stopping_metric()
         self.log = log
         self._noted: set[str] = set()

@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from xlm.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -39,15 +41,9 @@ def init_distributed(device: torch.device) -> DistEnv:
     return DistEnv(rank, world, local)
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
+def pick_device(name: str, local_rank: int = 0, option: str = "--device") -> torch.device:
+    """The device for ``name`` (see :func:`xlm.devices.resolve_device`)."""
+    return resolve_device(name, local_rank, option)
 
 
 def wrap_ddp(module: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:

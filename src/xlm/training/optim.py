@@ -8,20 +8,20 @@ from typing import Literal
 import torch
 from torch import nn
 
-from xlm.config import Config
+from xlm.config import Config, Count, NonNegative, NonNegativeInt, Positive, Rate
 
 
 class OptimConfig(Config):
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-8
-    weight_decay: float = 0.01  # decoupled (AdamW); never on embeddings, LayerNorm or biases
+    lr: Positive = 1e-4
+    beta1: Rate = 0.9
+    beta2: Rate = 0.98
+    eps: Positive = 1e-8
+    weight_decay: NonNegative = 0.01  # decoupled (AdamW); never on embeddings, LayerNorm or biases
     schedule: Literal["inverse_sqrt", "constant", "linear"] = "inverse_sqrt"
-    warmup_steps: int = 4000
-    min_lr: float = 0.0  # warm-up starts here and decay never goes below it (the original: 1e-7)
-    clip_norm: float = 5.0  # 0 disables clipping
-    accumulate: int = 1  # batches per optimizer update
+    warmup_steps: NonNegativeInt = 4000
+    min_lr: NonNegative = 0.0  # warm-up starts here and decay never goes below it (the original: 1e-7)
+    clip_norm: NonNegative = 5.0  # 0 disables clipping
+    accumulate: Count = 1  # batches per optimizer update
 
 
 def learning_rate(step: int, cfg: OptimConfig, max_steps: int = 0) -> float:

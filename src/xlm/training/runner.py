@@ -159,8 +159,8 @@ def run_task(
         saved = read_saved_config(type(cfg), out)
         if saved is not None:
             changes = check_resume_changes(saved, cfg, out)
-    env = init_distributed(pick_device(tcfg.device))
-    device = pick_device(tcfg.device, env.local_rank)
+    env = init_distributed(pick_device(tcfg.device, option="train.device="))
+    device = pick_device(tcfg.device, env.local_rank, "train.device=")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True

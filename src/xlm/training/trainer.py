@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from xlm import checkpoint_io as ckpt
-from xlm.config import Config
+from xlm.config import Config, Count, NonNegative, NonNegativeInt
+from xlm.devices import DeviceName
 from xlm.errors import Interrupted, XLMError
 from xlm.fileio import finite_json, status, write_atomic, write_json
 from xlm.model.precision import native_bf16
@@ -45,22 +46,22 @@ class TrainingError(XLMError):
 
 class TrainConfig(Config):
     out_dir: str = "runs/pretrain"
-    max_steps: int = 1000
-    max_minutes: float = 0.0  # wall-clock budget of this invocation; 0: none (stops at a step boundary, saved)
-    seed: int = 0
-    device: str = "auto"
+    max_steps: NonNegativeInt = 1000
+    max_minutes: NonNegative = 0.0  # wall-clock budget of this invocation; 0: none (stops at a step boundary, saved)
+    seed: NonNegativeInt = 0
+    device: DeviceName = "auto"  # auto, cpu, cuda, cuda:N or mps
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    log_every: int = 10  # a train record every N updates, averaging the updates since the last one
-    eval_every: int = 500  # 0: only at the end
-    save_every: int = 500  # 0: only at the end
-    keep_last: int = 3
+    log_every: Count = 10  # a train record every N updates, averaging the updates since the last one
+    eval_every: NonNegativeInt = 500  # 0: only at the end
+    save_every: NonNegativeInt = 500  # 0: only at the end
+    keep_last: NonNegativeInt = 3  # newest checkpoints kept (and the newest intact one); 0: all
     stopping_metric: str = ""  # e.g. "valid/mlm/ppl"; empty: no best checkpoint / early stopping
     stopping_mode: Literal["min", "max"] = "min"
-    patience: int = 0  # evaluations without improvement before stopping; 0: never stop early
-    max_nonfinite: int = 5  # consecutive non-finite steps tolerated before stopping
+    patience: NonNegativeInt = 0  # evaluations without improvement before stopping; 0: never stop early
+    max_nonfinite: NonNegativeInt = 5  # consecutive non-finite steps tolerated before stopping
     eval_at_start: bool = True
     progress: bool = True
-    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    threads: NonNegativeInt = 0  # torch intra-op threads; 0 leaves torch's default
 
 
 @dataclass
