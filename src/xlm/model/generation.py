@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.model.seq2seq import EncoderDecoder, Translator
@@ -274,13 +275,17 @@ def translate_rows(
     cfg: DecodeConfig,
     device: torch.device | str,
     max_tokens: int = 4000,
+    progress: str | None = None,
 ) -> list[list[int]]:
     """Translate ``</s> w .. </s>`` rows (in any number), batched by a token budget with
-    similar lengths together; returns the output words of each row, in the input order."""
+    similar lengths together; returns the output words of each row, in the input order.
+    With ``progress``, a progress bar of the sentences on standard error, labelled so."""
     out: list[list[int]] = [[] for _ in rows]
-    for ids, words in _translate_batches(model, rows, src_lang, tgt_lang, cfg, device, max_tokens):
-        for i, w in zip(ids, words):
-            out[int(i)] = w
+    with tqdm(total=len(rows), desc=progress, unit="sent", disable=progress is None, leave=False) as bar:
+        for ids, words in _translate_batches(model, rows, src_lang, tgt_lang, cfg, device, max_tokens):
+            for i, w in zip(ids, words):
+                out[int(i)] = w
+            bar.update(len(ids))
     return out
 
 
@@ -314,11 +319,13 @@ def translate_text(
     device: torch.device | str,
     max_tokens: int = 4000,
     tokenized: bool = False,
+    progress: bool = False,
 ) -> tuple[list[str], int]:
     """Raw ``src`` lines -> ``tgt`` lines with a translation checkpoint: normalized and
     BPE-encoded with its vocabulary, translated, BPE undone and detokenized (Moses-tokenized
     with ``tokenized``). An empty line stays empty. Also returns how many lines were longer
-    than the model's positions (their first tokens were translated)."""
+    than the model's positions (their first tokens were translated). ``progress``: a progress
+    bar on standard error."""
     from xlm.text.bpe import BPETokenizer, TextEncoder
 
     src_id, tgt_id = tr.info.lang_id(src), tr.info.lang_id(tgt)
@@ -331,7 +338,8 @@ def translate_text(
     n_long = sum(len(x) > limit for x in ids)
     todo = [i for i, x in enumerate(ids) if x]
     rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
-    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens)
+    label = f"translate {src}-{tgt}" if progress else None
+    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens, progress=label)
     out = [""] * len(lines)
     for i, w in zip(todo, words):
         out[i] = tgt_enc.bpe.decode(w) if tokenized else tgt_enc.decode(w)
