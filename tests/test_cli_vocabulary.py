@@ -5,6 +5,7 @@ as hidden aliases for one release; shared options come from ``xlm.commands.optio
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 
 import pytest
@@ -95,3 +96,17 @@ def test_final_metrics_printed_by_rank_zero_only(monkeypatch, capsys) -> None:
     monkeypatch.setenv("RANK", "0")
     print_final_metrics({"valid/mlm/ppl": 12.345678})
     assert json.loads(capsys.readouterr().out) == {"valid/mlm/ppl": 12.3457}
+
+
+def test_tensorboard_asked_for_and_missing_is_one_note(tiny_data, tiny_config_overrides, tmp_path, capsys) -> None:
+    from xlm.cli import main
+
+    out = tmp_path / "run"
+    argv = ["pretrain", *tiny_config_overrides(tiny_data, out, steps=1), "train.tensorboard=true", "--device", "cpu"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    if importlib.util.find_spec("tensorboard") is None:
+        notes = [line for line in err.splitlines() if "not installed" in line]
+        assert len(notes) == 1 and "xlm[tensorboard]" in notes[0]
+    else:
+        assert (out / "tensorboard").is_dir()

@@ -60,6 +60,7 @@ class TrainConfig(Config):
     max_nonfinite: NonNegativeInt = 5  # consecutive non-finite steps tolerated before stopping
     eval_at_start: bool = True
     progress: bool = True
+    tensorboard: bool | None = None  # None: when installed; true: asked for (a note when missing); false: off
     threads: NonNegativeInt = 0  # torch intra-op threads; 0 leaves torch's default
 
 
@@ -321,11 +322,13 @@ class Trainer:
                     self.tb.add_scalar(f"{record['type']}/{k}", v, record["step"])
 
     def _open_tensorboard(self) -> None:
-        if not self.env.is_main:
+        if not self.env.is_main or self.cfg.tensorboard is False:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard is optional
+        except Exception:  # tensorboard is optional: pip install 'xlm[tensorboard]'
+            if self.cfg.tensorboard:
+                status("note: train.tensorboard is on but tensorboard is not installed (pip install 'xlm[tensorboard]'): no TensorBoard logs")
             return
         self.tb = SummaryWriter(str(self.out_dir / "tensorboard"))
 
