@@ -7,7 +7,6 @@ centered embeddings, Libovický et al. 2020)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from xlm.commands.options import (
     add_checkpoint_argument,
@@ -17,6 +16,7 @@ from xlm.commands.options import (
     add_precision_option,
     add_split_option,
     non_negative_int,
+    progress_enabled,
 )
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     pretrained = load_model(args.checkpoint, args.device)
     means = compute_from_prepared(
         pretrained, args.data, args.split, args.max_sentences,
-        max_tokens=args.max_tokens, precision=args.precision, progress=sys.stderr.isatty(),
+        max_tokens=args.max_tokens, precision=args.precision, progress=progress_enabled(),
     )  # fmt: skip
     path = store_means(args.checkpoint, means)
     rows = [[lang, means.counts[lang]] for lang in pretrained.info.lang2id]

@@ -166,10 +166,12 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
     add_precision_option(p)  # fmt: skip
 
 
-def embed_options(args: argparse.Namespace, progress: bool | None = None) -> Any:
-    """The ``EmbedOptions`` of ``add_embedding_options``' arguments."""
+def embed_options(args: argparse.Namespace) -> Any:
+    """The ``EmbedOptions`` of ``add_embedding_options``' arguments; progress bars (for long
+    inputs) only when standard error is a terminal."""
     from xlm.evaluation.embeddings import EmbedOptions, parse_layers
 
+    progress = None if progress_enabled() else False
     return EmbedOptions(
         args.pooling,
         parse_layers(args.layers) if args.layers is not None else None,
