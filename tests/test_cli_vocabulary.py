@@ -110,3 +110,24 @@ def test_tensorboard_asked_for_and_missing_is_one_note(tiny_data, tiny_config_ov
         assert len(notes) == 1 and "xlm[tensorboard]" in notes[0]
     else:
         assert (out / "tensorboard").is_dir()
+
+
+def test_translation_progress_bar_goes_to_stderr_and_changes_nothing(capsys) -> None:
+    import numpy as np
+    import torch
+
+    from xlm.model.generation import DecodeConfig, translate_rows
+    from xlm.model.seq2seq import EncoderDecoder
+    from xlm.model.transformer import ModelConfig
+
+    torch.manual_seed(0)
+    model = EncoderDecoder(ModelConfig(vocab_size=40, n_langs=2, emb_dim=16, n_layers=1, n_heads=2)).eval()
+    rng = np.random.default_rng(0)
+    rows = [np.asarray([1, *rng.integers(5, 40, size=int(n)), 1]) for n in rng.integers(2, 9, size=12)]
+    cfg = DecodeConfig(beam_size=2, max_len_a=0, max_len_b=4)
+    quiet = translate_rows(model, rows, 0, 1, cfg, "cpu", max_tokens=40)
+    assert capsys.readouterr().err == ""
+    shown = translate_rows(model, rows, 0, 1, cfg, "cpu", max_tokens=40, progress="translate en-fr")
+    err = capsys.readouterr()
+    assert shown == quiet and err.out == ""
+    assert "translate en-fr" in err.err and "/12" in err.err
