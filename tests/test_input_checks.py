@@ -15,7 +15,7 @@ from xlm.devices import DeviceError, check_device_name, resolve_device
 from xlm.errors import CheckpointError, DataError
 from xlm.evaluation.bleu import bleu_files
 from xlm.evaluation.word_translation import read_dictionary
-from xlm.interop.original import safe_torch_load
+from xlm.interop.common import safe_torch_load
 from xlm.text.languages import ISO_639_1, check_languages
 from xlm.text.lines import line_batches, numbered_lines
 

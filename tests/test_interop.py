@@ -16,12 +16,12 @@ import torch
 from xlm.cli import main as cli_main
 from xlm.errors import CheckpointError
 from xlm.interop.huggingface import export_hf, import_hf
+from xlm.interop.layout import to_xlm_layout
 from xlm.interop.original import (
     convert_fastbpe,
     fastbpe_to_eow,
     import_original,
     read_fastbpe_vocab,
-    to_xlm_layout,
 )
 from xlm.model.pretrained import ModelInfo, load_pretrained, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
@@ -453,13 +453,18 @@ def test_import_original_trust_pickle_and_size_mismatch(tmp_path, vocab_dir):
     vocab, codes, words = write_fastbpe(vocab_dir, tmp_path)
     cfg = tiny_config(len(words), use_lang_emb=False)
     model = TransformerModel(cfg)
-    params = argparse.Namespace(**{**original_params(cfg), "use_lang_emb": False})  # not plain data
+    # an argparse.Namespace (as fairseq stores its options) is read without running code
+    params = argparse.Namespace(**{**original_params(cfg), "use_lang_emb": False})
     pth = tmp_path / "ns.pth"
     torch.save(original_checkpoint(words, params, model=model), pth)
-    with pytest.raises(CheckpointError, match="--trust-pickle"):
-        import_original(pth, vocab, codes, tmp_path / "out")
-    report = import_original(pth, vocab, codes, tmp_path / "out", trust_pickle=True)
+    report = import_original(pth, vocab, codes, tmp_path / "out")
     assert load_pretrained(report.directory).model.lang_embeddings is None
+    # any other object is not plain data: refused unless --trust-pickle
+    torch.save({**original_checkpoint(words, params, model=model), "extra": Path("x")}, pth)
+    with pytest.raises(CheckpointError, match="--trust-pickle"):
+        import_original(pth, vocab, codes, tmp_path / "out_refused")
+    assert not (tmp_path / "out_refused").exists()
+    import_original(pth, vocab, codes, tmp_path / "out_trusted", trust_pickle=True)
     # a vocabulary that is not the model's: both sizes named
     short = tmp_path / "short_vocab"
     short.write_text("".join(vocab.read_text().splitlines(keepends=True)[:-1]))

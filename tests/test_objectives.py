@@ -1,11 +1,14 @@
+import math
+
 import numpy as np
+import pytest
 import torch
 
 from xlm.data.batching import concat_pair, language_probabilities, token_budget_batches
 from xlm.model.transformer import length_mask
 from xlm.objectives.language_modeling import clm_targets
 from xlm.objectives.masking import MaskingConfig, frequency_weights, mask_tokens
-from xlm.text.vocab import MASK_INDEX, N_SPECIAL, PAD_INDEX
+from xlm.text.vocab import EOS_INDEX, MASK_INDEX, N_SPECIAL, PAD_INDEX, UNK_INDEX
 
 V = 1000
 
@@ -19,8 +22,7 @@ def test_mlm_masking_statistics():
     cfg = MaskingConfig(vocab_size=V)
     inputs, chosen, targets = mask_tokens(tokens, ~pad, cfg, gen)
     real = int((~pad).sum()) - 64  # position 0 is never chosen
-    frac = chosen.sum().item() / real
-    assert abs(frac - 0.15) < 0.005
+    assert chosen.sum().item() == math.ceil(0.15 * real)
     assert not chosen[pad].any() and not chosen[:, 0].any()
     assert torch.equal(targets, tokens[chosen])
     new = inputs[chosen]
@@ -47,8 +49,32 @@ def test_frequency_aware_masking_prefers_rare_tokens():
     tokens = torch.where(torch.rand(32, 128, generator=gen) < 0.5, 100, 200)
     ok = torch.ones_like(tokens, dtype=torch.bool)
     _, chosen, targets = mask_tokens(tokens, ok, MaskingConfig(vocab_size=V), gen, frequency_weights(counts, 0.5))
-    assert abs(chosen.sum().item() / (ok.sum().item() - 32) - 0.15) < 0.01
+    assert chosen.sum().item() == math.ceil(0.15 * (ok.sum().item() - 32))
     assert (targets == 200).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_separators_are_never_masked_nor_counted_in_streams_and_tlm_pairs(alpha):
+    """One rule in both modes (uniform and frequency-aware): exactly ceil(15 %) of the real
+    words are predicted; </s> separators, <unk> and padding are never chosen nor counted."""
+    gen = torch.Generator().manual_seed(1)
+    weights = frequency_weights(torch.randint(1, 1000, (V,), generator=gen), alpha) if alpha else None
+    cfg = MaskingConfig(vocab_size=V)
+    stream = torch.randint(N_SPECIAL, V, (8, 64), generator=gen)
+    stream[:, ::7] = EOS_INDEX  # sentence boundaries inside the stream
+    stream[:, 5] = UNK_INDEX
+    rng = np.random.default_rng(0)
+    rows = [np.concatenate(([EOS_INDEX], rng.integers(N_SPECIAL, V, n), [EOS_INDEX])) for n in (3, 9, 1, 20)]
+    pair = concat_pair(rows, rows[::-1], 0, 1)  # [</s> src </s>][</s> tgt </s>], padded
+    cases = [(stream, torch.ones_like(stream, dtype=torch.bool)), (pair.tokens, length_mask(pair.lengths, pair.tokens.shape[1]))]
+    for tokens, ok in cases:
+        for _ in range(20):
+            inputs, chosen, targets = mask_tokens(tokens, ok, cfg, gen, weights)
+            words = ok & (tokens >= N_SPECIAL)
+            words[:, 0] = False
+            assert chosen.sum().item() == math.ceil(0.15 * words.sum().item())
+            assert not chosen[~words].any() and (targets >= N_SPECIAL).all()
+            assert torch.equal(inputs[~words], tokens[~words])  # separators and padding untouched
 
 
 def test_tlm_positions_restart_and_languages_per_side():

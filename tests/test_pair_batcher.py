@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xlm.data.batching import KeyedPermutation, PairBatcher, StreamSampler, pair_lengths
+from xlm.data.batching import KeyedPermutation, PairBatcher, StreamSampler, dropped_report, pair_lengths
 from xlm.data.dataset import MonolingualData, ParallelData
+from xlm.errors import DataError
 
 MAX_TOKENS, MAX_LEN = 1024, 100
 
@@ -22,10 +23,11 @@ def fake_side(lengths: np.ndarray) -> MonolingualData:
     return MonolingualData(Path("fake"), tokens, bounds, {"lang": "xx", "n_tokens": int(lengths.sum())})
 
 
-def fake_pairs(n: int, seed: int = 0) -> ParallelData:
+def fake_pairs(n: int, seed: int = 0, longest: int = MAX_LEN) -> ParallelData:
+    """``n`` pairs of up to ``longest`` words a side (above MAX_LEN: some are dropped)."""
     rng = np.random.default_rng(seed)
-    src = rng.integers(1, 120, size=n)  # some longer than MAX_LEN: cut to MAX_LEN
-    tgt = np.clip(src + rng.integers(-5, 6, size=n), 1, None)
+    src = rng.integers(1, longest - 4, size=n)
+    tgt = np.clip(src + rng.integers(-5, 6, size=n), 1, longest)
     return ParallelData(fake_side(src), fake_side(tgt))
 
 
@@ -152,3 +154,19 @@ def test_stream_sampler_visits_every_chunk_once_and_resumes():
     s2 = StreamSampler(data, 0, bptt=16, batch_size=7, seed=3)
     s2.load_state_dict(state)
     assert all((a == s2.next_batch().tokens).all() for a in later)
+
+
+def test_over_long_pairs_are_dropped_not_cut_counted_and_an_all_long_rank_is_an_error():
+    data = fake_pairs(5000, longest=130)
+    src, tgt = data.src.lengths, data.tgt.lengths
+    keep = np.flatnonzero((src <= MAX_LEN) & (tgt <= MAX_LEN))
+    assert 0 < len(keep) < len(data)
+    assert data.count_longer(MAX_LEN) == data.count_longer(MAX_LEN, chunk=7) == len(data) - len(keep)
+    for rank in range(2):  # every epoch serves exactly the rank's kept pairs, each once
+        for batches in epochs(PairBatcher(data, MAX_TOKENS, MAX_LEN, seed=3, rank=rank, world=2, group=256), 2):
+            assert np.array_equal(np.sort(np.concatenate(batches)), keep[keep % 2 == rank])
+    assert dropped_report("en-fr", data, MAX_LEN) == (
+        f"en-fr: {len(data) - len(keep):,} of 5,000 training pairs longer than {MAX_LEN} tokens dropped"
+    )
+    with pytest.raises(DataError, match="max_len=0"):
+        PairBatcher(data, MAX_TOKENS, 0).next_ids()  # every pair has a word

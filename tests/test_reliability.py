@@ -642,9 +642,10 @@ def test_sentences_longer_than_the_model_never_crash_training(long_sentence_data
     d = cfg.data
     data = PreparedData.open(long_sentence_data).para("train", "en", "fr")
     assert data.src.lengths.max() >= 200 > cfg.model.max_positions
-    # pairs: each side truncated to data.max_len words; an over-long pair never shares a batch
+    # pairs: one with a side over data.max_len words is dropped (never served), not cut
     batcher = PairBatcher(data, d.tlm_max_tokens, d.max_len, seed=0)
     for ids in batcher._batches:
+        assert data.src.row_lengths(ids).max() <= d.max_len and data.tgt.row_lengths(ids).max() <= d.max_len
         batch = concat_pair(sentence_rows(data.src, ids, d.max_len), sentence_rows(data.tgt, ids, d.max_len), 0, 1)
         assert batch.tokens.shape[1] <= 2 * d.max_len + 4
         assert int(batch.positions.max()) < cfg.model.max_positions

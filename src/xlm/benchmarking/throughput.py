@@ -1,6 +1,8 @@
 """Training and inference throughput of our XLM against Hugging Face ``transformers``'
 ``XLMWithLMHeadModel`` with the same sizes and the same weights, measured interleaved
-(A B A B ...) in one process so that the machine's drift hits both alike.
+(A B A B ...) in one process so that the machine's drift hits both alike. With
+``Shape.arch`` ``xlmr`` / ``bert``, our XLM-R / BERT networks against ``XLMRobertaForMaskedLM``
+/ ``BertForMaskedLM`` the same way (no language embeddings; ``attention_mask`` given to theirs).
 
 For each shape and mode it reports median tokens/s of ours and HF, the ratio, model FLOPs per
 token, achieved GFLOP/s and its fraction of a matmul calibration timed between the steps
@@ -20,7 +22,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,25 @@ class Shape:
     max_positions: int = 512
     sinusoidal_embeddings: bool = False
     use_lang_emb: bool = True
+    arch: str = "xlm"
+
+    def pad(self) -> int:
+        """The padding id of the arch's usual vocabulary (XLM 2, XLM-R 1, BERT 0)."""
+        return PAD_IDS[self.arch]
+
+
+PAD_IDS = {"xlm": 2, "xlmr": 1, "bert": 0}
+ARCHS = tuple(PAD_IDS)
+HF_CLASSES = {"xlm": "XLMWithLMHeadModel", "xlmr": "XLMRobertaForMaskedLM", "bert": "BertForMaskedLM"}
+
+
+def for_arch(s: Shape, arch: str) -> Shape:
+    """``s`` with the network ``arch`` (XLM-R and BERT have no language embeddings)."""
+    if arch not in ARCHS:
+        raise XLMError(f"arch {arch!r} is not one of {ARCHS}")
+    if arch == "xlm":
+        return replace(s, arch=arch)
+    return replace(s, arch=arch, use_lang_emb=False, sinusoidal_embeddings=False)
 
 
 SHAPES = {
@@ -77,7 +98,7 @@ def shape_from_config(path: Path, overrides: list[str], default_vocab: int = 160
 
     cfg = load_config(PretrainConfig, path, overrides)
     m = cfg.model
-    if m.ffn_size() != 4 * m.emb_dim:
+    if m.arch == "xlm" and m.ffn_size() != 4 * m.emb_dim:
         raise ConfigError(f"{path}: model.ffn_dim={m.ffn_dim}: transformers' XLM always uses 4 x emb_dim = {4 * m.emb_dim}")
     if cfg.data.bptt > m.max_positions:
         raise ConfigError(f"{path}: data.bptt={cfg.data.bptt} exceeds model.max_positions={m.max_positions}")
@@ -93,15 +114,18 @@ def shape_from_config(path: Path, overrides: list[str], default_vocab: int = 160
         Path(path).stem, m.emb_dim, m.n_layers, m.n_heads, vocab, cfg.data.batch_size, cfg.data.bptt,
         n_langs=max(1, n_langs), dropout=m.dropout, attention_dropout=m.attention_dropout,
         max_positions=m.max_positions, sinusoidal_embeddings=m.sinusoidal_embeddings, use_lang_emb=m.use_lang_emb,
+        arch=m.arch,
     )  # fmt: skip
 
 
 def model_flops_per_token(s: Shape, predicted_fraction: float, training: bool) -> float:
     """Useful FLOPs per input token: linear layers (12 d^2 per layer), attention scores and
-    values (2 * 2 * T * d per layer), the output layer at the predicted positions.
+    values (2 * 2 * T * d per layer), the output layer (and XLM-R's / BERT's head transform) at
+    the predicted positions.
     Training counts forward + backward (x3)."""
     d, L, T = s.emb_dim, s.n_layers, s.seq
-    fwd = 2 * 12 * d * d * L + 4 * T * d * L + 2 * d * s.vocab * predicted_fraction
+    head = 2 * d * d if s.arch != "xlm" else 0  # XLM-R's / BERT's LM head transform
+    fwd = 2 * 12 * d * d * L + 4 * T * d * L + (2 * d * s.vocab + head) * predicted_fraction
     return fwd * (3 if training else 1)
 
 
@@ -128,16 +152,25 @@ def build_ours(s: Shape) -> TransformerModel:
     cfg = ModelConfig(
         vocab_size=s.vocab, n_langs=s.n_langs, emb_dim=s.emb_dim, n_layers=s.n_layers, n_heads=s.n_heads,
         dropout=s.dropout, attention_dropout=s.attention_dropout, max_positions=s.max_positions,
-        sinusoidal_embeddings=s.sinusoidal_embeddings, use_lang_emb=s.use_lang_emb,
+        sinusoidal_embeddings=s.sinusoidal_embeddings, use_lang_emb=s.use_lang_emb, arch=s.arch, pad_index=s.pad(),
     )  # fmt: skip
     return TransformerModel(cfg)
 
 
 def build_hf(s: Shape):
     try:
-        from transformers import XLMConfig, XLMWithLMHeadModel
+        import transformers
     except ImportError as e:
-        raise XLMError("the benchmark compares against transformers' XLMWithLMHeadModel: pip install 'xlm[hf]'") from e
+        raise XLMError(f"the benchmark compares against transformers' {HF_CLASSES[s.arch]}: pip install 'xlm[hf]'") from e
+    if s.arch != "xlm":
+        from xlm.interop.encoders import FORMATS, hf_config
+
+        ours = build_ours(s).cfg
+        config = hf_config(FORMATS[s.arch], ours, {"start": 0, "end": 2})
+        config.pop("model_type"), config.pop("architectures")
+        cls = transformers.XLMRobertaConfig if s.arch == "xlmr" else transformers.BertConfig
+        return getattr(transformers, HF_CLASSES[s.arch])(cls(**config))
+    XLMConfig, XLMWithLMHeadModel = transformers.XLMConfig, transformers.XLMWithLMHeadModel
     hf_cfg = XLMConfig(
         vocab_size=s.vocab, emb_dim=s.emb_dim, n_layers=s.n_layers, n_heads=s.n_heads, dropout=s.dropout,
         attention_dropout=s.attention_dropout, max_position_embeddings=s.max_positions, n_langs=s.n_langs,
@@ -150,6 +183,16 @@ def build_hf(s: Shape):
 def build_pair(s: Shape):
     """Our model and HF's with the same sizes and the same weights."""
     ours, hf = build_ours(s), build_hf(s)
+    if s.arch != "xlm":
+        from xlm.interop.encoders import FORMATS
+        from xlm.interop.layout import to_encoder_layout
+
+        names = FORMATS[s.arch].names
+        missing, unexpected = hf.load_state_dict(to_encoder_layout(ours.state_dict(), names), strict=False)
+        if unexpected or set(missing) - set(names.tied):
+            raise XLMError(f"weights do not carry over to transformers' {HF_CLASSES[s.arch]}: missing {missing}, unexpected {unexpected}")
+        hf.tie_weights()
+        return ours, hf
     missing, unexpected = hf.load_state_dict(export_state_dict(ours.state_dict()), strict=False)
     if unexpected or not all("pred_layer.proj.weight" in k or "position_ids" in k or "position_embeddings" in k for k in missing):
         raise XLMError(f"weights do not carry over to transformers' XLM: missing {missing}, unexpected {unexpected}")
@@ -169,12 +212,12 @@ def make_batches(s: Shape, n: int, padded: bool, device: torch.device) -> list[d
         else:
             lengths = torch.full((s.batch,), s.seq)
         real = torch.arange(s.seq)[None, :] < lengths[:, None]
-        tokens[~real] = 2
+        tokens[~real] = s.pad()
         langs = torch.randint(0, s.n_langs, (s.batch, 1), generator=g).expand(-1, s.seq).contiguous()
         inputs, chosen, targets = mask_tokens(tokens, real, mcfg, g)
         labels = torch.full_like(tokens, -100)
         labels[chosen] = targets
-        b = dict(tokens=inputs, lengths=lengths, langs=langs, chosen=chosen, targets=targets, labels=labels)
+        b = dict(tokens=inputs, lengths=lengths, langs=langs, chosen=chosen, targets=targets, labels=labels, mask=real.long())
         out.append({k: v.to(device) for k, v in b.items()})
     return out
 
@@ -190,9 +233,17 @@ def step_ours(model, opt):
     return run
 
 
+def hf_inputs(model, b) -> dict[str, torch.Tensor]:
+    """What a ``transformers`` user passes: XLM takes ``langs`` and ``lengths``, XLM-R and BERT
+    the tokenizer's ``attention_mask``."""
+    if model.config.model_type == "xlm":
+        return dict(input_ids=b["tokens"], langs=b["langs"], lengths=b["lengths"])
+    return dict(input_ids=b["tokens"], attention_mask=b["mask"])
+
+
 def step_hf(model, opt):
     def run(b):
-        out = model(input_ids=b["tokens"], langs=b["langs"], lengths=b["lengths"], labels=b["labels"])
+        out = model(**hf_inputs(model, b), labels=b["labels"])
         out[0].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -211,7 +262,7 @@ def infer_ours(model):
 def infer_hf(model):
     @torch.no_grad()
     def run(b):
-        model.transformer(input_ids=b["tokens"], langs=b["langs"], lengths=b["lengths"])
+        model.base_model(**hf_inputs(model, b))
 
     return run
 
@@ -330,8 +381,8 @@ def bench_shape(
             cal = calib_flops / statistics.median(times["matmul"]) / 1e9
             training = not mode.startswith("infer")
             flops = model_flops_per_token(shape, 0.15 if training else 0.0, training)
-            row: dict[str, Any] = {"shape": shape.name, "mode": mode, "precision": precision, "device": device.type,
-                                   "matmul_gflops": cal}  # fmt: skip
+            row: dict[str, Any] = {"shape": shape.name, "arch": shape.arch, "mode": mode, "precision": precision,
+                                   "device": device.type, "matmul_gflops": cal}  # fmt: skip
             for impl in ("ours", "hf"):
                 tps = n_tok / statistics.median(times[impl])
                 row[f"{impl}_tok_s"] = tps
@@ -352,7 +403,7 @@ def bench_shape(
 def format_row(r: dict[str, Any]) -> str:
     mem = f"  mem ours/hf {r['ours_peak_mb']:.0f}/{r['hf_peak_mb']:.0f} MB" if "ours_peak_mb" in r else ""
     return (
-        f"{r['shape']:6s} {r['mode']:9s} {r['precision']}  ours {r['ours_tok_s']:9,.0f} tok/s  hf {r['hf_tok_s']:9,.0f} tok/s  "
+        f"{r['shape']:6s} {r.get('arch', 'xlm'):4s} {r['mode']:9s} {r['precision']}  ours {r['ours_tok_s']:9,.0f} tok/s  hf {r['hf_tok_s']:9,.0f} tok/s  "
         f"ratio {r['ratio']:.2f}x  ours {r['ours_gflops']:.1f} GFLOP/s = {100 * r['ours_frac_peak']:.0f}% of "
         f"matmul {r['matmul_gflops']:.0f}  (hf {100 * r['hf_frac_peak']:.0f}%){mem}"
     )
@@ -373,23 +424,23 @@ def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str = "2-core
         ratios = [r["ratio"] for r in sel]
         ax.barh(y, ratios, color=["tab:blue" if x >= 1 else "tab:red" for x in ratios])
         ax.axvline(1.0, color="gray", lw=1)
-        ax.set_yticks(y, [f"{r['shape']} {r['mode']}" for r in sel], fontsize=8)
+        ax.set_yticks(y, [f"{r['shape']} {r.get('arch', 'xlm')} {r['mode']}" for r in sel], fontsize=8)
         for yi, r in zip(y, sel):
             ax.text(r["ratio"] + 0.03, yi, f"{r['ratio']:.2f}x  ({r['ours_tok_s']:,.0f} vs {r['hf_tok_s']:,.0f} tok/s)",
                     va="center", fontsize=7)  # fmt: skip
         ax.set_xlim(0, max(ratios) * 1.9)
         ax.set_xlabel("ours / HF tokens per second", fontsize=8)
         ax.set_title(prec, fontsize=10)
-    fig.suptitle(f"XLM: ours vs transformers (same weights, interleaved steps, {title})", fontsize=10)
+    fig.suptitle(f"ours vs transformers (same weights, interleaved steps, {title})", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
 
 
 def describe(s: Shape) -> str:
-    return (f"{s.name}: {s.emb_dim} dim, {s.n_layers} layers, {s.n_heads} heads, {s.vocab:,} vocabulary, "
+    return (f"{s.name} ({s.arch} vs {HF_CLASSES[s.arch]}): {s.emb_dim} dim, {s.n_layers} layers, {s.n_heads} heads, {s.vocab:,} vocabulary, "
             f"{s.n_langs} languages, batches of {s.batch} x {s.seq} tokens, dropout {s.dropout}, "
             f"attention dropout {s.attention_dropout}")  # fmt: skip
 
 
-__all__ = ["MODES", "SHAPES", "Shape", "bench_shape", "describe", "format_row", "plot_rows", "shape_from_config"]
+__all__ = ["ARCHS", "MODES", "SHAPES", "Shape", "for_arch", "bench_shape", "describe", "format_row", "plot_rows", "shape_from_config"]

@@ -1,7 +1,11 @@
 """``xlm bench``: training and inference speed of our model against Hugging Face
-``transformers``' XLM with the same sizes and weights, timed interleaved in one process.
+``transformers``' XLM (or, with --arch, our XLM-R / BERT networks against
+``XLMRobertaForMaskedLM`` / ``BertForMaskedLM``) with the same sizes and weights, timed
+interleaved in one process.
 
     xlm bench                                   # the demo and paper-shaped sizes, fp32
+    xlm bench --shapes demo --arch xlm,xlmr,bert   # the three networks at the demo's size
+    xlm bench --config configs/xlmr_demo.toml   # the arch and sizes of a config
     xlm bench --config configs/demo.toml data.batch_size=32 --modes train,tlm
     xlm bench --shapes demo --precision fp32,bf16 --json rows.json --plot chart.png
     xlm bench --device cuda --precision tf32,bf16
@@ -23,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="a pretraining TOML config: bench its model at its batch shape")
     p.add_argument("overrides", nargs="*", help="key=value overrides of --config, e.g. data.batch_size=32")
     p.add_argument("--shapes", help=f"comma-separated, of {sorted(SHAPES)} (default demo,paper; ignored with --config)")
+    p.add_argument("--arch", default="xlm", help="comma-separated networks of xlm, xlmr, bert (ignored with --config)")
     p.add_argument("--vocab", type=count, default=16000, help="vocabulary size when --config's data is not prepared")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {MODES}")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (autocast, both alike), tf32 (CUDA)")
@@ -36,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="time our model against transformers' XLM (same weights, interleaved)",
+        "bench", help="time our model against transformers' XLM / XLM-R / BERT (same weights, interleaved)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     add_arguments(p)
@@ -46,7 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from xlm.benchmarking.throughput import SHAPES, bench_shape, describe, format_row, plot_rows, shape_from_config
+    from xlm.benchmarking.throughput import (
+        SHAPES,
+        bench_shape,
+        describe,
+        for_arch,
+        format_row,
+        plot_rows,
+        shape_from_config,
+    )
     from xlm.reports import write_json
     from xlm.training.distributed import pick_device
 
@@ -61,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         unknown = [n for n in names if n not in SHAPES]
         if unknown:
             raise XLMError(f"--shapes: {', '.join(unknown)} not among {sorted(SHAPES)}")
-        shapes = [SHAPES[n] for n in names]
+        shapes = [for_arch(SHAPES[n], arch) for n in names for arch in args.arch.split(",")]
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

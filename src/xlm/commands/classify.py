@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
             parts = translate(parts)
         ids_a = encode([p[0] for p in parts])
         ids_b = iter(encode([p[1] for p in parts if len(p) == 2]))
-        rows = [build_row(a, next(ids_b) if len(p) == 2 else None, max_len) for p, a in zip(parts, ids_a)]
+        specials = clf.pretrained.vocab.specials
+        rows = [build_row(a, next(ids_b) if len(p) == 2 else None, max_len, specials) for p, a in zip(parts, ids_a)]
         with inference_autocast(clf.device, args.precision):
             probs_rows = clf.predict_probs(rows, lang)
         for probs in probs_rows:

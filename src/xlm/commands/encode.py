@@ -14,9 +14,9 @@ BATCH_LINES = 1_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("encode", help="normalize + BPE-encode text from stdin")
-    add_data_option(p, "an `xlm prepare` directory or a checkpoint: its vocabulary is used", required=True,
-                    aliases=("--vocab",))  # fmt: skip
+    p = sub.add_parser("encode", help="normalize + tokenize text from stdin (BPE, SentencePiece or WordPiece)")
+    add_data_option(p, "an `xlm prepare` directory or a checkpoint: its vocabulary (vocab.json and the files of its kind)",
+                    required=True, aliases=("--vocab",))  # fmt: skip
     p.add_argument("--lang", required=True, help="language of the input (Moses rules)")
     p.add_argument("--ids", action="store_true", help="print token ids instead of BPE tokens")
     p.add_argument(
@@ -39,7 +39,8 @@ def warn_unknown_language(lang: str, languages: list[str] | None, vocab: Path) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.text.bpe import TextEncoder, vocab_settings
+    from xlm.text.bpe import vocab_settings
+    from xlm.text.tokenizer import TextEncoder
 
     encoder = TextEncoder(args.data, args.lang, args.lowercase)
     warn_unknown_language(args.lang, vocab_settings(args.data).get("languages"), args.data)

@@ -106,7 +106,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     from xlm.model.precision import inference_autocast
     from xlm.model.seq2seq import load_translator
     from xlm.reports import write_atomic
-    from xlm.text.bpe import BPETokenizer
+    from xlm.text.tokenizer import load_tokenizer
     from xlm.training.distributed import pick_device
 
     if args.data is None:
@@ -124,7 +124,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
         max_len_a=args.max_len_a, max_len_b=args.max_len_b,
     )  # fmt: skip
     status("decoding: " + ", ".join(f"{k}={v}" for k, v in decode.to_json().items()))
-    tokenizer = BPETokenizer.from_dir(args.checkpoint)
+    tokenizer = load_tokenizer(args.checkpoint)
     metrics: dict[str, float] = {}
     rows = []
     for a, b in directions:

@@ -1,5 +1,6 @@
-"""``xlm export CHECKPOINT --to hf DIR``: a checkpoint of ours as a Hugging Face XLM model
-(``XLMWithLMHeadModel`` + ``XLMTokenizer``)."""
+"""``xlm export CHECKPOINT --to hf DIR``: a checkpoint of ours as a Hugging Face model:
+``XLMWithLMHeadModel`` + ``XLMTokenizer`` (arch xlm), ``XLMRobertaForMaskedLM`` +
+``XLMRobertaTokenizer`` (xlmr) or ``BertForMaskedLM`` + ``BertTokenizer`` (bert)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="write a checkpoint in another format (Hugging Face transformers)",
-        description="Write CHECKPOINT as a directory that transformers' XLMWithLMHeadModel and XLMTokenizer "
-        "load with from_pretrained. Sentences are fed as '</s> w1 ... wn </s>' (see the README.md written there).",
+        description="Write CHECKPOINT as a directory that transformers loads with from_pretrained: "
+        "XLMWithLMHeadModel + XLMTokenizer for an XLM model (sentences fed as '</s> w1 ... wn </s>'), "
+        "XLMRobertaForMaskedLM + XLMRobertaTokenizer for arch xlmr, BertForMaskedLM + BertTokenizer for arch bert "
+        "(see the README.md written there).",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
     p.add_argument("--to", choices=["hf"], required=True, help="target format: hf = Hugging Face transformers")

@@ -1,5 +1,6 @@
-"""``xlm import hf DIR OUT`` and ``xlm import original CHECKPOINT.pth --vocab V --codes C OUT``:
-models from Hugging Face transformers or from the original XLM code, as checkpoints of ours."""
+"""``xlm import hf DIR OUT``, ``xlm import original CHECKPOINT.pth --vocab V --codes C OUT`` and
+``xlm import fairseq DIR OUT``: models from Hugging Face transformers (XLM, XLM-R, BERT), from
+the original XLM code, or from fairseq's XLM-R release, as checkpoints of ours."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     hf = kinds.add_parser(
         "hf",
-        help="a local Hugging Face XLM directory (config.json, weights, vocab.json, merges.txt)",
-        description="Convert a local directory in transformers' XLM format (e.g. written by save_pretrained).",
+        help="a local Hugging Face XLM, XLM-R or BERT directory (config.json, weights, tokenizer files)",
+        description="Convert a local directory written by transformers' save_pretrained: model_type 'xlm' "
+        "(XLMWithLMHeadModel; vocab.json + merges.txt), 'xlm-roberta' (XLMRobertaForMaskedLM / XLMRobertaModel; "
+        "sentencepiece.bpe.model) or 'bert' (BertForMaskedLM / BertModel; vocab.txt).",
     )
     hf.add_argument("directory", type=Path, help="Hugging Face model directory")
     hf.add_argument("out", type=Path, help="checkpoint directory to create")
@@ -48,13 +51,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     orig.add_argument("--trust-pickle", action="store_true", help="allow files that need arbitrary unpickling (runs code from the file)")
     orig.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     orig.set_defaults(func=run_original)
+
+    fs = kinds.add_parser(
+        "fairseq",
+        help="fairseq's XLM-R release: a directory with model.pt, dict.txt and sentencepiece.bpe.model",
+        description="Convert an XLM-R model in fairseq's layout. model.pt is read without running code from the "
+        "file (tensors, containers and the argparse.Namespace of its options only); a file that needs more is "
+        "refused unless --trust-pickle.",
+    )
+    fs.add_argument("directory", type=Path, help="directory with model.pt, dict.txt and sentencepiece.bpe.model")
+    fs.add_argument("out", type=Path, help="checkpoint directory to create")
+    fs.add_argument("--trust-pickle", action="store_true", help="allow files that need arbitrary unpickling (runs code from the file)")
+    fs.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    fs.set_defaults(func=run_fairseq)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def _describe(cfg, lang2id: dict[str, int], lower: bool) -> str:
-    langs = ",".join(sorted(lang2id, key=lang2id.__getitem__))
+    langs = ",".join(sorted(lang2id, key=lang2id.__getitem__)) or "any"
     return (
-        f"emb_dim={cfg.emb_dim} n_layers={cfg.n_layers} n_heads={cfg.n_heads} vocab={cfg.vocab_size} "
+        f"arch={cfg.arch} emb_dim={cfg.emb_dim} n_layers={cfg.n_layers} n_heads={cfg.n_heads} vocab={cfg.vocab_size} "
         f"langs={langs} lang_emb={'yes' if cfg.use_lang_emb and cfg.n_langs > 1 else 'no'} "
         f"lowercase_and_remove_accent={lower}"
     )
@@ -90,4 +106,14 @@ def run_original(args: argparse.Namespace) -> int:
         f"imported {args.checkpoint} [{', '.join(report.parts)}] -> {report.directory} "
         f"({_describe(report.config, report.lang2id, args.lowercase_and_remove_accent)})"
     )
+    return 0
+
+
+def run_fairseq(args: argparse.Namespace) -> int:
+    from xlm.interop.fairseq import import_fairseq
+
+    report = import_fairseq(args.directory, args.out, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"imported {args.directory} -> {report.directory} ({_describe(report.config, report.lang2id, False)})")
     return 0

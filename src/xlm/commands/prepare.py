@@ -1,5 +1,6 @@
-"""``xlm prepare RAW_DIR OUT_DIR --vocab-size N``: normalize a corpus, learn one shared BPE
-vocabulary over its languages and binarize every split (see :mod:`xlm.data.prepare`)."""
+"""``xlm prepare RAW_DIR OUT_DIR --vocab-size N``: normalize a corpus, learn one shared
+vocabulary over its languages (BPE, or ``--tokenizer sentencepiece|wordpiece``) and binarize
+every split (see :mod:`xlm.data.prepare`)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,28 @@ def _langs(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare",
-        help="normalize, learn a shared BPE and binarize a corpus",
+        help="normalize, learn a shared vocabulary (BPE, SentencePiece, WordPiece) and binarize a corpus",
         description="Files in RAW_DIR are named as in XLM: train.en[.gz], valid.fr[.gz], train.en-fr.en[.gz] ...",
     )
     p.add_argument("raw_dir", type=Path, help="directory of raw text files")
     p.add_argument("out_dir", type=Path, help="output directory (vocabulary, binarized splits, prepare.json)")
-    p.add_argument("--vocab-size", type=count, help="size of the BPE vocabulary to learn (special tokens included)")
+    p.add_argument("--vocab-size", type=count, help="size of the vocabulary to learn (special tokens included)")
+    p.add_argument(
+        "--tokenizer", choices=("bpe", "sentencepiece", "wordpiece"), default="bpe",
+        help="kind of vocabulary: bpe (XLM: Moses-normalized text), sentencepiece (XLM-R: raw text), "
+        "wordpiece (mBERT: BERT's normalizer); with --vocab the reused vocabulary's kind is taken",
+    )  # fmt: skip
+    p.add_argument(
+        "--sp-model-type", choices=("unigram", "bpe"), default="unigram", help="model type of a sentencepiece vocabulary"
+    )
     p.add_argument("--langs", type=_langs, help="comma-separated languages to keep (default: all found)")
-    p.add_argument("--alpha", type=non_negative, default=0.5, help="language sampling exponent for BPE learning (q ∝ p^α)")
+    p.add_argument(
+        "--alpha", type=non_negative, default=None,
+        help="language sampling exponent for learning the vocabulary (q ∝ p^α); default 0.5 (XLM) for bpe and "
+        "wordpiece, 0.3 (XLM-R) for sentencepiece",
+    )  # fmt: skip
     p.add_argument("--bpe-sentences", type=count, default=1_000_000, help="sentences sampled to learn the BPE")
-    p.add_argument("--lowercase", action="store_true", help="lowercase and remove accents")
+    p.add_argument("--lowercase", action="store_true", help="lowercase and remove accents (bpe, wordpiece)")
     p.add_argument("--max-lines", type=count, help="read at most N lines per file (quick runs)")
     p.add_argument("--vocab", type=Path, help="reuse the vocabulary in DIR instead of learning one")
     p.add_argument("--workers", type=count, default=2, help="normalization processes")
@@ -57,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     opts = PrepareOptions(
         vocab_size=args.vocab_size,
         langs=args.langs,
-        alpha=args.alpha,
+        alpha=args.alpha if args.alpha is not None else (0.3 if args.tokenizer == "sentencepiece" else 0.5),
         bpe_sentences=args.bpe_sentences,
         lowercase=args.lowercase,
         max_lines=args.max_lines,
@@ -68,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         keep_tmp=args.keep_tmp,
         cache_mb=args.cache_mb,
         allow_langs=args.allow_lang,
+        tokenizer=args.tokenizer,
+        sp_model_type=args.sp_model_type,
         overwrite=args.overwrite,
     )
     result = prepare(args.raw_dir, args.out_dir, opts, log=status)
@@ -77,9 +92,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"vocabulary: {info['vocab_size']} tokens (hash {info['vocab_hash']}); nothing to do -> {args.out_dir}")
         return 0
     t = info["timings"]
+    kind = info.get("vocab_kind", "bpe")
+    what = f"{info['n_merges']} merges" if kind == "bpe" else kind
     print(
-        f"vocabulary: {info['vocab_size']} tokens ({info['n_merges']} merges, hash {info['vocab_hash']}); "
-        f"time: {t['total_s']:.1f}s (normalize {t['normalize_s']:.1f}s, BPE {t['bpe_s']:.1f}s, "
+        f"vocabulary: {info['vocab_size']} tokens ({what}, hash {info['vocab_hash']}); "
+        f"time: {t['total_s']:.1f}s (normalize {t['normalize_s']:.1f}s, {'BPE' if kind == 'bpe' else kind} {t['bpe_s']:.1f}s, "
         f"binarize {t['binarize_s']:.1f}s) -> {args.out_dir}"
     )
     return 0

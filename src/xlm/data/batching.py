@@ -22,7 +22,7 @@ from torch import Tensor
 
 from xlm.data.dataset import MonolingualData, ParallelData
 from xlm.errors import DataError
-from xlm.text.vocab import EOS_INDEX, PAD_INDEX
+from xlm.text.vocab import PAD_INDEX
 
 
 @dataclass
@@ -186,10 +186,12 @@ def token_budget_batches(lengths: np.ndarray, order: np.ndarray, max_tokens: int
 
 
 def sentence_rows(data: MonolingualData, ids: np.ndarray, max_len: int) -> list[np.ndarray]:
-    """``</s> w1 .. wn </s>`` for each sentence, words truncated to the first ``max_len``."""
+    """``</s> w1 .. wn </s>`` for each sentence, words truncated to the first ``max_len``
+    (``start w1 .. wn end`` with the special ids the data was binarized with)."""
     rows = []
+    start, end = data.specials.start, data.specials.end
     for words in data.sentences(ids, max_len):
-        rows.append(np.concatenate(([EOS_INDEX], words, [EOS_INDEX])).astype(np.int64))
+        rows.append(np.concatenate(([start], words, [end])).astype(np.int64))
     return rows
 
 
@@ -202,7 +204,7 @@ def pad_rows(rows: list[np.ndarray], pad_index: int = PAD_INDEX) -> tuple[Tensor
 
 
 def concat_pair(
-    src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_lang: int, tgt_lang: int
+    src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_lang: int, tgt_lang: int, pad_index: int = PAD_INDEX
 ) -> Batch:
     """TLM input: ``[</s> src </s>][</s> tgt </s>]`` per row, positions restarting at 0 on the
     target side, each side with its own language id, padded at the end."""
@@ -211,7 +213,7 @@ def concat_pair(
         rows.append(np.concatenate((s, t)))
         langs.append(np.concatenate((np.full(len(s), src_lang), np.full(len(t), tgt_lang))))
         positions.append(np.concatenate((np.arange(len(s)), np.arange(len(t)))))
-    tokens, lengths = pad_rows(rows)
+    tokens, lengths = pad_rows(rows, pad_index)
     lang_t, _ = pad_rows([x.astype(np.int64) for x in langs], pad_index=src_lang)
     pos_t, _ = pad_rows([x.astype(np.int64) for x in positions], pad_index=0)
     return Batch(tokens=tokens, lengths=lengths, langs=lang_t, positions=pos_t)
@@ -223,12 +225,22 @@ def pair_lengths(data: ParallelData, ids: np.ndarray, max_len: int) -> np.ndarra
     return np.minimum(data.src.row_lengths(ids), max_len) + np.minimum(data.tgt.row_lengths(ids), max_len) + 4
 
 
+def within_length(data: ParallelData, ids: np.ndarray, max_len: int) -> np.ndarray:
+    """Which pairs ``ids`` have at most ``max_len`` words on both sides (boolean mask)."""
+    return (data.src.row_lengths(ids) <= max_len) & (data.tgt.row_lengths(ids) <= max_len)
+
+
 class PairBatcher:
     """Batches of parallel pairs, built one window at a time so that memory is O(``group``)
     whatever the number of pairs.
 
+    Pairs with more than ``max_len`` words on either side are never served: as in the
+    original XLM, an over-long training pair is dropped rather than cut (cutting each side on
+    its own leaves two sentences that no longer translate each other). They are skipped window
+    by window, so no per-pair array is kept (:meth:`ParallelData.count_longer` counts them).
+
     Guarantees: rank ``r`` of ``W`` owns pairs ``r, r+W, r+2W, ...`` (ranks are disjoint and
-    cover every pair); each epoch visits every pair of the rank exactly once. An epoch lists
+    cover every pair); each epoch visits every kept pair of the rank exactly once. An epoch lists
     the rank's pairs in a keyed pseudo-random order (:class:`KeyedPermutation`) and cuts that
     order into windows of ``group`` pairs; each window is sorted by length (little padding),
     cut into batches of at most ``max_tokens`` padded tokens (and ``max_rows`` rows; an
@@ -266,6 +278,7 @@ class PairBatcher:
         start = self.window * self.group
         local = self._order(np.arange(start, min(start + self.group, self.n_pairs)))
         ids = self.rank + local * self.world
+        ids = ids[within_length(self.data, ids, self.max_len)]
         lengths = pair_lengths(self.data, ids, self.max_len)
         order = np.argsort(lengths, kind="stable")  # ties keep the (random) permuted order
         batches = token_budget_batches(lengths, order, self.max_tokens, self.max_rows)
@@ -274,7 +287,14 @@ class PairBatcher:
 
     def next_ids(self) -> np.ndarray:
         """Pair ids of the next batch (moving to the next window / epoch when needed)."""
+        empty = 0  # windows in a row without a kept pair
         while self.pos >= len(self._batches):
+            empty += 1
+            if empty > self.n_windows:
+                raise DataError(
+                    f"{self.data.src.prefix}: every pair of process {self.rank} has a side longer than "
+                    f"max_len={self.max_len} words (over-long pairs are dropped): raise max_len"
+                )
             self.window, self.pos = self.window + 1, 0
             new_epoch = self.window >= self.n_windows
             if new_epoch:
@@ -290,3 +310,11 @@ class PairBatcher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.window, self.pos = int(state["epoch"]), int(state["window"]), int(state["pos"])
         self._start_window()
+
+
+def dropped_report(name: str, data: ParallelData, max_len: int) -> str:
+    """One start-up line: how many training pairs of ``data`` (named ``name``) :class:`PairBatcher`
+    drops for having a side longer than ``max_len`` words. A monolingual file paired with
+    itself (denoising, back-translation) is reported in sentences."""
+    what = "sentences" if data.src is data.tgt else "pairs"
+    return f"{name}: {data.count_longer(max_len):,} of {len(data):,} training {what} longer than {max_len} tokens dropped"

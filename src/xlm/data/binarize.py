@@ -38,8 +38,7 @@ import numpy as np
 
 from xlm.data.dataset import FORMAT_NAME, FORMAT_VERSION, token_dtype
 from xlm.errors import DataError
-from xlm.text.bpe import BPETokenizer
-from xlm.text.vocab import EOS_INDEX, UNK_INDEX
+from xlm.text.tokenizer import Tokenizer
 
 Errors = Literal["strict", "replace"]
 DEFAULT_CHUNK_LINES = 10_000
@@ -132,7 +131,7 @@ class BinarizeStats:
 class _Writer:
     """Appends sentences to temporary files next to ``prefix``; :meth:`publish` renames them."""
 
-    def __init__(self, prefix: Path, dtype: np.dtype) -> None:
+    def __init__(self, prefix: Path, dtype: np.dtype, end_index: int) -> None:
         self.prefix = prefix
         self.dtype = dtype
         tag = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -141,10 +140,11 @@ class _Writer:
         self.tmp_idx = prefix.parent / f".{prefix.name}.idx.{tag}.npy"
         self.tmp_json = prefix.parent / f".{prefix.name}.json.{tag}"
         self.n_sentences = 0
+        self.end = end_index  # the separator: XLM's </s>, or the vocabulary's end token
         self.pos = 1  # the stream starts with </s>
         self._bin = open(self.tmp_bin, "wb")
         self._bounds = open(self.tmp_bounds, "wb")
-        np.array([EOS_INDEX], dtype=dtype.newbyteorder("<")).tofile(self._bin)
+        np.array([end_index], dtype=dtype.newbyteorder("<")).tofile(self._bin)
 
     def add(self, sentences: Sequence[Sequence[int]]) -> None:
         if not sentences:
@@ -153,7 +153,7 @@ class _Writer:
         flat: list[int] = []
         for s in sentences:
             flat.extend(s)
-            flat.append(EOS_INDEX)
+            flat.append(self.end)
         np.asarray(flat, dtype=self.dtype.newbyteorder("<")).tofile(self._bin)
         ends = self.pos + np.cumsum(lengths + 1) - 1  # index of each closing </s>
         starts = ends - lengths
@@ -201,12 +201,14 @@ def _publish(writers: Sequence[_Writer]) -> None:
         os.replace(w.tmp_json, w.final_paths()[2])
 
 
-def _meta(stats: BinarizeStats, tokenizer: BPETokenizer, dtype: np.dtype, extra: dict[str, Any]) -> dict[str, Any]:
+def _meta(stats: BinarizeStats, tokenizer: Tokenizer, dtype: np.dtype, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "vocab_hash": tokenizer.vocab.hash,
         "vocab_size": len(tokenizer.vocab),
+        "vocab_kind": tokenizer.vocab.kind,
+        "specials": tokenizer.vocab.specials.to_json(),
         "dtype": dtype.name,
         **stats.to_json(),
         **extra,
@@ -224,10 +226,10 @@ def _chunks(it: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _record(stats: BinarizeStats, tokenizer: BPETokenizer, line: str, ids: list[int]) -> None:
+def _record(stats: BinarizeStats, tokenizer: Tokenizer, line: str, ids: list[int]) -> None:
     stats.n_sentences += 1
     stats.n_tokens += len(ids)
-    n_unk = ids.count(UNK_INDEX)
+    n_unk = ids.count(tokenizer.vocab.specials.unk)
     if n_unk:
         stats.n_unk += n_unk
         stats.unk_words.update(tokenizer.unknown_words(line))
@@ -239,7 +241,7 @@ Normalize = Callable[[str], str]
 def binarize(
     text_path: str | Path,
     prefix: str | Path,
-    tokenizer: BPETokenizer,
+    tokenizer: Tokenizer,
     lang: str,
     normalize: Normalize | None = None,
     errors: Errors = "strict",
@@ -253,7 +255,7 @@ def binarize(
     prefix.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(tokenizer.vocab))
     stats = BinarizeStats(str(text_path), lang)
-    writer = _Writer(prefix, dtype)
+    writer = _Writer(prefix, dtype, tokenizer.vocab.specials.end)
     try:
         for chunk in _chunks(iter_lines(text_path, errors), chunk_lines):
             stats.n_lines += len(chunk)
@@ -285,7 +287,7 @@ def binarize_parallel(
     tgt_path: str | Path,
     src_prefix: str | Path,
     tgt_prefix: str | Path,
-    tokenizer: BPETokenizer,
+    tokenizer: Tokenizer,
     src_lang: str,
     tgt_lang: str,
     normalize_src: Normalize | None = None,
@@ -304,9 +306,10 @@ def binarize_parallel(
         p.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(tokenizer.vocab))
     stats = (BinarizeStats(str(src_path), src_lang), BinarizeStats(str(tgt_path), tgt_lang))
-    writers = [_Writer(src_prefix, dtype)]
+    end = tokenizer.vocab.specials.end
+    writers = [_Writer(src_prefix, dtype, end)]
     try:
-        writers.append(_Writer(tgt_prefix, dtype))
+        writers.append(_Writer(tgt_prefix, dtype, end))
         pairs = _lockstep(iter_lines(src_path, errors), iter_lines(tgt_path, errors), src_path, tgt_path)
         for chunk in _chunks(pairs, chunk_lines):
             for s in stats:

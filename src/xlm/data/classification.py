@@ -31,7 +31,7 @@ import numpy as np
 
 from xlm.errors import DataError
 from xlm.text.lines import numbered_lines
-from xlm.text.vocab import EOS_INDEX, Vocabulary
+from xlm.text.vocab import XLM_SPECIALS, Specials, Vocabulary
 
 Format = Literal["tsv", "xnli", "mnli-jsonl", "mnli-tsv"]
 FORMATS: tuple[str, ...] = ("tsv", "xnli", "mnli-jsonl", "mnli-tsv")
@@ -200,20 +200,24 @@ def pretokenized_encoder(vocab: Vocabulary) -> Callable[[list[str]], list[list[i
     return encode
 
 
-def build_row(a: list[int], b: list[int] | None, max_len: int) -> np.ndarray:
+def build_row(a: list[int], b: list[int] | None, max_len: int, specials: Specials = XLM_SPECIALS) -> np.ndarray:
     """``</s> a </s>`` or ``</s> a </s> b </s>`` within ``max_len`` tokens (the longer side
-    is truncated first)."""
+    is truncated first). With another vocabulary: ``start a end (end) b end``, the pair
+    framing of its model (``<s> a </s></s> b </s>`` for SentencePiece as XLM-R,
+    ``[CLS] a [SEP] b [SEP]`` for WordPiece as BERT)."""
+    start, end = specials.start, specials.end
     if b is None:
         a = a[: max(1, max_len - 2)]
-        return np.asarray([EOS_INDEX, *a, EOS_INDEX], dtype=np.int64)
-    budget = max(2, max_len - 3)
+        return np.asarray([start, *a, end], dtype=np.int64)
+    middle = [end, end] if specials.kind == "sentencepiece" else [end]
+    budget = max(2, max_len - 2 - len(middle))
     la, lb = len(a), len(b)
     while la + lb > budget:
         if la >= lb:
             la -= 1
         else:
             lb -= 1
-    return np.asarray([EOS_INDEX, *a[:la], EOS_INDEX, *b[:lb], EOS_INDEX], dtype=np.int64)
+    return np.asarray([start, *a[:la], *middle, *b[:lb], end], dtype=np.int64)
 
 
 @dataclass
@@ -241,6 +245,7 @@ def encode_set(
     label2id: dict[str, int],
     lang_id: int,
     max_len: int,
+    specials: Specials = XLM_SPECIALS,
 ) -> EncodedSet:
     """Encode texts with ``encode`` (lines -> id lists); a label outside ``label2id`` (the
     training labels) is a DataError naming the file and line."""
@@ -250,6 +255,9 @@ def encode_set(
     ids_a = encode([e.text for e in data.examples])
     pairs = [e for e in data.examples if e.text_b is not None]
     ids_b = iter(encode([e.text_b for e in pairs if e.text_b is not None]))
-    rows = [build_row(a, next(ids_b) if e.text_b is not None else None, max_len) for e, a in zip(data.examples, ids_a)]
+    rows = [
+        build_row(a, next(ids_b) if e.text_b is not None else None, max_len, specials)
+        for e, a in zip(data.examples, ids_a)
+    ]
     labels = np.asarray([label2id[e.label] for e in data.examples], dtype=np.int64)
     return EncodedSet(data.lang, data.path, rows, labels, lang_id, data.skipped)

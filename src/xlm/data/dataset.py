@@ -8,7 +8,11 @@ On-disk layout of one binarized file with prefix ``P`` (e.g. ``train.en`` or ``t
                 laid out as the stream ``</s> s1 </s> s2 </s> ... sN </s>``;
 * ``P.idx.npy`` ``int64`` array of shape ``(N, 2)``: ``[start, end)`` of the words of sentence i
                 in ``P.bin``, so ``tokens[start - 1] == tokens[end] == </s>``;
-* ``P.json``    metadata: format version, vocabulary hash, language, dtype and counts.
+* ``P.json``    metadata: format version, vocabulary hash, kind and special ids (``specials``;
+                absent in files from before kinds: XLM's), language, dtype and counts.
+
+For a vocabulary of another kind the stream's separator is that vocabulary's end token
+(``</s>`` of SentencePiece, ``[SEP]`` of WordPiece).
 
 A parallel corpus is two such files (``train.en-fr.en`` and ``train.en-fr.fr``) with the
 same number of sentences, line ``i`` of one the translation of line ``i`` of the other.
@@ -27,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from xlm.errors import DataError
-from xlm.text.vocab import Vocabulary
+from xlm.text.vocab import Specials, Vocabulary
 
 FORMAT_NAME = "xlm-binarized"
 FORMAT_VERSION = 1
@@ -131,7 +135,7 @@ class MonolingualData:
         return self
 
     @classmethod
-    def open(cls, prefix: str | Path, vocab_hash: str | None = None) -> MonolingualData:
+    def open(cls, prefix: str | Path, vocab_hash: str | None = None, specials: Specials | None = None) -> MonolingualData:
         prefix = Path(prefix)
         meta_path = Path(f"{prefix}.json")
         bin_path, idx_path = Path(f"{prefix}.bin"), Path(f"{prefix}.idx.npy")
@@ -148,6 +152,11 @@ class MonolingualData:
             raise DataError(
                 f"{prefix}: binarized with vocabulary {meta.get('vocab_hash')}, "
                 f"but the vocabulary in use is {vocab_hash}; re-run `xlm prepare` with this vocabulary"
+            )
+        if specials is not None and Specials.from_json(meta.get("specials")) != specials:
+            raise DataError(
+                f"{meta_path}: binarized with special ids {Specials.from_json(meta.get('specials')).to_json()}, "
+                f"but the vocabulary in use has {specials.to_json()}; re-run `xlm prepare` with this vocabulary"
             )
         dtype = np.dtype(meta["dtype"])
         n_items = bin_path.stat().st_size // dtype.itemsize
@@ -214,6 +223,11 @@ class MonolingualData:
     @property
     def lang(self) -> str:
         return str(self.meta["lang"])
+
+    @property
+    def specials(self) -> Specials:
+        """The special ids of the vocabulary the file was binarized with (XLM's if not recorded)."""
+        return Specials.from_json(self.meta.get("specials"))
 
     @property
     def n_tokens(self) -> int:
@@ -321,15 +335,26 @@ class ParallelData:
     tgt: MonolingualData
 
     @classmethod
-    def open(cls, src_prefix: str | Path, tgt_prefix: str | Path, vocab_hash: str | None = None) -> ParallelData:
-        src = MonolingualData.open(src_prefix, vocab_hash)
-        tgt = MonolingualData.open(tgt_prefix, vocab_hash)
+    def open(
+        cls, src_prefix: str | Path, tgt_prefix: str | Path, vocab_hash: str | None = None, specials: Specials | None = None
+    ) -> ParallelData:
+        src = MonolingualData.open(src_prefix, vocab_hash, specials)
+        tgt = MonolingualData.open(tgt_prefix, vocab_hash, specials)
         if len(src) != len(tgt):
             raise DataError(f"{src.prefix} has {len(src)} sentences but {tgt.prefix} has {len(tgt)}: not aligned")
         return cls(src, tgt)
 
     def __len__(self) -> int:
         return len(self.src)
+
+    def count_longer(self, max_len: int, chunk: int = 1 << 20) -> int:
+        """Number of pairs with more than ``max_len`` words on either side (the pairs that
+        training drops), reading the two indexes ``chunk`` rows at a time."""
+        n = 0
+        for start in range(0, len(self), chunk):
+            ids = np.arange(start, min(start + chunk, len(self)))
+            n += int(((self.src.row_lengths(ids) > max_len) | (self.tgt.row_lengths(ids) > max_len)).sum())
+        return n
 
     def close(self) -> None:
         self.src.close()
@@ -389,12 +414,12 @@ class PreparedData:
         return Path(f"{self.para_prefix(split, src, tgt, src)}.json").is_file()
 
     def mono(self, split: str, lang: str) -> MonolingualData:
-        return MonolingualData.open(self.mono_prefix(split, lang), self.vocab.hash)
+        return MonolingualData.open(self.mono_prefix(split, lang), self.vocab.hash, self.vocab.specials)
 
     def para(self, split: str, src: str, tgt: str) -> ParallelData:
         """Parallel data with ``src`` as the source side (pairs are stored once, sorted by name)."""
         return ParallelData.open(
-            self.para_prefix(split, src, tgt, src), self.para_prefix(split, src, tgt, tgt), self.vocab.hash
+            self.para_prefix(split, src, tgt, src), self.para_prefix(split, src, tgt, tgt), self.vocab.hash, self.vocab.specials
         )
 
 

@@ -12,11 +12,16 @@ last, so a directory without it is an unfinished run.
 
 Normalization (Moses, pure Python) is the slow step: it runs in ``workers`` processes
 over chunks of lines, streaming into ``OUT/tmp``; BPE encoding is parallel in Rust.
+
+``tokenizer="sentencepiece"`` (XLM-R) or ``"wordpiece"`` (mBERT) learns that kind of
+vocabulary instead (:mod:`xlm.text.sentencepiece`, :mod:`xlm.text.wordpiece`) on the raw
+lines, which are only decoded (those tokenizers normalize inside); the sampling is the same.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -34,10 +39,13 @@ from xlm.data.binarize import BinarizeStats, Errors, binarize, binarize_parallel
 from xlm.data.dataset import PREPARE_FILE
 from xlm.errors import DataError
 from xlm.fileio import replace_directory, write_atomic
-from xlm.text.bpe import BPE_INFO_FILE, BPETokenizer, learn_bpe, vocab_settings
+from xlm.text.bpe import BPE_INFO_FILE, learn_bpe, vocab_settings
 from xlm.text.languages import check_languages
 from xlm.text.normalize import Normalizer, normalize_raw_lines
-from xlm.text.vocab import MERGES_FILE, VOCAB_FILE
+from xlm.text.sentencepiece import SP_INFO_FILE, SP_MODEL_TYPES, learn_sentencepiece
+from xlm.text.tokenizer import Tokenizer, load_tokenizer, vocab_kind
+from xlm.text.vocab import KINDS, MODEL_FILES, VOCAB_FILE, VOCAB_INFO_FILE, vocabulary_files
+from xlm.text.wordpiece import WP_INFO_FILE, learn_wordpiece
 
 SPLITS = ("train", "valid", "test")
 _NAME_RE = re.compile(
@@ -86,6 +94,8 @@ class PrepareOptions:
     errors: Errors = "strict"
     keep_tmp: bool = False
     allow_langs: list[str] = field(default_factory=list)  # codes accepted although not ISO 639-1
+    tokenizer: str = "bpe"  # the kind of vocabulary to learn: bpe (XLM), sentencepiece (XLM-R), wordpiece (mBERT)
+    sp_model_type: str = "unigram"  # sentencepiece: unigram or bpe
     overwrite: bool = False  # replace a folder that holds another preparation
 
     def settings(self, languages: list[str]) -> dict[str, Any]:
@@ -99,6 +109,9 @@ class PrepareOptions:
             "lowercase_and_remove_accent": self.lowercase,
             "max_lines": self.max_lines,
             "seed": self.seed,
+            # other kinds only: a BPE run's settings (and so its resume check) are as before kinds
+            **({"tokenizer": self.tokenizer} if self.tokenizer != "bpe" else {}),
+            **({"sp_model_type": self.sp_model_type} if self.tokenizer == "sentencepiece" else {}),
         }
 
 
@@ -248,10 +261,12 @@ def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
     outputs = {f.name: tmp_dir / f"{f.name}.tok" for f in files}
+    keep_raw = opts.tokenizer != "bpe"  # SentencePiece and WordPiece read raw text (they normalize inside)
     for f in files:  # build (and validate) the normalizers before starting workers
-        Normalizer(f.lang, opts.lowercase)
+        if not keep_raw:
+            Normalizer(f.lang, opts.lowercase)
     cache = LineCache(opts.cache_mb * 1_000_000)
-    chunks = _chunks_to_normalize(files, opts, cache)
+    chunks = _chunks_to_normalize(files, opts, cache, keep_raw)
     writer = _ChunkWriter([outputs[f.name] for f in files], cache)
     try:
         for f in files:  # every file gets an output, even an empty one
@@ -267,10 +282,11 @@ def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -
 
 
 def _chunks_to_normalize(
-    files: list[RawFile], opts: PrepareOptions, cache: LineCache
+    files: list[RawFile], opts: PrepareOptions, cache: LineCache, keep_raw: bool
 ) -> Iterator[tuple[_Chunk, tuple[Any, ...] | None]]:
     """Each chunk of every file, with the worker task for its lines missing from the cache (or
-    None). Lazy: the cache is consulted as chunks are asked for, after earlier ones were written."""
+    None; with ``keep_raw`` the task only checks the text). Lazy: the cache is consulted as chunks
+    are asked for, after earlier ones were written."""
     for i, f in enumerate(files):
         for first, raw_lines in _raw_chunks(f, opts.chunk_lines, opts.max_lines):
             chunk = _Chunk(i, f.lang, [], {})
@@ -282,7 +298,7 @@ def _chunks_to_normalize(
                     if raw not in chunk.misses:
                         numbers.append(first + k)
                     chunk.misses.setdefault(raw, []).append(k)
-            task = (f.lang, opts.lowercase, list(chunk.misses), str(f.path), numbers, opts.errors)
+            task = (f.lang, opts.lowercase, list(chunk.misses), str(f.path), numbers, opts.errors, keep_raw)
             yield chunk, task if chunk.misses else None
 
 
@@ -355,9 +371,12 @@ def _bpe_sources(files: list[RawFile], tok: dict[str, Path], languages: list[str
 
 
 def _reuse_vocabulary(vocab_dir: Path, out_dir: Path, lowercase: bool) -> None:
-    for name in (VOCAB_FILE, MERGES_FILE):
+    kind = vocab_kind(vocab_dir)
+    for name in (VOCAB_FILE, MODEL_FILES[kind]):
         if not (vocab_dir / name).is_file():
-            raise DataError(f"{vocab_dir / name}: not found (--vocab must name a directory with {VOCAB_FILE} and {MERGES_FILE})")
+            raise DataError(
+                f"{vocab_dir / name}: not found (--vocab must name a directory with {VOCAB_FILE} and {MODEL_FILES[kind]})"
+            )
     recorded = vocab_settings(vocab_dir).get("lowercase_and_remove_accent")
     if recorded is not None and bool(recorded) != lowercase:
         raise DataError(
@@ -365,7 +384,8 @@ def _reuse_vocabulary(vocab_dir: Path, out_dir: Path, lowercase: bool) -> None:
             f"prepare with the same setting ({'--lowercase' if recorded else 'without --lowercase'})"
         )
     if vocab_dir.resolve() != out_dir.resolve():
-        for name in (VOCAB_FILE, MERGES_FILE, BPE_INFO_FILE):
+        (out_dir / VOCAB_INFO_FILE).unlink(missing_ok=True)  # a previous run's kind must not linger
+        for name in (VOCAB_FILE, MODEL_FILES[kind], BPE_INFO_FILE, VOCAB_INFO_FILE, SP_INFO_FILE, WP_INFO_FILE):
             if (vocab_dir / name).is_file():
                 shutil.copyfile(vocab_dir / name, out_dir / name)
 
@@ -378,7 +398,8 @@ def fingerprint(files: list[RawFile], languages: list[str], opts: PrepareOptions
     reused vocabulary's hash, and every input file's name, size and sha256."""
     vocab_hash = None
     if opts.vocab_dir is not None:
-        vocab_hash = _sha256_files([Path(opts.vocab_dir) / VOCAB_FILE, Path(opts.vocab_dir) / MERGES_FILE])
+        d = Path(opts.vocab_dir)
+        vocab_hash = _sha256_files([d / name for name in vocabulary_files(d)])  # BPE: vocab.json, merges.txt
     inputs = {f.path.name: {"bytes": f.path.stat().st_size, "sha256": _sha256_files([f.path])} for f in files}
     settings = {**opts.settings(languages), "invalid_utf8": opts.errors, "vocab_source_hash": vocab_hash}
     return {"version": PREPARE_VERSION, "settings": settings, "inputs": inputs}
@@ -451,6 +472,15 @@ def prepare(
         raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
     if opts.workers < 1:
         raise DataError(f"--workers must be >= 1, got {opts.workers}")
+    if opts.vocab_dir is not None:  # the reused vocabulary decides the kind (and so the normalization)
+        load_tokenizer(opts.vocab_dir)  # a broken vocabulary is an error before anything is written
+        opts = dataclasses.replace(opts, tokenizer=vocab_kind(opts.vocab_dir))
+    if opts.tokenizer not in KINDS:
+        raise DataError(f"--tokenizer must be one of {', '.join(KINDS)}, got {opts.tokenizer!r}")
+    if opts.tokenizer == "sentencepiece" and opts.sp_model_type not in SP_MODEL_TYPES:
+        raise DataError(f"--sp-model-type must be one of {', '.join(SP_MODEL_TYPES)}, got {opts.sp_model_type!r}")
+    if opts.tokenizer == "sentencepiece" and opts.lowercase:
+        raise DataError("--lowercase: a SentencePiece vocabulary keeps case and accents (XLM-R's); drop the option")
     t_start = time.perf_counter()
     files = discover(raw_dir, opts.langs)
     languages = opts.langs or sorted({f.lang for f in files})
@@ -507,7 +537,7 @@ def _run(
     t0 = time.perf_counter()
     bpe_info = _make_vocabulary(files, tok, languages, out_dir, opts, log)
     timings["bpe_s"] = time.perf_counter() - t0
-    tokenizer = BPETokenizer.from_dir(out_dir)
+    tokenizer = load_tokenizer(out_dir)
 
     t0 = time.perf_counter()
     log(f"binarizing with a vocabulary of {len(tokenizer)} tokens ...")
@@ -523,6 +553,7 @@ def _run(
         **opts.settings(languages),
         "vocab_size": len(tokenizer),
         "vocab_hash": tokenizer.vocab.hash,
+        **({"vocab_kind": tokenizer.vocab.kind} if tokenizer.vocab.kind != "bpe" else {}),
         "n_merges": tokenizer.n_merges,
         "bpe": bpe_info,
         "inputs": input_fingerprint(files),
@@ -553,13 +584,24 @@ def _make_vocabulary(
     if opts.vocab_size is None:
         raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
     sources = _bpe_sources(files, tok, languages)
-    log(f"learning a shared BPE of {opts.vocab_size} tokens on α={opts.alpha}-sampled sentences ...")
-    report = learn_bpe(sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase)
+    (out_dir / VOCAB_INFO_FILE).unlink(missing_ok=True)  # a previous run's kind must not linger
+    what = {"bpe": "BPE", "sentencepiece": f"SentencePiece ({opts.sp_model_type})", "wordpiece": "WordPiece"}
+    log(f"learning a shared {what[opts.tokenizer]} of {opts.vocab_size} tokens on α={opts.alpha}-sampled sentences ...")
+    if opts.tokenizer == "sentencepiece":
+        report = learn_sentencepiece(
+            sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.sp_model_type
+        )
+    elif opts.tokenizer == "wordpiece":
+        report = learn_wordpiece(
+            sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase
+        )
+    else:
+        report = learn_bpe(sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase)
     return {"n_merges": report.n_merges, "line_counts": report.line_counts, "sample_sizes": report.sample_sizes}
 
 
 def _binarize_files(
-    files: list[RawFile], tok: dict[str, Path], out_dir: Path, tokenizer: BPETokenizer, chunk_lines: int
+    files: list[RawFile], tok: dict[str, Path], out_dir: Path, tokenizer: Tokenizer, chunk_lines: int
 ) -> dict[str, BinarizeStats]:
     """Binarize each normalized file ``tok[name]`` to ``out_dir/name`` (the two sides of a pair
     together); the statistics of each file."""

@@ -37,8 +37,9 @@ from xlm.data.prepare import RAW_DIR
 from xlm.errors import DataError
 from xlm.model.generation import DecodeConfig, translate_rows
 from xlm.model.seq2seq import EncoderDecoder
-from xlm.text.bpe import BPETokenizer, detokenize
+from xlm.text.bpe import detokenize
 from xlm.text.lines import read_file_lines
+from xlm.text.tokenizer import Tokenizer
 
 DETOKENIZED = "13a"
 TOKENIZED = "none"
@@ -207,7 +208,7 @@ def translate_and_score(
     src_lang_id: int,
     tgt_lang_id: int,
     tgt_lang: str,
-    tokenizer: BPETokenizer,
+    tokenizer: Tokenizer,
     decode: DecodeConfig,
     device: torch.device | str,
     max_sentences: int = 0,
@@ -224,10 +225,16 @@ def translate_and_score(
     limit = source_limit(model)
     n_long = int((data.src.lengths[:n] > limit).sum())
     rows = sentence_rows(data.src, ids, limit)
-    words = translate_rows(model, rows, src_lang_id, tgt_lang_id, decode, device, max_tokens, progress=progress)
+    specials = tokenizer.vocab.specials
+    words = translate_rows(
+        model, rows, src_lang_id, tgt_lang_id, decode, device, max_tokens, specials, progress=progress
+    )
     hyp_tok = [tokenizer.decode(w) for w in words]
     ref_tok = [tokenizer.decode(data.tgt.sentence(int(i)).tolist()) for i in ids]
-    detok = MosesDetokenizer(lang=tgt_lang)
-    hyp = [detokenize(h, detok) for h in hyp_tok]
-    ref_norm = [detokenize(r, detok) for r in ref_tok]
+    if tokenizer.vocab.kind == "bpe":
+        detok = MosesDetokenizer(lang=tgt_lang)
+        hyp = [detokenize(h, detok) for h in hyp_tok]
+        ref_norm = [detokenize(r, detok) for r in ref_tok]
+    else:  # SentencePiece / WordPiece decode to text: no Moses tokenization to undo
+        hyp, ref_norm = hyp_tok, ref_tok
     return Translations(hyp_tok, ref_tok, hyp, ref_norm, raw_references(raw_refs, len(data), n), n_long, limit)

@@ -40,7 +40,6 @@ from xlm.model.precision import Precision, inference_autocast
 from xlm.model.pretrained import Pretrained
 from xlm.model.transformer import TransformerModel, pool_states
 from xlm.reports import write_atomic
-from xlm.text.vocab import EOS_INDEX
 
 Pooling = Literal["first", "mean"]
 POOLINGS: tuple[str, ...] = ("first", "mean")
@@ -156,8 +155,9 @@ class SentenceEncoder:
         return next(self.model.parameters()).device
 
     def _rows(self, sentences: Sequence[Sequence[int] | np.ndarray]) -> list[np.ndarray]:
+        sp = self.pretrained.vocab.specials  # XLM: </s> w .. </s>
         return [
-            np.concatenate(([EOS_INDEX], np.asarray(s, dtype=np.int64)[: self.max_len], [EOS_INDEX])).astype(np.int64)
+            np.concatenate(([sp.start], np.asarray(s, dtype=np.int64)[: self.max_len], [sp.end])).astype(np.int64)
             for s in sentences
         ]
 
@@ -188,7 +188,7 @@ class SentenceEncoder:
         try:
             with tqdm(total=len(rows), disable=not show, unit="sent", desc=f"embed {self.lang}") as bar:
                 for ids in batches:
-                    tokens, lens = pad_rows([rows[i] for i in ids])
+                    tokens, lens = pad_rows([rows[i] for i in ids], self.pretrained.vocab.specials.pad)
                     tokens, lens = tokens.to(self.device), lens.to(self.device)
                     langs = torch.full_like(tokens, self.lang_id)
                     # autocast only around the model: the caller's code between batches runs outside it
@@ -272,7 +272,7 @@ class SentenceEncoder:
     def text_encoder(self):
         """Normalization + BPE with the checkpoint's vocabulary and lowercasing setting."""
         if self._text_encoder is None:
-            from xlm.text.bpe import TextEncoder
+            from xlm.text.tokenizer import TextEncoder
 
             self._text_encoder = TextEncoder(
                 self.pretrained.directory, self.lang, self.pretrained.info.lowercase_and_remove_accent

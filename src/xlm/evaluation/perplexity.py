@@ -63,7 +63,7 @@ def evaluate_perplexity(
         eval=EvalConfig(splits=[split], max_rows=max_rows if max_rows > 0 else ALL_ROWS, seed=seed),
     )
     o = cfg.objectives
-    masking = MaskingConfig(o.word_pred, *o.mask_probs, vocab_size=len(pretrained.vocab))
+    masking = MaskingConfig.for_vocab(pretrained.vocab, o.word_pred, *o.mask_probs)
     device = next(pretrained.model.parameters()).device
     pretrained.model.eval()
     raw = evaluate_lm(pretrained.model, prepared, info.lang2id, cfg, masking, torch.device(device))

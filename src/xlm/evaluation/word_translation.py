@@ -97,20 +97,34 @@ def frequent_words(
     data: MonolingualData, vocab_tokens: Sequence[str], n: int, max_tokens: int = 5_000_000
 ) -> list[str]:
     """The ``n`` most frequent words of a binarized file (its first ``max_tokens`` tokens),
-    decoded from BPE pieces (a word ends at a piece ending in ``</w>``)."""
+    decoded from its pieces: BPE (a word ends at a piece ending in ``</w>``), SentencePiece (a
+    word starts at a piece starting with ``▁``) or WordPiece (at a piece not starting with ``##``)."""
+    sp = data.specials
     stream = np.asarray(data.tokens[:max_tokens], dtype=np.int64)
-    stream = stream[(stream >= N_SPECIAL) | (stream == UNK_INDEX)]
+    if sp.kind == "bpe":
+        stream = stream[(stream >= N_SPECIAL) | (stream == UNK_INDEX)]
+    else:
+        stream = stream[~np.isin(stream, [sp.start, sp.end, sp.pad, sp.mask])]
     if stream.size == 0:
         return []
-    is_end = np.fromiter((t.endswith(END_OF_WORD) for t in vocab_tokens), dtype=bool, count=len(vocab_tokens))
-    ends = np.flatnonzero(is_end[stream]) + 1
-    counts: Counter[bytes] = Counter(w.tobytes() for w in np.split(stream, ends) if w.size)
+    if sp.kind == "bpe":
+        is_end = np.fromiter((t.endswith(END_OF_WORD) for t in vocab_tokens), dtype=bool, count=len(vocab_tokens))
+        cuts = np.flatnonzero(is_end[stream]) + 1
+    else:
+        starts_word = (lambda t: t.startswith("▁")) if sp.kind == "sentencepiece" else (lambda t: not t.startswith("##"))
+        is_start = np.fromiter((starts_word(t) for t in vocab_tokens), dtype=bool, count=len(vocab_tokens))
+        cuts = np.flatnonzero(is_start[stream])
+    marker = {"bpe": END_OF_WORD, "sentencepiece": "▁", "wordpiece": "##"}[sp.kind]
+    counts: Counter[bytes] = Counter(w.tobytes() for w in np.split(stream, cuts) if w.size)
     words = []
     for key, _ in counts.most_common():
         ids = np.frombuffer(key, dtype=np.int64)
-        if (ids == UNK_INDEX).any():
+        if (ids == sp.unk).any():
             continue
-        words.append("".join(vocab_tokens[i] for i in ids).replace(END_OF_WORD, ""))
+        word = "".join(vocab_tokens[i] for i in ids).replace(marker, "")
+        if not word:
+            continue
+        words.append(word)
         if len(words) >= n:
             break
     return words
@@ -143,13 +157,14 @@ class WordEmbedder:
     ``xlm.evaluation.embeddings.default_embedding``; uncentered here)."""
 
     def __init__(self, pretrained: Pretrained, lang: str, source: str = "table"):
-        from xlm.text.bpe import TextEncoder
+        from xlm.text.tokenizer import TextEncoder
 
         if source not in WORD_VECTORS:
             raise XLMError(f"word vectors {source!r}: expected one of {WORD_VECTORS}")
         self.lang = lang
         self.source = source
         self.encoder = TextEncoder(pretrained.directory, lang, pretrained.info.lowercase_and_remove_accent)
+        self.vocab = pretrained.vocab
         self.table = pretrained.model.embeddings.weight.detach().float().cpu().numpy()
         self.sentences = None
         if source == "encoder":
@@ -167,13 +182,13 @@ class WordEmbedder:
         out = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
         found = np.zeros(len(texts), dtype=bool)
         for i, pieces in enumerate(ids):
-            known = [p for p in pieces if p >= N_SPECIAL]
+            known = [p for p in pieces if self.vocab.is_word(p)]
             if known:
                 out[i] = self.table[known].mean(axis=0)
                 found[i] = True
         if self.sentences is not None and found.any():
             rows = np.flatnonzero(found)
-            out[rows] = self.sentences.encode_ids([[p for p in ids[i] if p >= N_SPECIAL] for i in rows])
+            out[rows] = self.sentences.encode_ids([[p for p in ids[i] if self.vocab.is_word(p)] for i in rows])
         return out, found
 
 

@@ -1,4 +1,6 @@
 """Hugging Face ``transformers`` XLM format: export a checkpoint of ours, import one of theirs.
+(XLM-R and BERT directories are in :mod:`xlm.interop.encoders`; the entry points here
+dispatch on the model's ``arch`` / the directory's ``model_type``.)
 
 An exported directory holds ``config.json`` (an ``XLMConfig``), ``model.safetensors`` (the
 weights of ``XLMWithLMHeadModel``), ``vocab.json`` + ``merges.txt`` + ``tokenizer_config.json``
@@ -26,17 +28,17 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from xlm.errors import CheckpointError
-from xlm.interop.original import (
+from xlm.interop.common import (
     TRANSLATION_ARCHITECTURE,
+    VocabFiles,
     check_output_dir,
     check_sizes,
-    from_xlm_layout,
-    merges_outside_vocab,
-    outside_note,
     safe_torch_load,
     save_imported,
-    to_xlm_layout,
 )
+from xlm.interop.encoders import MODEL_TYPES, export_encoder, import_encoder
+from xlm.interop.layout import from_xlm_layout, to_xlm_layout
+from xlm.interop.original import merges_outside_vocab, outside_note
 from xlm.model.pretrained import MODEL_JSON, ModelInfo, load_pretrained
 from xlm.model.transformer import ModelConfig
 from xlm.text.vocab import (
@@ -208,6 +210,9 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
     if model_json.is_file() and read_json(model_json).get("architecture") == TRANSLATION_ARCHITECTURE:
         raise CheckpointError(f"{checkpoint}: a translation model (encoder-decoder) cannot be exported: transformers' XLM is encoder-only")
     pre = load_pretrained(checkpoint)
+    if pre.info.config.arch != "xlm":
+        directory = write_directory(Path(out), lambda tmp: export_encoder(pre, tmp, str(checkpoint)), overwrite)
+        return ExportReport(directory, sorted(p.name for p in directory.iterdir()), pre.model.num_parameters())
     state = state_dict_for_saving(pre.model)
     check_exportable(pre.info, state, str(checkpoint))
     tensors = export_state_dict(state)
@@ -291,7 +296,8 @@ _XLM_BODY = {
 def model_config_from_hf(config: Mapping[str, Any], source: str) -> ModelConfig:
     """Our ModelConfig from an ``XLMConfig`` dict; features ours lacks are refused clearly."""
     if config.get("model_type") != "xlm":
-        raise CheckpointError(f"{source}: model_type is {config.get('model_type')!r}, not 'xlm'")
+        known = ", ".join(repr(t) for t in ("xlm", *MODEL_TYPES))
+        raise CheckpointError(f"{source}: model_type is {config.get('model_type')!r}, not one of {known}")
     for flag, ok, why in (
         ("asm", False, "an adaptive softmax output layer"),
         ("gelu_activation", True, "ReLU instead of GELU"),
@@ -409,6 +415,10 @@ def import_hf(
     if not src.is_dir():
         raise CheckpointError(f"{src}: not a directory")
     config = read_hf_config(src)
+    if config.get("model_type") in MODEL_TYPES:
+        tensors = read_hf_weights(src, trust_pickle)
+        cfg, lang2id, lower, notes = import_encoder(src, config, tensors, Path(out), langs, overwrite)
+        return ImportReport(Path(out), cfg, lang2id, lower, notes)
     cfg = model_config_from_hf(config, str(src / HF_CONFIG))
     tok_path = src / HF_TOKENIZER_CONFIG
     tok_config = read_json(tok_path) if tok_path.is_file() else {}
@@ -442,7 +452,7 @@ def import_hf(
     if outside:
         notes.append(outside_note(outside, len(merges), str(src / MERGES_FILE)))
     info = ModelInfo(cfg, lang2id, lower, {"imported_from": {"format": "huggingface", "path": str(src.resolve())}})
-    save_imported(Path(out), {k: v.float() for k, v in state.items()}, info, tokens, merges, overwrite)
+    save_imported(Path(out), {k: v.float() for k, v in state.items()}, info, VocabFiles(tokens, merges, source=str(src)), overwrite)
     return ImportReport(Path(out), cfg, lang2id, lower, notes)
 
 

@@ -1,13 +1,5 @@
-"""The original XLM research code's checkpoints and vocabularies.
-
-Parameter names
-    The original ``TransformerModel`` (and Hugging Face's ``XLMModel``, which copies it under the
-    prefix ``transformer.``) stores one linear layer per projection: ``attentions.{i}.q_lin``,
-    ``k_lin``, ``v_lin``, ``out_lin``, ``layer_norm1.{i}``, ``ffns.{i}.lin1/lin2``,
-    ``layer_norm2.{i}``; decoders add ``encoder_attn.{i}.*`` and ``layer_norm15.{i}``; the output
-    layer is ``pred_layer.proj`` (weight tied to ``embeddings.weight``). Our model fuses
-    q/k/v into ``attn.qkv`` (rows q, then k, then v) and cross-attention k/v into ``cross_attn.kv``.
-    :func:`to_xlm_layout` and :func:`from_xlm_layout` convert between the two, exactly.
+"""The original XLM research code's checkpoints and vocabularies (the parameter names are in
+:mod:`xlm.interop.layout`, the shared loading and writing in :mod:`xlm.interop.common`).
 
 Checkpoint files
     ``torch.save`` of a dict: ``model`` (or ``encoder`` / ``decoder``) state dicts, possibly
@@ -24,254 +16,32 @@ Vocabularies
 
 from __future__ import annotations
 
-import json
-import pickle
-import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from xlm.errors import CheckpointError, DataError
-from xlm.model.pretrained import MODEL_JSON, WEIGHTS, ModelInfo
-from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import END_OF_WORD, MERGES_FILE, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS, VOCAB_FILE
-from xlm.training.checkpoint import save_checkpoint, write_json
+from xlm.interop.common import (
+    TRANSLATION_ARCHITECTURE,
+    VocabFiles,
+    check_output_dir,
+    check_sizes,
+    infer_sizes,
+    safe_torch_load,
+    save_imported,
+    strip_module_prefix,
+    verify_layout,
+)
+from xlm.interop.layout import from_xlm_layout
+from xlm.model.pretrained import ModelInfo
+from xlm.model.transformer import ModelConfig
+from xlm.text.vocab import END_OF_WORD, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS
 
 FASTBPE_CONTINUATION = "@@"
 ORIGINAL_MAX_POSITIONS = 512  # N_MAX_POSITIONS of the original code (also read from the weights)
-
-
-# --------------------------------------------------------------------------- parameter names
-
-
-def _layer_indices(state: Mapping[str, Tensor], prefix: str) -> list[int]:
-    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
-    found = {int(m.group(1)) for k in state if (m := pattern.match(k))}
-    return sorted(found)
-
-
-def count_layers(state: Mapping[str, Tensor], prefix: str) -> int:
-    """Number of blocks ``prefix.{i}.*`` in ``state``; they must be numbered 0..n-1."""
-    found = _layer_indices(state, prefix)
-    if found != list(range(len(found))):
-        raise CheckpointError(f"layers {prefix}.* are not numbered 0..{len(found) - 1}: {found}")
-    return len(found)
-
-
-def to_xlm_layout(state: Mapping[str, Tensor], include_tied: bool = False) -> dict[str, Tensor]:
-    """Our state dict -> the original / Hugging Face names (without HF's ``transformer.``).
-
-    ``include_tied`` also writes ``pred_layer.proj.weight`` (a copy of ``embeddings.weight``),
-    which the original code stores and Hugging Face leaves out."""
-    out: dict[str, Tensor] = {}
-    simple = {
-        "embeddings.weight": "embeddings.weight",
-        "position_embeddings.weight": "position_embeddings.weight",
-        "lang_embeddings.weight": "lang_embeddings.weight",
-        "norm_emb.weight": "layer_norm_emb.weight",
-        "norm_emb.bias": "layer_norm_emb.bias",
-        "pred_bias": "pred_layer.proj.bias",
-    }
-    for ours, theirs in simple.items():
-        if ours in state:
-            out[theirs] = state[ours]
-    if include_tied:
-        out["pred_layer.proj.weight"] = state["embeddings.weight"]
-    for i in range(count_layers(state, "layers")):
-        p = f"layers.{i}"
-        for kind in ("weight", "bias"):
-            q, k, v = state[f"{p}.attn.qkv.{kind}"].chunk(3, dim=0)
-            out[f"attentions.{i}.q_lin.{kind}"] = q
-            out[f"attentions.{i}.k_lin.{kind}"] = k
-            out[f"attentions.{i}.v_lin.{kind}"] = v
-            out[f"attentions.{i}.out_lin.{kind}"] = state[f"{p}.attn.out.{kind}"]
-            out[f"layer_norm1.{i}.{kind}"] = state[f"{p}.norm1.{kind}"]
-            out[f"ffns.{i}.lin1.{kind}"] = state[f"{p}.ffn.lin1.{kind}"]
-            out[f"ffns.{i}.lin2.{kind}"] = state[f"{p}.ffn.lin2.{kind}"]
-            out[f"layer_norm2.{i}.{kind}"] = state[f"{p}.norm2.{kind}"]
-            if f"{p}.cross_attn.q.{kind}" in state:
-                ck, cv = state[f"{p}.cross_attn.kv.{kind}"].chunk(2, dim=0)
-                out[f"encoder_attn.{i}.q_lin.{kind}"] = state[f"{p}.cross_attn.q.{kind}"]
-                out[f"encoder_attn.{i}.k_lin.{kind}"] = ck
-                out[f"encoder_attn.{i}.v_lin.{kind}"] = cv
-                out[f"encoder_attn.{i}.out_lin.{kind}"] = state[f"{p}.cross_attn.out.{kind}"]
-                out[f"layer_norm15.{i}.{kind}"] = state[f"{p}.norm_cross.{kind}"]
-    return {k: v.contiguous() for k, v in out.items()}
-
-
-def from_xlm_layout(state: Mapping[str, Tensor], source: str) -> tuple[dict[str, Tensor], bool]:
-    """Original / Hugging Face names -> our state dict; returns ``(state, is_decoder)``.
-
-    Every tensor of ``state`` must be used: an unknown name is an error (it would be a
-    feature our model lacks, e.g. product-key memory layers). ``pred_layer.proj.weight``
-    must equal ``embeddings.weight`` (our output layer is tied); a missing output bias
-    becomes zeros."""
-    src = dict(state)
-    used: set[str] = set()
-
-    def take(name: str) -> Tensor:
-        if name not in src:
-            raise CheckpointError(f"{source}: weight {name!r} is missing")
-        used.add(name)
-        return src[name]
-
-    out: dict[str, Tensor] = {
-        "embeddings.weight": take("embeddings.weight"),
-        "position_embeddings.weight": take("position_embeddings.weight"),
-        "norm_emb.weight": take("layer_norm_emb.weight"),
-        "norm_emb.bias": take("layer_norm_emb.bias"),
-    }
-    if "lang_embeddings.weight" in src:
-        out["lang_embeddings.weight"] = take("lang_embeddings.weight")
-    emb = out["embeddings.weight"]
-    if "pred_layer.proj.weight" in src:
-        proj = take("pred_layer.proj.weight")
-        if proj.shape != emb.shape or not torch.equal(proj, emb):
-            raise CheckpointError(
-                f"{source}: the output projection pred_layer.proj.weight is not tied to embeddings.weight; "
-                "this model (share_inout_emb=False) cannot be represented by ours, whose output layer is tied"
-            )
-    if "pred_layer.proj.bias" in src:
-        out["pred_bias"] = take("pred_layer.proj.bias")
-    else:
-        out["pred_bias"] = torch.zeros(emb.shape[0], dtype=emb.dtype)
-
-    n_layers = count_layers(src, "attentions")
-    is_decoder = bool(_layer_indices(src, "encoder_attn"))
-    for i in range(n_layers):
-        p = f"layers.{i}"
-        for kind in ("weight", "bias"):
-            a = f"attentions.{i}"
-            out[f"{p}.attn.qkv.{kind}"] = torch.cat(
-                [take(f"{a}.q_lin.{kind}"), take(f"{a}.k_lin.{kind}"), take(f"{a}.v_lin.{kind}")], dim=0
-            )
-            out[f"{p}.attn.out.{kind}"] = take(f"{a}.out_lin.{kind}")
-            out[f"{p}.norm1.{kind}"] = take(f"layer_norm1.{i}.{kind}")
-            out[f"{p}.ffn.lin1.{kind}"] = take(f"ffns.{i}.lin1.{kind}")
-            out[f"{p}.ffn.lin2.{kind}"] = take(f"ffns.{i}.lin2.{kind}")
-            out[f"{p}.norm2.{kind}"] = take(f"layer_norm2.{i}.{kind}")
-            if is_decoder:
-                e = f"encoder_attn.{i}"
-                out[f"{p}.cross_attn.q.{kind}"] = take(f"{e}.q_lin.{kind}")
-                out[f"{p}.cross_attn.kv.{kind}"] = torch.cat([take(f"{e}.k_lin.{kind}"), take(f"{e}.v_lin.{kind}")], dim=0)
-                out[f"{p}.cross_attn.out.{kind}"] = take(f"{e}.out_lin.{kind}")
-                out[f"{p}.norm_cross.{kind}"] = take(f"layer_norm15.{i}.{kind}")
-    unused = sorted(set(src) - used)
-    if unused:
-        shown = ", ".join(unused[:8]) + (f", ... ({len(unused)} in all)" if len(unused) > 8 else "")
-        raise CheckpointError(f"{source}: weights that our model has no place for: {shown}")
-    return {k: v.contiguous() for k, v in out.items()}, is_decoder
-
-
-def infer_sizes(state: Mapping[str, Tensor]) -> dict[str, int]:
-    """Sizes read from our state dict: vocab_size, emb_dim, n_layers, ffn_dim, max_positions, n_langs."""
-    vocab_size, emb_dim = state["embeddings.weight"].shape
-    lang = state.get("lang_embeddings.weight")
-    return {
-        "vocab_size": int(vocab_size),
-        "emb_dim": int(emb_dim),
-        "n_layers": count_layers(state, "layers"),
-        "ffn_dim": int(state["layers.0.ffn.lin1.weight"].shape[0]) if "layers.0.ffn.lin1.weight" in state else 4 * int(emb_dim),
-        "max_positions": int(state["position_embeddings.weight"].shape[0]),
-        "n_langs": int(lang.shape[0]) if lang is not None else 0,
-    }
-
-
-def check_sizes(cfg: ModelConfig, state: Mapping[str, Tensor], source: str) -> None:
-    """Raise a clear error when the configuration and the weights disagree on a size."""
-    sizes = infer_sizes(state)
-    expected = {
-        "vocab_size": cfg.vocab_size,
-        "emb_dim": cfg.emb_dim,
-        "n_layers": cfg.n_layers,
-        "ffn_dim": cfg.ffn_size(),
-        "max_positions": cfg.max_positions,
-    }
-    for name, value in expected.items():
-        if sizes[name] != value:
-            raise CheckpointError(f"{source}: the configuration says {name}={value} but the weights have {sizes[name]}")
-    has_lang = cfg.use_lang_emb and cfg.n_langs > 1
-    if has_lang and sizes["n_langs"] != cfg.n_langs:
-        raise CheckpointError(
-            f"{source}: the configuration says n_langs={cfg.n_langs} with language embeddings, "
-            f"but the weights have {sizes['n_langs'] or 'no'} language embeddings"
-        )
-    if not has_lang and sizes["n_langs"]:
-        raise CheckpointError(
-            f"{source}: the weights have language embeddings but the configuration disables them "
-            f"(use_lang_emb={cfg.use_lang_emb}, n_langs={cfg.n_langs})"
-        )
-
-
-# --------------------------------------------------------------------------- safe loading
-
-
-ZIP_MAGIC = b"PK\x03\x04"
-
-
-def not_a_checkpoint(path: Path) -> str | None:
-    """Why ``path`` cannot be a ``torch.save`` file, judged from its size and first bytes (a
-    zip archive, or a pickle for the legacy format); None when it may be one."""
-    size = path.stat().st_size
-    if size == 0:
-        return "the file is empty (0 bytes)"
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if head.startswith(ZIP_MAGIC):
-        if zipfile.is_zipfile(path):
-            return None
-        return f"a zip archive that is truncated or corrupt ({size} bytes; was it copied or downloaded in full?)"
-    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2 to 5
-        return None
-    text = head.decode("utf-8", "replace")
-    if sum(c == "\ufffd" or (c < " " and c not in "\t\r\n") for c in text) <= len(text) // 20:
-        first = text.strip().split("\n", 1)[0][:60]
-        return f"a text file, not a PyTorch checkpoint (it starts with {first!r})"
-    return f"not a PyTorch checkpoint: neither a zip archive nor a pickle (it starts with bytes {head[:8].hex(' ')})"
-
-
-def _reason(e: BaseException) -> str:
-    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-    text = found.group(1) if found else str(e).strip().split("\n", 1)[0]
-    return text.strip() or type(e).__name__
-
-
-def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
-    """``torch.load`` that runs no code from the file unless ``trust_pickle`` is set. A file
-    that is no checkpoint at all (empty, text, random bytes) is named as what it is."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    why = not_a_checkpoint(path)
-    if why:
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {why}")
-    if trust_pickle:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except (ModuleNotFoundError, AttributeError) as e:
-            raise CheckpointError(f"{path}: the file refers to Python code that is not available here: {e}") from None
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: cannot read the checkpoint: {_reason(e)}") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if not found:  # not a reference to code: a corrupt pickle
-            raise CheckpointError(f"{path}: cannot read the checkpoint: a corrupt pickle ({_reason(e)})") from None
-        what = f"it refers to {found.group(1)}"
-        raise CheckpointError(
-            f"{path}: refused: the file needs more than tensors, numbers, strings, lists and dicts to be read "
-            f"({what}), and unpickling such objects can run any code the file's author chose. If you trust "
-            "where the file comes from, pass --trust-pickle to load it anyway."
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {_reason(e)}") from None
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -328,6 +98,9 @@ class ConvertedVocab:
     merges: list[tuple[str, str]]
     merges_outside_vocab: int = 0  # merges whose pieces or result are not tokens of the vocabulary
     notes: list[str] = field(default_factory=list)
+
+    def files(self, source: str) -> VocabFiles:
+        return VocabFiles(self.tokens, self.merges, source=source)
 
 
 def convert_fastbpe(
@@ -393,13 +166,6 @@ class OriginalModel:
     config: ModelConfig
     is_decoder: bool
     part: str
-
-
-def strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove the ``module.`` that DataParallel/DistributedDataParallel put before every name."""
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return dict(state)
 
 
 def model_parts(ckpt: Mapping[str, Any]) -> list[str]:
@@ -489,68 +255,6 @@ def convert_original_part(ckpt: Mapping[str, Any], part: str, source: str) -> Or
     return OriginalModel({k: v.float() for k, v in state.items()}, cfg, is_decoder, part)
 
 
-# --------------------------------------------------------------------------- writing ours
-
-
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to replace a non-empty directory unless asked to."""
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CheckpointError(f"{out}: directory exists and is not empty (pass --overwrite to replace it)")
-
-
-def verify_layout(state: Mapping[str, Tensor], cfg: ModelConfig, is_decoder: bool, source: str) -> None:
-    """Check that ``state`` is exactly the state dict of our model with ``cfg`` (on the meta
-    device: no memory is allocated and nothing is initialised)."""
-    with torch.device("meta"):
-        model = TransformerModel(cfg, is_decoder=is_decoder)
-    try:
-        missing, unexpected = model.load_state_dict(dict(state), strict=False, assign=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{source}: weights do not fit the model: {e}") from None
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-
-
-def save_imported(
-    out: Path,
-    state: Mapping[str, Tensor],
-    info: ModelInfo,
-    tokens: list[str],
-    merges: list[tuple[str, str]],
-    overwrite: bool = False,
-    verify: bool = True,
-) -> Path:
-    """Write a checkpoint of ours (weights, model.json, vocab.json, merges.txt, manifest)
-    atomically. ``verify`` checks first that ``state`` is exactly a language model's (so that
-    ``load_pretrained(out)`` reads it); a translation model is checked by its caller."""
-    check_output_dir(out, overwrite)
-    if len(tokens) != info.config.vocab_size:
-        raise CheckpointError(
-            f"{out}: the vocabulary has {len(tokens)} tokens but the model has vocab_size={info.config.vocab_size}"
-        )
-    if verify:
-        verify_layout(state, info.config, False, str(out))
-
-    def write(tmp: Path) -> None:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS))
-        write_json(tmp / MODEL_JSON, info.to_json())
-        write_vocab_files(tmp, tokens, merges)
-
-    return save_checkpoint(out, write)
-
-
-def write_vocab_files(directory: Path, tokens: list[str], merges: list[tuple[str, str]]) -> None:
-    """``vocab.json`` (token -> id in the order of ``tokens``) and ``merges.txt`` (``a b`` lines)."""
-    for a, b in merges:
-        if not a or not b or any(c.isspace() for c in a + b):
-            raise DataError(f"invalid merge {a!r} {b!r}")
-    mapping = {t: i for i, t in enumerate(tokens)}
-    (directory / VOCAB_FILE).write_text(json.dumps(mapping, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
-    (directory / MERGES_FILE).write_text("".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- import
 
 
@@ -561,9 +265,6 @@ class OriginalImportReport:
     lang2id: dict[str, int]
     parts: list[str]
     notes: list[str]
-
-
-TRANSLATION_ARCHITECTURE = "encoder-decoder"  # model.json "architecture" of a translation checkpoint
 
 
 def translation_state(encoder: OriginalModel, decoder: OriginalModel, source: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -636,8 +337,8 @@ def import_original(
         extra.update(mt_extra)
         used.append("decoder")
         info = ModelInfo(main.config, lang2id, lowercase_and_remove_accent, extra)
-        save_imported(out, state, info, converted.tokens, converted.merges, overwrite, verify=False)
+        save_imported(out, state, info, converted.files(str(vocab)), overwrite, verify=False)
     else:
         info = ModelInfo(main.config, lang2id, lowercase_and_remove_accent, extra)
-        save_imported(out, main.state, info, converted.tokens, converted.merges, overwrite)
+        save_imported(out, main.state, info, converted.files(str(vocab)), overwrite)
     return OriginalImportReport(out, main.config, lang2id, used, converted.notes)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from xlm.data.batching import pad_rows, token_budget_batches
 from xlm.model.seq2seq import EncoderDecoder, Translator
 from xlm.model.transformer import KVCache
-from xlm.text.vocab import EOS_INDEX, PAD_INDEX
+from xlm.text.vocab import XLM_SPECIALS, Specials
 
 
 @dataclass(frozen=True)
@@ -99,15 +99,18 @@ def greedy_decode(
     max_len: int,
     use_cache: bool = True,
     limits: Tensor | None = None,
+    specials: Specials = XLM_SPECIALS,
 ) -> tuple[Tensor, Tensor]:
     """Argmax decoding; returns ``(tokens (B, T), lengths (B,))``. Row ``i`` is at most
     ``limits[i]`` tokens long (default: ``max_len``). Finished rows leave the batch (and the
-    cache), so a batch costs what its unfinished sentences cost."""
+    cache), so a batch costs what its unfinished sentences cost. Rows are ``start w .. end``
+    with the vocabulary's ``specials`` (XLM: ``</s> w .. </s>``), padded with its pad id."""
     bs, device = src.shape[0], src.device
     limit = torch.full((bs,), max_len, dtype=torch.long, device=device) if limits is None else limits.to(device)
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
-    out = torch.full((bs, max_len), PAD_INDEX, dtype=torch.long, device=device)
-    out[:, 0] = EOS_INDEX
+    start, end = specials.start, specials.end
+    out = torch.full((bs, max_len), specials.pad, dtype=torch.long, device=device)
+    out[:, 0] = start
     lengths = torch.full((bs,), max_len, dtype=torch.long, device=device)
     active = torch.arange(bs, device=device)
     mem_len = src_lengths
@@ -115,9 +118,9 @@ def greedy_decode(
     for t in range(1, max_len):
         inputs = out[active, t - 1 : t] if cache is not None else out[active, :t]
         logp = _next_logits(model, inputs, torch.full((len(active),), tgt_lang, device=device), memory, mem_len, cache)
-        word = torch.where(limit[active] - 1 <= t, EOS_INDEX, logp.argmax(-1))  # no room left: </s>
+        word = torch.where(limit[active] - 1 <= t, end, logp.argmax(-1))  # no room left: </s>
         out[active, t] = word
-        finished = word == EOS_INDEX
+        finished = word == end
         lengths[active[finished]] = t + 1
         if bool(finished.all()):
             break
@@ -177,6 +180,7 @@ def beam_search(
     early_stopping: bool = False,
     use_cache: bool = True,
     limits: Tensor | None = None,
+    specials: Specials = XLM_SPECIALS,
 ) -> tuple[Tensor, Tensor]:
     """Batched beam search; returns the best hypothesis of each sentence as ``(tokens, lengths)``,
     that of sentence ``i`` at most ``limits[i]`` tokens long (default: ``max_len``)."""
@@ -186,8 +190,9 @@ def beam_search(
     memory = memory.repeat_interleave(n, dim=0)
     mem_len = src_lengths.repeat_interleave(n)
     lang = torch.full((bs * n,), tgt_lang, device=device)
-    seqs = torch.full((bs * n, max_len), PAD_INDEX, dtype=torch.long, device=device)
-    seqs[:, 0] = EOS_INDEX
+    start, end, pad = specials.start, specials.end, specials.pad
+    seqs = torch.full((bs * n, max_len), pad, dtype=torch.long, device=device)
+    seqs[:, 0] = start
     scores = torch.zeros(bs, n, device=device)
     scores[:, 1:] = -float("inf")  # all beams start identical: expand only the first one
     finished = [_Finished(n, length_penalty, early_stopping, limit[b] - 1) for b in range(bs)]
@@ -198,7 +203,7 @@ def beam_search(
         logp = _next_logits(model, inputs, lang, memory, mem_len, cache)  # (B*n, V)
         ending = [b for b in range(bs) if not done[b] and t >= limit[b] - 1]
         if ending:  # no room left: every running hypothesis of these sentences ends here
-            final = (scores.view(-1) + logp[:, EOS_INDEX]).tolist()
+            final = (scores.view(-1) + logp[:, end]).tolist()
             for b in ending:
                 for k in range(n):
                     if final[b * n + k] > -float("inf"):
@@ -220,7 +225,7 @@ def beam_search(
                     if s == -float("inf"):
                         break
                     row, word = b * n + idx // vocab, idx % vocab
-                    if word == EOS_INDEX:
+                    if word == end:
                         finished[b].add(seqs[row, 1:t].tolist(), s)
                     else:
                         beam.append((s, word, row))
@@ -229,7 +234,7 @@ def beam_search(
                 done[b] = not beam or finished[b].is_done(beam[0][0], t)
             if done[b]:
                 beam = []
-            beam += [(-float("inf") if not done[b] else 0.0, PAD_INDEX, b * n)] * (n - len(beam))
+            beam += [(-float("inf") if not done[b] else 0.0, pad, b * n)] * (n - len(beam))
             for s, word, row in beam:
                 next_scores.append(s)
                 next_words.append(word)
@@ -242,23 +247,30 @@ def beam_search(
         scores = torch.tensor(next_scores, device=device).view(bs, n)
         if cache is not None:  # every row stays among its sentence's beams: same encoder output
             cache.reorder(rows, cross=False)
-    best = [np.asarray([EOS_INDEX, *f.best(), EOS_INDEX], dtype=np.int64) for f in finished]
-    tokens, lengths = pad_rows(best)
+    best = [np.asarray([start, *f.best(), end], dtype=np.int64) for f in finished]
+    tokens, lengths = pad_rows(best, pad)
     return tokens.to(device), lengths.to(device)
 
 
 def generate(
-    model: EncoderDecoder, src: Tensor, src_lengths: Tensor, src_lang: int, tgt_lang: int, cfg: DecodeConfig = DecodeConfig()
+    model: EncoderDecoder,
+    src: Tensor,
+    src_lengths: Tensor,
+    src_lang: int,
+    tgt_lang: int,
+    cfg: DecodeConfig = DecodeConfig(),
+    specials: Specials = XLM_SPECIALS,
 ) -> tuple[Tensor, Tensor]:
-    """Translate one batch (greedy for beam size 1, else beam search)."""
+    """Translate one batch (greedy for beam size 1, else beam search); ``specials``: the
+    vocabulary's start / end / pad ids."""
     positions = model.decoder.cfg.max_positions
     max_len = max_output_length(src_lengths, cfg.max_len_a, cfg.max_len_b, positions)
     limits = output_limits(src_lengths.cpu(), cfg.max_len_a, cfg.max_len_b, positions) if cfg.sentence_limits else None
     if cfg.beam_size == 1:
-        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache, limits)
+        return greedy_decode(model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.use_cache, limits, specials)
     return beam_search(
         model, src, src_lengths, src_lang, tgt_lang, max_len, cfg.beam_size, cfg.length_penalty, cfg.early_stopping,
-        cfg.use_cache, limits,
+        cfg.use_cache, limits, specials,
     )  # fmt: skip
 
 
@@ -275,14 +287,16 @@ def translate_rows(
     cfg: DecodeConfig,
     device: torch.device | str,
     max_tokens: int = 4000,
+    specials: Specials = XLM_SPECIALS,
     progress: str | None = None,
 ) -> list[list[int]]:
-    """Translate ``</s> w .. </s>`` rows (in any number), batched by a token budget with
-    similar lengths together; returns the output words of each row, in the input order.
-    With ``progress``, a progress bar of the sentences on standard error, labelled so."""
+    """Translate ``</s> w .. </s>`` rows (``start w .. end`` of the vocabulary's ``specials``;
+    in any number), batched by a token budget with similar lengths together; returns the
+    output words of each row, in the input order. With ``progress``, a progress bar of the
+    sentences on standard error, labelled so."""
     out: list[list[int]] = [[] for _ in rows]
     with tqdm(total=len(rows), desc=progress, unit="sent", disable=progress is None, leave=False) as bar:
-        for ids, words in _translate_batches(model, rows, src_lang, tgt_lang, cfg, device, max_tokens):
+        for ids, words in _translate_batches(model, rows, src_lang, tgt_lang, cfg, device, max_tokens, specials):
             for i, w in zip(ids, words):
                 out[int(i)] = w
             bar.update(len(ids))
@@ -297,6 +311,7 @@ def _translate_batches(
     cfg: DecodeConfig,
     device: torch.device | str,
     max_tokens: int,
+    specials: Specials = XLM_SPECIALS,
 ) -> Iterator[tuple[np.ndarray, list[list[int]]]]:
     if not rows:
         return
@@ -305,8 +320,8 @@ def _translate_batches(
     # the decoder side grows to ~1.3 x the source and beam search multiplies the rows
     budget = max(1, max_tokens // (2 * cfg.beam_size))
     for ids in token_budget_batches(lengths, order, budget):
-        src, src_len = pad_rows([np.asarray(rows[i], dtype=np.int64) for i in ids])
-        tokens, lens = generate(model, src.to(device), src_len.to(device), src_lang, tgt_lang, cfg)
+        src, src_len = pad_rows([np.asarray(rows[i], dtype=np.int64) for i in ids], specials.pad)
+        tokens, lens = generate(model, src.to(device), src_len.to(device), src_lang, tgt_lang, cfg, specials)
         yield ids, output_words(tokens.cpu(), lens.cpu())
 
 
@@ -326,20 +341,21 @@ def translate_text(
     with ``tokenized``). An empty line stays empty. Also returns how many lines were longer
     than the model's positions (their first tokens were translated). ``progress``: a progress
     bar on standard error."""
-    from xlm.text.bpe import BPETokenizer, TextEncoder
+    from xlm.text.tokenizer import TextEncoder, load_tokenizer
 
     src_id, tgt_id = tr.info.lang_id(src), tr.info.lang_id(tgt)
     lower = tr.info.lowercase_and_remove_accent
-    bpe = BPETokenizer.from_dir(tr.directory)
+    bpe = load_tokenizer(tr.directory)
+    sp = bpe.vocab.specials
     src_enc = TextEncoder(tr.directory, src, lower, bpe)
     tgt_enc = TextEncoder(tr.directory, tgt, lower, bpe)
     limit = tr.model.encoder.cfg.max_positions - 2
     ids = src_enc.encode_batch(list(lines))
     n_long = sum(len(x) > limit for x in ids)
     todo = [i for i, x in enumerate(ids) if x]
-    rows = [np.asarray([EOS_INDEX, *ids[i][:limit], EOS_INDEX], dtype=np.int64) for i in todo]
+    rows = [np.asarray([sp.start, *ids[i][:limit], sp.end], dtype=np.int64) for i in todo]
     label = f"translate {src}-{tgt}" if progress else None
-    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens, progress=label)
+    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens, sp, progress=label)
     out = [""] * len(lines)
     for i, w in zip(todo, words):
         out[i] = tgt_enc.bpe.decode(w) if tokenized else tgt_enc.decode(w)

@@ -13,12 +13,13 @@ from safetensors.torch import save_file
 
 from xlm.errors import CheckpointError
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import MERGES_FILE, VOCAB_FILE, Vocabulary
+from xlm.text.vocab import VOCAB_FILE, Vocabulary, vocabulary_files
 from xlm.training.checkpoint import load_tensors, read_json, state_dict_for_saving, verify_checkpoint, write_json
 
 MODEL_JSON = "model.json"
 ENCODER_DECODER = "encoder-decoder"  # model.json "architecture" of a translation model
 WEIGHTS = "model.safetensors"
+ANY_LANGUAGE = "any_language"  # model.json: an imported model whose languages are not listed
 
 
 @dataclass
@@ -47,17 +48,24 @@ class ModelInfo:
         return cls(cfg, lang2id, lower, data)
 
     def lang_id(self, lang: str) -> int:
+        """The id of ``lang``. A model imported without a language list and without language
+        embeddings (XLM-R, BERT: ``"any_language"`` in model.json) takes text of any language:
+        a new one gets the next id (the network does not see it)."""
+        if self.extra.get(ANY_LANGUAGE) and not (self.config.use_lang_emb and self.config.n_langs > 1):
+            return self.lang2id.setdefault(lang, len(self.lang2id))
         if lang not in self.lang2id:
             raise CheckpointError(f"language {lang!r} is not one of the model's languages {sorted(self.lang2id)}")
         return self.lang2id[lang]
 
 
 def write_model_files(directory: Path, model: torch.nn.Module, info: ModelInfo, vocab_dir: Path) -> None:
-    """Write weights, model.json and the vocabulary into ``directory`` (no manifest)."""
+    """Write weights, model.json and the vocabulary (``vocab.json`` and the files of its kind)
+    into ``directory`` (no manifest)."""
     save_file(state_dict_for_saving(model), str(directory / WEIGHTS))
     write_json(directory / MODEL_JSON, info.to_json())
-    for name in (VOCAB_FILE, MERGES_FILE):
+    for name in vocabulary_files(vocab_dir):
         shutil.copyfile(Path(vocab_dir) / name, directory / name)
+
 
 
 @dataclass
@@ -82,13 +90,18 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     info = read_model_info(d)
     if info.extra.get("architecture") == ENCODER_DECODER:
         raise CheckpointError(f"{d} is a translation model (encoder-decoder): use it with `xlm translate`")
-    model = TransformerModel(info.config)
+    vocab = Vocabulary.from_dir(d)
     state = load_tensors(d / WEIGHTS)
+    emb = state.get("embeddings.weight")
+    rows = int(emb.shape[0]) if emb is not None else info.config.vocab_size
+    if len(vocab) != rows or len(vocab) != info.config.vocab_size:
+        raise CheckpointError(
+            f"{d / VOCAB_FILE}: {len(vocab)} tokens but the model's embeddings have {rows} rows "
+            f"(vocab_size={info.config.vocab_size} in {MODEL_JSON})"
+        )
+    model = TransformerModel(info.config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{d / WEIGHTS}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-    vocab = Vocabulary.from_dir(d)
-    if len(vocab) != info.config.vocab_size:
-        raise CheckpointError(f"{d}: vocabulary has {len(vocab)} tokens but the model has {info.config.vocab_size}")
     model.to(device).eval()
     return Pretrained(model, info, vocab, d)

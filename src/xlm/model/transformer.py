@@ -3,6 +3,17 @@ post-LN blocks (attention, GELU feed-forward of 4 x dim), dropout and attention 
 hidden states zeroed at padding, and an output layer tied to the word embeddings with its
 own bias. A decoder adds cross-attention to an encoder's states and a key/value cache.
 
+``ModelConfig.arch`` picks the network around the same blocks:
+
+- ``xlm``: the above (LayerNorm eps 1e-12).
+- ``xlmr``: RoBERTa's, as XLM-R uses it: no language embeddings, learned positions offset
+  past the padding index (position of token ``i`` is ``pad_index + 1 + i``, as
+  ``create_position_ids_from_input_ids`` gives for right-padded rows), one token-type
+  embedding added to every token, LayerNorm eps 1e-5, and the LM head transform (dense +
+  GELU + LayerNorm) before the tied output projection.
+- ``bert``: BERT's: absolute positions, two token types (type 0 is used), eps 1e-12, the same
+  LM head transform.
+
 Tensors are batch-first: tokens ``(B, T)``, hidden states ``(B, T, D)``.
 """
 
@@ -10,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +47,21 @@ class ModelConfig(Config):
     sinusoidal_embeddings: bool = False
     use_lang_emb: bool = True
     pad_index: NonNegativeInt = PAD_INDEX
+    arch: Literal["xlm", "xlmr", "bert"] = "xlm"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_defaults(cls, data: Any) -> Any:
+        """XLM-R and BERT have no language embeddings and learned positions: their
+        ``use_lang_emb`` defaults to false, and asking for either is an error naming the field."""
+        if not isinstance(data, dict) or data.get("arch", "xlm") == "xlm":
+            return data
+        arch = data["arch"]
+        if data.get("use_lang_emb") and int(data.get("n_langs", 1)) > 1:
+            raise ValueError(f"use_lang_emb: the {arch} network has no language embeddings (set use_lang_emb = false)")
+        if data.get("sinusoidal_embeddings"):
+            raise ValueError(f"sinusoidal_embeddings: the {arch} network learns its positions")
+        return {**data, "use_lang_emb": False}
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> ModelConfig:
@@ -46,6 +73,23 @@ class ModelConfig(Config):
 
     def ffn_size(self) -> int:
         return self.ffn_dim or 4 * self.emb_dim
+
+    def norm_eps(self) -> float:
+        """LayerNorm epsilon: RoBERTa's 1e-5 for ``xlmr``, 1e-12 (XLM's and BERT's) otherwise."""
+        return 1e-5 if self.arch == "xlmr" else 1e-12
+
+    def n_token_types(self) -> int:
+        """Rows of the token-type embedding (0: none)."""
+        return {"xlm": 0, "xlmr": 1, "bert": 2}[self.arch]
+
+    def position_offset(self) -> int:
+        """First position id of a sequence: RoBERTa's start past the padding index."""
+        return self.pad_index + 1 if self.arch == "xlmr" else 0
+
+    def position_rows(self) -> int:
+        """Rows of the position embedding: ``max_positions`` (the longest sequence) plus, for
+        ``xlmr``, the ids below its offset (RoBERTa's 512 positions are a table of 514 rows)."""
+        return self.max_positions + self.position_offset()
 
 
 def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
@@ -228,12 +272,13 @@ class TransformerLayer(nn.Module):
         super().__init__()
         d = cfg.emb_dim
         self.dropout = cfg.dropout
+        eps = cfg.norm_eps()
         self.attn = SelfAttention(d, cfg.n_heads, cfg.attention_dropout)
-        self.norm1 = nn.LayerNorm(d, eps=1e-12)
+        self.norm1 = nn.LayerNorm(d, eps=eps)
         self.cross_attn = CrossAttention(d, cfg.n_heads, cfg.attention_dropout) if is_decoder else None
-        self.norm_cross = nn.LayerNorm(d, eps=1e-12) if is_decoder else None
+        self.norm_cross = nn.LayerNorm(d, eps=eps) if is_decoder else None
         self.ffn = FeedForward(d, cfg.ffn_size(), cfg.dropout)
-        self.norm2 = nn.LayerNorm(d, eps=1e-12)
+        self.norm2 = nn.LayerNorm(d, eps=eps)
 
     def forward(
         self,
@@ -272,9 +317,22 @@ def pool_states(states: Tensor, lengths: Tensor, pooling: str) -> Tensor:
     raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
 
 
+class LMHeadTransform(nn.Module):
+    """RoBERTa's / BERT's transform of hidden states before the tied output projection."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(F.gelu(self.dense(x)))
+
+
 class TransformerModel(nn.Module):
-    """The XLM network. ``forward`` returns hidden states; ``predict`` maps chosen hidden
-    states to vocabulary logits (so that MLM computes the output layer only where needed)."""
+    """The XLM network (or XLM-R's / BERT's, see ``ModelConfig.arch``). ``forward`` returns
+    hidden states; ``predict`` maps chosen hidden states to vocabulary logits (so that MLM
+    computes the output layer only where needed)."""
 
     def __init__(self, cfg: ModelConfig, is_decoder: bool = False):
         super().__init__()
@@ -284,18 +342,24 @@ class TransformerModel(nn.Module):
         self.is_decoder = is_decoder
         d = cfg.emb_dim
         self.embeddings = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_index)
-        self.position_embeddings = nn.Embedding(cfg.max_positions, d)
+        self.position_embeddings = nn.Embedding(cfg.position_rows(), d)
         if cfg.sinusoidal_embeddings:
             self.position_embeddings.weight.data.copy_(sinusoidal_table(cfg.max_positions, d))
             self.position_embeddings.weight.requires_grad_(False)
         self.lang_embeddings = nn.Embedding(cfg.n_langs, d) if cfg.use_lang_emb and cfg.n_langs > 1 else None
-        self.norm_emb = nn.LayerNorm(d, eps=1e-12)
+        n_types = cfg.n_token_types()
+        self.token_type_embeddings = nn.Embedding(n_types, d) if n_types else None
+        self.norm_emb = nn.LayerNorm(d, eps=cfg.norm_eps())
         self.layers = nn.ModuleList(TransformerLayer(cfg, is_decoder) for _ in range(cfg.n_layers))
+        self.head = LMHeadTransform(d, cfg.norm_eps()) if cfg.arch != "xlm" else None
         self.pred_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         d = self.cfg.emb_dim
+        if self.cfg.arch != "xlm":
+            self._reset_bert_style()
+            return
         nn.init.normal_(self.embeddings.weight, mean=0.0, std=d**-0.5)
         nn.init.constant_(self.embeddings.weight[self.cfg.pad_index], 0.0)
         if not self.cfg.sinusoidal_embeddings:
@@ -303,13 +367,30 @@ class TransformerModel(nn.Module):
         if self.lang_embeddings is not None:
             nn.init.normal_(self.lang_embeddings.weight, mean=0.0, std=d**-0.5)
 
+    def _reset_bert_style(self) -> None:
+        """BERT's / RoBERTa's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorms."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if isinstance(module, nn.Linear):
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.constant_(self.embeddings.weight[self.cfg.pad_index], 0.0)
+
     def embed(self, tokens: Tensor, positions: Tensor | None, langs: Tensor | None, start: int = 0) -> Tensor:
         bs, slen = tokens.shape
+        offset = self.cfg.position_offset()
         if positions is None:
             if start + slen > self.cfg.max_positions:
                 raise ValueError(f"sequence of {start + slen} tokens exceeds max_positions={self.cfg.max_positions}")
-            positions = torch.arange(start, start + slen, device=tokens.device)[None, :]
+            positions = torch.arange(start + offset, start + offset + slen, device=tokens.device)[None, :]
+        elif offset:
+            positions = positions + offset
         x = self.embeddings(tokens) + self.position_embeddings(positions)
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings.weight[0]
         if langs is not None and self.lang_embeddings is not None:
             lang_emb = self.lang_embeddings(langs)
             x = x + (lang_emb[:, None, :] if langs.dim() == 1 else lang_emb)
@@ -396,7 +477,10 @@ class TransformerModel(nn.Module):
         return out
 
     def predict(self, hidden: Tensor) -> Tensor:
-        """Vocabulary logits for hidden states of any leading shape (output tied to embeddings)."""
+        """Vocabulary logits for hidden states of any leading shape (output tied to embeddings,
+        after the LM head transform of XLM-R / BERT)."""
+        if self.head is not None:
+            hidden = self.head(hidden)
         return F.linear(hidden, self.embeddings.weight, self.pred_bias)
 
     def num_parameters(self) -> int:

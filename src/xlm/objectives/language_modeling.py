@@ -29,6 +29,7 @@ from xlm.objectives.masking import MaskingConfig, mask_tokens
 from xlm.objectives.registry import (
     Objective,
     ObjectiveContext,
+    ObjectiveLoss,
     Source,
     pair_source,
     register,
@@ -132,10 +133,11 @@ class MLMObjective(_StreamObjective):
     def entries(cls, settings: Any) -> list[str]:
         return [e for e in settings.mlm if "-" not in e]
 
-    def loss(self, model: nn.Module, source: Source, device: torch.device) -> tuple[Tensor, int]:
+    def loss(self, model: nn.Module, source: Source, device: torch.device) -> ObjectiveLoss:
         batch = source.sampler.next_batch()
         batch = apply_masking(batch, self.ctx.masking, self.ctx.mask_gen, self.ctx.freq_weights)
-        return mlm_loss(model, batch.to(device)).loss, batch.n_tokens
+        out = mlm_loss(model, batch.to(device))
+        return ObjectiveLoss(out.loss, batch.n_tokens, out.n_pred)
 
 
 def pair_batch(ctx: ObjectiveContext, source: Source, ids: np.ndarray) -> Batch:
@@ -143,7 +145,7 @@ def pair_batch(ctx: ObjectiveContext, source: Source, ids: np.ndarray) -> Batch:
     data = source.sampler.data
     a, b = source.langs
     m = ctx.data.max_len
-    return concat_pair(sentence_rows(data.src, ids, m), sentence_rows(data.tgt, ids, m), a, b)
+    return concat_pair(sentence_rows(data.src, ids, m), sentence_rows(data.tgt, ids, m), a, b, data.src.specials.pad)
 
 
 @register
@@ -160,10 +162,11 @@ class TLMObjective(Objective):
     def build_source(self, entry: str, index: int) -> Source:
         return pair_source(self.ctx, entry, self.ctx.data.tlm_max_tokens, self.ctx.seed + 104729 * (index + 1))
 
-    def loss(self, model: nn.Module, source: Source, device: torch.device) -> tuple[Tensor, int]:
+    def loss(self, model: nn.Module, source: Source, device: torch.device) -> ObjectiveLoss:
         batch = pair_batch(self.ctx, source, source.sampler.next_ids())
         batch = apply_masking(batch, self.ctx.masking, self.ctx.mask_gen, self.ctx.freq_weights)
-        return mlm_loss(model, batch.to(device)).loss, batch.n_tokens
+        out = mlm_loss(model, batch.to(device))
+        return ObjectiveLoss(out.loss, batch.n_tokens, out.n_pred)
 
 
 @register
@@ -177,6 +180,7 @@ class CLMObjective(_StreamObjective):
     def entries(cls, settings: Any) -> list[str]:
         return list(settings.clm)
 
-    def loss(self, model: nn.Module, source: Source, device: torch.device) -> tuple[Tensor, int]:
+    def loss(self, model: nn.Module, source: Source, device: torch.device) -> ObjectiveLoss:
         batch = source.sampler.next_batch()
-        return clm_loss(model, batch.to(device)).loss, batch.n_tokens
+        out = clm_loss(model, batch.to(device))
+        return ObjectiveLoss(out.loss, batch.n_tokens, out.n_pred)

@@ -15,7 +15,7 @@ objective is one module with a class decorated by :func:`register` and its entri
             return cfg.mine
 
         def build_source(self, entry, index): ...   # a Source with its sampler
-        def loss(self, model, source, device): ...  # (loss, tokens in the batch)
+        def loss(self, model, source, device): ...  # (loss, tokens in the batch[, tokens predicted])
 
 The order of registration is the order in which objectives take turns.
 """
@@ -23,7 +23,7 @@ The order of registration is the order in which objectives take turns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +84,14 @@ def pair_source(ctx: ObjectiveContext, entry: str, max_tokens: int, seed: int, m
     return Source(entry, data.src.n_tokens + data.tgt.n_tokens, sampler, (ctx.lang2id[a], ctx.lang2id[b]))
 
 
+class ObjectiveLoss(NamedTuple):
+    """What :meth:`Objective.loss` returns (a plain ``(loss, n_tokens)`` pair is accepted too)."""
+
+    loss: Tensor  # the mean over the predicted tokens
+    n_tokens: int  # tokens in the batch
+    n_pred: int = 0  # tokens predicted: weights the batches accumulated into one update (0: equal weights)
+
+
 class Objective:
     """Base class: ``entries`` picks this objective's languages/pairs from the config,
     ``build_source`` makes the sampler of one, ``loss`` trains on one batch."""
@@ -111,8 +119,9 @@ class Objective:
     def build_source(self, entry: str, index: int) -> Source:
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, source: Source, device: torch.device) -> tuple[Tensor, int]:
-        """The loss of the next batch of ``source`` and the number of tokens it holds."""
+    def loss(self, model: nn.Module, source: Source, device: torch.device) -> tuple[Tensor, int] | ObjectiveLoss:
+        """The loss of the next batch of ``source``, the number of tokens it holds and
+        (optionally, see :class:`ObjectiveLoss`) the number of tokens it predicts."""
         raise NotImplementedError
 
     def modules(self) -> dict[str, nn.Module]:

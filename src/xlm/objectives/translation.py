@@ -14,6 +14,7 @@ touches the two ``</s>`` delimiters, and all randomness comes from an explicit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from xlm.data.batching import pad_rows
 from xlm.model.transformer import length_mask
 from xlm.objectives.language_modeling import LossOutput
-from xlm.text.vocab import MASK_INDEX
+from xlm.text.vocab import EOS_INDEX, MASK_INDEX, N_SPECIAL, Vocabulary
 
 # --------------------------------------------------------------------------- noise
 
@@ -132,8 +133,37 @@ def make_pair_batch(src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_
 # --------------------------------------------------------------------------- loss
 
 
-def translation_loss(model: nn.Module, batch: PairBatch, label_smoothing: float = 0.0) -> LossOutput:
-    """Cross-entropy of the target given the source (teacher forcing). ``model`` is an
+def smoothed_cross_entropy(
+    logits: Tensor, targets: Tensor, eps: float, n_special: int = N_SPECIAL, excluded: Sequence[int] | None = None
+) -> Tensor:
+    """Mean cross-entropy against ``(1 - eps)`` on the target plus ``eps`` spread evenly over
+    the tokens a translation can contain: ``</s>`` and the ordinary vocabulary. No probability
+    goes to ``<s>``, ``<pad>``, ``<unk>`` or ``<special*>`` (PyTorch's ``label_smoothing``
+    spreads it over every class). ``excluded``: those ids for another vocabulary (see
+    :func:`smoothing_excluded`); default XLM's, ids ``0..n_special-1`` but ``</s>``."""
+    if eps == 0:
+        return F.cross_entropy(logits, targets)
+    logp = F.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+    if excluded is None:
+        excluded = [i for i in range(n_special) if i != EOS_INDEX]
+    excluded = list(excluded)
+    support = logits.shape[-1] - len(excluded)
+    smooth = -(logp.sum(-1) - logp[:, excluded].sum(-1)) / support
+    return ((1.0 - eps) * nll + eps * smooth).mean()
+
+
+def smoothing_excluded(vocab: Vocabulary) -> list[int]:
+    """The ids label smoothing gives nothing: every special or reserved id but the end token."""
+    n = len(vocab)
+    return [i for i in (*range(vocab.words_start), *range(vocab.words_end, n)) if i != vocab.specials.end]
+
+
+def translation_loss(
+    model: nn.Module, batch: PairBatch, label_smoothing: float = 0.0, excluded: Sequence[int] | None = None
+) -> LossOutput:
+    """Cross-entropy of the target given the source (teacher forcing; optionally label-smoothed
+    over real tokens only, see :func:`smoothed_cross_entropy`). ``model`` is an
     :class:`~xlm.model.seq2seq.EncoderDecoder` (possibly wrapped by DDP); the output layer
     is computed only at the predicted (non-padding) positions."""
     width = batch.tgt.shape[1] - 1
@@ -143,7 +173,7 @@ def translation_loss(model: nn.Module, batch: PairBatch, label_smoothing: float 
     logits = model(
         batch.src, batch.src_lengths, batch.src_langs, inputs, in_lengths, batch.tgt_langs, predict=pred
     )
-    loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    loss = smoothed_cross_entropy(logits.float(), targets, label_smoothing, excluded=excluded)
     with torch.no_grad():
         correct = int((logits.argmax(-1) == targets).sum())
     return LossOutput(loss, int(targets.numel()), correct)

@@ -290,9 +290,9 @@ def evaluate_set(
 def text_encoder(directory: Path, lang: str, lowercase_and_remove_accent: bool, pretokenized: bool):
     """``lines -> id lists`` for ``lang`` with the vocabulary in ``directory``: Moses
     normalization + BPE (as ``xlm prepare``), or a plain token lookup for pre-tokenized text."""
-    from xlm.text.bpe import BPETokenizer, TextEncoder
+    from xlm.text.tokenizer import TextEncoder, load_tokenizer
 
-    tokenizer = BPETokenizer.from_dir(directory)
+    tokenizer = load_tokenizer(directory)
     if pretokenized:
         return pretokenized_encoder(tokenizer.vocab)
     return TextEncoder(directory, lang, lowercase_and_remove_accent, tokenizer=tokenizer).encode_batch
@@ -325,7 +325,9 @@ def encode_sets(
         encode = text_encoder(
             pretrained.directory, s.lang, pretrained.info.lowercase_and_remove_accent, cfg.pretokenized
         )
-        out.append(encode_set(s, encode, label2id, pretrained.info.lang_id(s.lang), cfg.max_len))
+        out.append(
+            encode_set(s, encode, label2id, pretrained.info.lang_id(s.lang), cfg.max_len, pretrained.vocab.specials)
+        )
     return out
 
 

@@ -21,9 +21,12 @@ from torch import nn
 from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Positive, Probability
 from xlm.data.batching import (
     Batch,
+    PairBatcher,
     concat_pair,
+    dropped_report,
     language_probabilities,
     sentence_rows,
+    within_length,
 )
 from xlm.data.dataset import MonolingualData, PreparedData, empty_split_error
 from xlm.model.pretrained import ModelInfo, write_model_files
@@ -40,6 +43,7 @@ from xlm.objectives.registry import (
     DataShape,
     Objective,
     ObjectiveContext,
+    ObjectiveLoss,
     Source,
     registered,
 )
@@ -53,7 +57,7 @@ class DataConfig(Config):
     bptt: Annotated[int, Field(ge=2)] = 256  # tokens per stream row (CLM/MLM)
     batch_size: Count = 32  # stream rows per batch
     tlm_max_tokens: Count = 4096  # token budget of a TLM batch (padded size)
-    max_len: Count = 254  # words kept per sentence of a pair (longer ones are truncated)
+    max_len: Count = 254  # longest sentence of a training pair, in words: longer pairs are dropped
 
 
 class ObjectivesConfig(Config):
@@ -159,7 +163,9 @@ class PretrainTask:
                         raise ConfigError(f"{field_name}: {lang!r} is not a language of {cfg.data.path} ({langs})")
         self._refuse_empty_eval_splits()
         vocab = self.prepared.vocab
-        model_cfg = cfg.model.model_copy(update={"vocab_size": len(vocab), "n_langs": len(langs)})
+        model_cfg = cfg.model.model_copy(
+            update={"vocab_size": len(vocab), "n_langs": len(langs), "pad_index": vocab.specials.pad}
+        )
         if cfg.data.bptt > model_cfg.max_positions:
             raise ConfigError(f"data.bptt={cfg.data.bptt} exceeds model.max_positions={model_cfg.max_positions}")
         if cfg.data.max_len + 2 > model_cfg.max_positions:
@@ -169,7 +175,7 @@ class PretrainTask:
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
         p0, p1, p2 = obj.mask_probs
-        self.masking = MaskingConfig(obj.word_pred, p0, p1, p2, vocab_size=len(vocab))
+        self.masking = MaskingConfig.for_vocab(vocab, obj.word_pred, p0, p1, p2)
         self.seed, self.rank, self.world = seed, rank, world
         # same seed on every rank: all processes train the same objective and language each step
         self.choice_rng = np.random.default_rng([seed, 17])
@@ -212,13 +218,26 @@ class PretrainTask:
                 if prepared.has_para(split, a, b) and len(prepared.para(split, a, b)) == 0:
                     raise empty_split_error(prepared.para_prefix(split, a, b, a), split, e)
 
+    def startup_report(self) -> list[str]:
+        """One line per training pair (TLM, XLCo): the pairs dropped for a side longer than
+        ``data.max_len`` words (they are dropped, not cut)."""
+        lines: dict[str, str] = {}
+        for sources in self.groups.values():
+            for s in sources:
+                if isinstance(s.sampler, PairBatcher) and s.name not in lines:
+                    lines[s.name] = dropped_report(s.name, s.sampler.data, self.cfg.data.max_len)
+        return list(lines.values())
+
     def _frequency_weights(self) -> torch.Tensor:
         counts = np.zeros(self.model_cfg.vocab_size, dtype=np.int64)
         for lang in self.lang2id:
             if self.prepared.has_mono("train", lang):
                 data = self.prepared.mono("train", lang)
                 counts += np.bincount(np.asarray(data.tokens), minlength=len(counts))[: len(counts)]
-        return frequency_weights(torch.from_numpy(counts), self.cfg.objectives.sample_alpha)
+        vocab = self.prepared.vocab
+        return frequency_weights(
+            torch.from_numpy(counts), self.cfg.objectives.sample_alpha, (vocab.words_start, vocab.words_end)
+        )
 
     # --- Task protocol --------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -238,11 +257,14 @@ class PretrainTask:
         return {k: o.sources for k, o in self.objectives.items()}
 
     def train_batch(self, micro_step: int) -> StepOutput:
-        kind = self.kinds[micro_step % len(self.kinds)]
+        # objectives take turns by update: the micro-batches accumulated into one update all
+        # come from one objective (each from a language or pair drawn with q_i)
+        update = micro_step // max(1, self.cfg.optim.accumulate)
+        kind = self.kinds[update % len(self.kinds)]
         objective = self.objectives[kind]
         source = objective.sources[int(self.choice_rng.choice(len(objective.sources), p=self.probs[kind]))]
-        loss, n_tokens = objective.loss(self.forward_model, source, self.device)
-        return StepOutput(loss, f"{kind}/{source.name}", n_tokens, weight=self.weights[kind])
+        out = ObjectiveLoss(*objective.loss(self.forward_model, source, self.device))
+        return StepOutput(out.loss, f"{kind}/{source.name}", out.n_tokens, weight=self.weights[kind], n_pred=out.n_pred)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -373,14 +395,19 @@ def evaluate_lm(
             if not prepared.has_para(split, a, b):
                 continue
             data = prepared.para(split, a, b)
-            ids = np.arange(min(len(data), ev.max_pairs))
+            # whole pairs, as the original evaluates (only training drops over-long pairs); a
+            # pair with a side beyond the model's positions cannot be read and is skipped
+            fit = cfg.model.max_positions - 2
+            ids = np.arange(len(data))
+            ids = ids[within_length(data, ids, fit)][: ev.max_pairs]
             for i in range(0, len(ids), batch_rows):
                 part = ids[i : i + batch_rows]
                 batch = concat_pair(
-                    sentence_rows(data.src, part, cfg.data.max_len),
-                    sentence_rows(data.tgt, part, cfg.data.max_len),
+                    sentence_rows(data.src, part, fit),
+                    sentence_rows(data.tgt, part, fit),
                     lang2id[a],
                     lang2id[b],
+                    data.src.specials.pad,
                 )
                 out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
                 _accumulate(acc, f"{split}/tlm/{e}", out)

@@ -26,7 +26,7 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from xlm.config import Config, ConfigError, Count, NonNegative, NonNegativeInt, Rate
-from xlm.data.batching import PairBatcher, sentence_rows
+from xlm.data.batching import PairBatcher, dropped_report, sentence_rows
 from xlm.data.dataset import ParallelData, PreparedData, empty_split_error
 from xlm.errors import CheckpointError
 from xlm.evaluation.bleu import raw_reference_path, translate_and_score
@@ -34,9 +34,16 @@ from xlm.model.generation import DecodeConfig, generate
 from xlm.model.pretrained import load_pretrained, write_model_files
 from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, model_info
 from xlm.model.transformer import ModelConfig
-from xlm.objectives.translation import NoiseConfig, PairBatch, add_noise_rows, make_pair_batch, translation_loss
+from xlm.objectives.translation import (
+    NoiseConfig,
+    PairBatch,
+    add_noise_rows,
+    make_pair_batch,
+    smoothing_excluded,
+    translation_loss,
+)
 from xlm.reports import write_atomic
-from xlm.text.bpe import BPETokenizer
+from xlm.text.tokenizer import Tokenizer, load_tokenizer
 from xlm.training.distributed import DistEnv
 from xlm.training.optim import OptimConfig
 from xlm.training.runner import run_task
@@ -92,7 +99,7 @@ def schedule_value(points: list[tuple[int, float]], step: int) -> float:
 class MTDataConfig(Config):
     path: str = "runs/demo/data"  # a directory written by `xlm prepare`
     max_tokens: Count = 3000  # token budget of a batch: source + target rows, padded
-    max_len: Count = 100  # words kept per sentence (longer ones are truncated)
+    max_len: Count = 100  # longest sentence trained on, in words: longer training pairs are dropped
 
 
 class MTModelConfig(ModelConfig):
@@ -252,7 +259,11 @@ class MTTask:
             langs = self.prepared.languages or sorted(needed)
             self.lang2id = {lang: i for i, lang in enumerate(langs)}
             model_cfg = cfg.model.encoder_config().model_copy(
-                update={"vocab_size": len(self.prepared.vocab), "n_langs": len(langs)}
+                update={
+                    "vocab_size": len(self.prepared.vocab),
+                    "n_langs": len(langs),
+                    "pad_index": self.prepared.vocab.specials.pad,
+                }
             )
         for lang in sorted(needed):
             if lang not in self.lang2id:
@@ -276,10 +287,10 @@ class MTTask:
             log(self.report.summary())
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
-        self.noise = NoiseConfig(obj.word_shuffle, obj.word_dropout, obj.word_blank)
+        self.noise = NoiseConfig(obj.word_shuffle, obj.word_dropout, obj.word_blank, self.prepared.vocab.specials.mask)
         self.steps = self._build_steps(seed, rank, world)
         self.noise_rng = np.random.default_rng([seed, rank, 23])
-        self._tokenizer: BPETokenizer | None = None
+        self._tokenizer: Tokenizer | None = None
 
     def _check_stopping_metric(self) -> None:
         """BLEU against raw references (``{split}/bleu...``) needs the raw text kept by ``xlm prepare``."""
@@ -325,6 +336,18 @@ class MTTask:
             steps.append(_Step("bt", f"bt/{e}", (a, b), batcher(data, len(steps)), parse_schedule(obj.bt_weight)))
         return steps
 
+    def startup_report(self) -> list[str]:
+        """One line per training file: the pairs (or, for ae/bt, sentences) dropped for being
+        longer than ``data.max_len`` words (they are dropped, not cut)."""
+        lines: dict[tuple[str, ...], str] = {}
+        for s in self.steps:
+            data = s.batcher.data
+            key = tuple(sorted((str(data.src.prefix), str(data.tgt.prefix))))  # en-fr and fr-en: one file
+            if key not in lines:
+                name = s.langs[0] if data.src is data.tgt else "-".join(sorted(s.langs))
+                lines[key] = dropped_report(name, data, self.cfg.data.max_len)
+        return list(lines.values())
+
     # --- Task protocol --------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
@@ -348,7 +371,10 @@ class MTTask:
         try:
             # one length limit per batch, from its longest sentence, as the original back-translates
             decode = DecodeConfig(1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False)
-            tokens, lengths = generate(self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode)
+            tokens, lengths = generate(
+                self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode,
+                self.prepared.vocab.specials,
+            )  # fmt: skip
         finally:
             self.model.train(was_training)
         return tokens, lengths
@@ -376,10 +402,12 @@ class MTTask:
         active = [s for s in self.steps if weights[s.name] > 0]
         if not active:
             raise TrainingError(f"every objective has weight 0 at step {update}: check the *_weight schedules")
-        step = active[micro_step % len(active)]
+        step = active[update % len(active)]  # the micro-batches of one update: one step kind
         batch = self.make_batch(step)
-        out = translation_loss(self.forward_model, batch, self.cfg.objectives.label_smoothing)
-        return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name])
+        out = translation_loss(
+            self.forward_model, batch, self.cfg.objectives.label_smoothing, smoothing_excluded(self.prepared.vocab)
+        )
+        return StepOutput(out.loss, step.name, batch.n_tokens, {"acc": out.accuracy}, weights[step.name], out.n_pred)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -404,9 +432,9 @@ class MTTask:
         write_model_files(directory, self.model, info, self.prepared.directory)
 
     # --- evaluation -------------------------------------------------------------------
-    def tokenizer(self) -> BPETokenizer:
+    def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = BPETokenizer.from_dir(self.prepared.directory)
+            self._tokenizer = load_tokenizer(self.prepared.directory)
         return self._tokenizer
 
     def evaluate(self) -> dict[str, float]:
@@ -448,10 +476,14 @@ class MTTask:
             self.log(text)
 
     def _perplexity(self, data: ParallelData, a: str, b: str, n: int, batch_rows: int = 32) -> float:
+        """Teacher-forced perplexity of the first ``n`` pairs, whole (only training drops
+        over-long pairs); a side beyond the model's positions is cut to fit them."""
+        fit = self.model_cfg.max_positions - 2
         total, count = 0.0, 0
         for i in range(0, n, batch_rows):
             ids = np.arange(i, min(n, i + batch_rows))
-            batch = make_pair_batch(self._rows(data.src, ids), self._rows(data.tgt, ids), self.lang2id[a], self.lang2id[b])
+            src, tgt = sentence_rows(data.src, ids, fit), sentence_rows(data.tgt, ids, fit)
+            batch = make_pair_batch(src, tgt, self.lang2id[a], self.lang2id[b])
             out = translation_loss(self.model, batch.to(self.device))
             total += float(out.loss) * out.n_pred
             count += out.n_pred
@@ -491,9 +523,12 @@ def run_mt_training(cfg: MTConfig, resume: str | None = None) -> dict[str, float
     def describe(task: MTTask, device: torch.device, env: DistEnv) -> str:
         n = task.model.num_parameters()
         steps = ", ".join(s.name for s in task.steps)
-        return (
-            f"model: {n / 1e6:.2f}M parameters; steps {steps}; languages {task.lang2id}; device {device}; "
-            f"processes {env.world}"
+        return "\n".join(
+            [
+                f"model: {n / 1e6:.2f}M parameters; steps {steps}; languages {task.lang2id}; device {device}; "
+                f"processes {env.world}",
+                *task.startup_report(),
+            ]
         )
 
     return run_task(cfg, make, describe, resume, on_start)

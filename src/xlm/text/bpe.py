@@ -29,7 +29,6 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from xlm.errors import DataError
 from xlm.fileio import write_atomic
-from xlm.text.normalize import Normalizer
 from xlm.text.vocab import (
     END_OF_WORD,
     MERGES_FILE,
@@ -324,7 +323,7 @@ class BPETokenizer:
 def vocab_settings(directory: str | Path) -> dict[str, Any]:
     """Settings recorded next to a vocabulary (``prepare.json`` wins over ``bpe.json``)."""
     d = Path(directory)
-    for name in (PREPARE_INFO_FILE, BPE_INFO_FILE):
+    for name in (PREPARE_INFO_FILE, BPE_INFO_FILE, "sentencepiece.json", "wordpiece.json"):
         p = d / name
         if p.is_file():
             try:
@@ -336,54 +335,14 @@ def vocab_settings(directory: str | Path) -> dict[str, Any]:
     return {}
 
 
-class TextEncoder:
-    """Raw text of one language -> ids, in one call: normalize + BPE. And back (:meth:`decode`).
-
-    ``lowercase_and_remove_accent=None`` takes the setting the vocabulary was learned with
-    (from ``prepare.json`` / ``bpe.json`` in ``vocab_dir``), or ``False`` if none is recorded.
-    """
-
-    def __init__(
-        self,
-        vocab_dir: str | Path,
-        lang: str,
-        lowercase_and_remove_accent: bool | None = None,
-        tokenizer: BPETokenizer | None = None,
-    ) -> None:
-        if lowercase_and_remove_accent is None:
-            lowercase_and_remove_accent = bool(vocab_settings(vocab_dir).get("lowercase_and_remove_accent", False))
-        self.lang = lang
-        self.lowercase_and_remove_accent = lowercase_and_remove_accent
-        self.normalizer = Normalizer(lang, lowercase_and_remove_accent)
-        self.bpe = tokenizer if tokenizer is not None else BPETokenizer.from_dir(vocab_dir)
-        self._detok = MosesDetokenizer(lang=lang)
-
-    @property
-    def vocab(self) -> Vocabulary:
-        return self.bpe.vocab
-
-    def normalize(self, line: str) -> str:
-        return self.normalizer(line)
-
-    def encode(self, line: str) -> list[int]:
-        return self.bpe.encode(self.normalizer(line))
-
-    def encode_batch(self, lines: Iterable[str]) -> list[list[int]]:
-        return self.bpe.encode_batch([self.normalizer(line) for line in lines])
-
-    def tokens(self, line: str) -> list[str]:
-        return self.bpe.tokens(self.normalizer(line))
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """BPE decode + Moses detokenization: readable text (e.g. MT output)."""
-        return detokenize(self.bpe.decode(ids), self._detok)
-
-
 def detokenize(text: str, detokenizer: MosesDetokenizer) -> str:
     """Undo Moses tokenization of a space-separated token string."""
     return detokenizer.detokenize(text.split())
 
 
-def encode_text(lines: Iterable[str], lang: str, vocab_dir: str | Path, lowercase_and_remove_accent: bool | None = None) -> list[list[int]]:
-    """Convenience: raw lines of ``lang`` -> lists of ids with the vocabulary in ``vocab_dir``."""
-    return TextEncoder(vocab_dir, lang, lowercase_and_remove_accent).encode_batch(lines)
+def __getattr__(name: str) -> Any:  # TextEncoder and encode_text now serve every kind: xlm.text.tokenizer
+    if name in ("TextEncoder", "encode_text"):
+        from xlm.text import tokenizer
+
+        return getattr(tokenizer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

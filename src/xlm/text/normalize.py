@@ -160,13 +160,15 @@ def normalize_raw_lines(
     source: str,
     line_numbers: Sequence[int],
     errors: str = "strict",
+    keep_raw: bool = False,
 ) -> list[str]:
-    """Decode (UTF-8) and normalize raw lines; a worker task of ``xlm prepare``.
+    """Decode (UTF-8) and normalize raw lines; a worker task of ``xlm prepare``. With
+    ``keep_raw`` the lines are only decoded (SentencePiece and WordPiece normalize inside).
 
     Invalid UTF-8 raises :class:`~xlm.errors.DataError` naming ``source`` and the line's
     number (from ``line_numbers``), unless ``errors="replace"``.
     """
-    normalizer = cached_normalizer(lang, lowercase_and_remove_accent)
+    normalizer = _keep if keep_raw else cached_normalizer(lang, lowercase_and_remove_accent)
     out: list[str] = []
     for raw, n in zip(raw_lines, line_numbers):
         try:
@@ -178,3 +180,7 @@ def normalize_raw_lines(
             ) from None
         out.append(normalizer(text))
     return out
+
+
+def _keep(text: str) -> str:
+    return text

@@ -1,19 +1,30 @@
-"""The shared vocabulary: ``vocab.json`` (token -> id) and ``merges.txt`` in the ``</w>``
-end-of-word form that Hugging Face's ``XLMTokenizer`` reads.
+"""The shared vocabulary: ``vocab.json`` (the complete token -> id map) plus the files of
+its kind, and the ids of its special tokens (:class:`Specials`).
 
-Special tokens keep the ids of the original XLM: ``<s>``=0, ``</s>``=1, ``<pad>``=2,
-``<unk>``=3, ``<special0>``..``<special9>``=4..13; the mask token is ``<special1>``=5.
-A sentence is fed to the model as ``</s> w1 ... wn </s>``.
+Three kinds, told apart by ``vocab_info.json`` (``{"kind": ..., "specials": {"start": TOKEN,
+"end": TOKEN, "pad": TOKEN, "unk": TOKEN, "mask": TOKEN}}``; ids come from ``vocab.json``):
+
+* ``bpe`` (no ``vocab_info.json``): XLM's layout, ``merges.txt`` in the ``</w>`` end-of-word
+  form that Hugging Face's ``XLMTokenizer`` reads. ``<s>``=0, ``</s>``=1, ``<pad>``=2,
+  ``<unk>``=3, ``<special0>``..``<special9>``=4..13, the mask token is ``<special1>``=5, and a
+  sentence is fed to the model as ``</s> w1 ... wn </s>`` (start and end are both ``</s>``);
+* ``sentencepiece``: ``sentencepiece.bpe.model``, ids as ``XLMRobertaTokenizer`` gives them
+  (``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3, piece i >= 3 at i + 1, ``<mask>`` last);
+  sentences are framed ``<s> w1 ... wn </s>``;
+* ``wordpiece``: BERT's ``vocab.txt`` (id = line number); ``[CLS] w1 ... wn [SEP]``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from xlm.errors import DataError
+from xlm.fileio import write_atomic
 
 BOS_WORD, EOS_WORD, PAD_WORD, UNK_WORD = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_WORDS = [f"<special{i}>" for i in range(10)]
@@ -26,24 +37,107 @@ END_OF_WORD = "</w>"
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
+VOCAB_INFO_FILE = "vocab_info.json"
+SENTENCEPIECE_FILE = "sentencepiece.bpe.model"  # the name XLM-R releases use
+WORDPIECE_FILE = "vocab.txt"  # BERT's
+
+Kind = Literal["bpe", "sentencepiece", "wordpiece"]
+KINDS: tuple[str, ...] = ("bpe", "sentencepiece", "wordpiece")
+MODEL_FILES: dict[str, str] = {"bpe": MERGES_FILE, "sentencepiece": SENTENCEPIECE_FILE, "wordpiece": WORDPIECE_FILE}
+SPECIAL_ROLES = ("start", "end", "pad", "unk", "mask")
 
 
-def vocab_hash(vocab_path: Path, merges_path: Path) -> str:
-    """A short fingerprint of a vocabulary: binarized data records it and checks it on load."""
+@dataclass(frozen=True)
+class Specials:
+    """The ids a vocabulary gives its special roles. A sentence is ``start w1 ... wn end``
+    (XLM: ``</s> ... </s>``), batches are padded with ``pad``, MLM masks with ``mask``."""
+
+    kind: str = "bpe"
+    start: int = EOS_INDEX
+    end: int = EOS_INDEX
+    pad: int = PAD_INDEX
+    unk: int = UNK_INDEX
+    mask: int = MASK_INDEX
+
+    def ids(self) -> dict[str, int]:
+        return {r: getattr(self, r) for r in SPECIAL_ROLES}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.ids()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> Specials:
+        """From :meth:`to_json`'s form; ``None`` (data or models from before kinds) is XLM's."""
+        if not d:
+            return XLM_SPECIALS
+        return cls(str(d.get("kind", "bpe")), *(int(d[r]) for r in SPECIAL_ROLES))
+
+
+XLM_SPECIALS = Specials()
+XLM_SPECIAL_TOKENS = {"start": EOS_WORD, "end": EOS_WORD, "pad": PAD_WORD, "unk": UNK_WORD, "mask": MASK_WORD}
+SENTENCEPIECE_SPECIAL_TOKENS = {"start": "<s>", "end": "</s>", "pad": "<pad>", "unk": "<unk>", "mask": "<mask>"}
+WORDPIECE_SPECIAL_TOKENS = {"start": "[CLS]", "end": "[SEP]", "pad": "[PAD]", "unk": "[UNK]", "mask": "[MASK]"}
+_RESERVED_RE = re.compile(r"<special\d+>|\[unused\d+\]")
+
+
+def vocab_hash(vocab_path: Path, merges_path: Path, info_path: Path | None = None) -> str:
+    """A short fingerprint of a vocabulary: binarized data records it and checks it on load.
+    (A BPE vocabulary's is that of ``vocab.json`` + ``merges.txt``, as before kinds existed.)"""
     h = hashlib.sha256()
     h.update(vocab_path.read_bytes())
     h.update(b"\0")
     h.update(merges_path.read_bytes())
+    if info_path is not None:
+        h.update(b"\0")
+        h.update(info_path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def vocabulary_files(directory: str | Path) -> list[str]:
+    """The names of the files that make up the vocabulary in ``directory`` (those present):
+    what a checkpoint copies to be self-contained."""
+    d = Path(directory)
+    kind, _ = read_vocab_info(d)
+    info = {"bpe": [], "sentencepiece": [VOCAB_INFO_FILE, "sentencepiece.json"], "wordpiece": [VOCAB_INFO_FILE, "wordpiece.json"]}
+    return [n for n in (VOCAB_FILE, MODEL_FILES[kind], *info[kind]) if (d / n).is_file()]
+
+
+def read_vocab_info(directory: str | Path) -> tuple[str, dict[str, str]]:
+    """``(kind, {role: token})`` from ``vocab_info.json``; XLM's BPE layout when there is none."""
+    p = Path(directory) / VOCAB_INFO_FILE
+    if not p.is_file():
+        return "bpe", dict(XLM_SPECIAL_TOKENS)
+    try:
+        info = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{p}: unreadable: {e}") from None
+    kind = info.get("kind") if isinstance(info, dict) else None
+    if kind not in KINDS:
+        raise DataError(f"{p}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    specials = info.get("specials")
+    if not isinstance(specials, dict) or any(not isinstance(specials.get(r), str) for r in SPECIAL_ROLES):
+        raise DataError(f"{p}: 'specials' must give a token for each of {', '.join(SPECIAL_ROLES)}")
+    return kind, {r: specials[r] for r in SPECIAL_ROLES}
+
+
+def write_vocab_info(directory: str | Path, kind: str, tokens: dict[str, str]) -> None:
+    write_atomic(Path(directory) / VOCAB_INFO_FILE, json.dumps({"kind": kind, "specials": tokens}, indent=2) + "\n")
 
 
 @dataclass
 class Vocabulary:
-    """Token <-> id mapping with the special ids above."""
+    """Token <-> id mapping with the ids of its special tokens (:attr:`specials`).
+
+    ``special_tokens`` maps each role of :data:`SPECIAL_ROLES` to its token (default: XLM's
+    layout, which is also checked); ``source`` names the file that declared them, for errors."""
 
     token_to_id: dict[str, int]
     hash: str = ""
+    kind: str = "bpe"
+    special_tokens: dict[str, str] | None = None
+    source: str = "vocabulary"
     id_to_token: list[str] = field(init=False)
+    specials: Specials = field(init=False)
 
     def __post_init__(self) -> None:
         n = len(self.token_to_id)
@@ -52,37 +146,60 @@ class Vocabulary:
             if not 0 <= i < n or self.id_to_token[i]:
                 raise DataError(f"vocabulary ids are not a permutation of 0..{n - 1} (token {tok!r} -> {i})")
             self.id_to_token[i] = tok
-        for i, tok in enumerate(SPECIAL_TOKENS):
-            if i >= n or self.id_to_token[i] != tok:
-                raise DataError(f"vocabulary must have {tok!r} at id {i} (the XLM special-token layout)")
+        roles = self.special_tokens if self.special_tokens is not None else XLM_SPECIAL_TOKENS
+        if self.kind == "bpe":  # BPE vocabularies are always in XLM's layout
+            for i, tok in enumerate(SPECIAL_TOKENS):
+                if i >= n or self.id_to_token[i] != tok:
+                    raise DataError(f"vocabulary must have {tok!r} at id {i} (the XLM special-token layout)")
+        missing = [f"{r}={t!r}" for r, t in roles.items() if t not in self.token_to_id]
+        if missing:
+            raise DataError(f"{self.source}: special tokens {', '.join(missing)} are not in the {n}-token {VOCAB_FILE}")
+        self.specials = Specials(self.kind, *(self.token_to_id[roles[r]] for r in SPECIAL_ROLES))
+        special_ids = set(self.specials.ids().values()) | {
+            i for i, t in enumerate(self.id_to_token) if t in SPECIAL_TOKENS or _RESERVED_RE.fullmatch(t)
+        }
+        lo, hi = 0, n
+        while lo < n and lo in special_ids:
+            lo += 1
+        while hi > lo and hi - 1 in special_ids:
+            hi -= 1
+        self.words_start, self.words_end = lo, hi  # ordinary tokens: ids in [words_start, words_end)
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Vocabulary:
         d = Path(directory)
-        vp, mp = d / VOCAB_FILE, d / MERGES_FILE
+        vp = d / VOCAB_FILE
+        kind, tokens = read_vocab_info(d)
+        info_path = d / VOCAB_INFO_FILE
+        mp = d / MODEL_FILES[kind]
         if not vp.is_file():
             raise DataError(f"{vp}: vocabulary file not found")
         if not mp.is_file():
-            raise DataError(f"{mp}: merges file not found")
+            raise DataError(f"{mp}: {'merges' if kind == 'bpe' else kind + ' model'} file not found")
         try:
             mapping = json.loads(vp.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{vp}: not a JSON vocabulary: {e}") from None
         if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
             raise DataError(f"{vp}: expected a JSON object mapping tokens to integer ids")
-        return cls(mapping, hash=vocab_hash(vp, mp))
+        has_info = info_path.is_file()
+        return cls(
+            mapping,
+            hash=vocab_hash(vp, mp, info_path if has_info else None),
+            kind=kind,
+            special_tokens=tokens if has_info else None,
+            source=str(info_path if has_info else vp),
+        )
 
     def __len__(self) -> int:
         return len(self.id_to_token)
 
     def __getitem__(self, token: str) -> int:
-        return self.token_to_id.get(token, UNK_INDEX)
+        return self.token_to_id.get(token, self.specials.unk)
 
     def token(self, index: int) -> str:
         return self.id_to_token[index]
 
-    bos_index = BOS_INDEX
-    eos_index = EOS_INDEX
-    pad_index = PAD_INDEX
-    unk_index = UNK_INDEX
-    mask_index = MASK_INDEX
+    def is_word(self, index: int) -> bool:
+        """Whether ``index`` is an ordinary token (not special, not reserved)."""
+        return self.words_start <= index < self.words_end

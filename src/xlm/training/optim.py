@@ -16,10 +16,10 @@ class OptimConfig(Config):
     beta1: Rate = 0.9
     beta2: Rate = 0.98
     eps: Positive = 1e-8
-    weight_decay: NonNegative = 0.01
+    weight_decay: NonNegative = 0.01  # decoupled (AdamW); never on embeddings, LayerNorm or biases
     schedule: Literal["inverse_sqrt", "constant", "linear"] = "inverse_sqrt"
     warmup_steps: NonNegativeInt = 4000
-    min_lr: NonNegative = 0.0
+    min_lr: NonNegative = 0.0  # warm-up starts here and decay never goes below it (the original: 1e-7)
     clip_norm: NonNegative = 5.0  # 0 disables clipping
     accumulate: Count = 1  # batches per optimizer update
 
@@ -39,12 +39,27 @@ def learning_rate(step: int, cfg: OptimConfig, max_steps: int = 0) -> float:
     return cfg.lr
 
 
+def no_decay_parameters(modules: list[nn.Module]) -> set[int]:
+    """Ids of the parameters kept out of weight decay, as is customary for Transformers:
+    embeddings (word, position, language; the output layer tied to the word embeddings too),
+    LayerNorm weights and every bias or other vector."""
+    out: set[int] = set()
+    for m in modules:
+        for sub in m.modules():
+            if isinstance(sub, (nn.Embedding, nn.LayerNorm)):
+                out.update(id(p) for p in sub.parameters(recurse=False))
+        out.update(id(p) for p in m.parameters() if p.ndim < 2)
+    return out
+
+
 def build_optimizer(modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[int, float] | None = None) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, LayerNorm weights and embeddings' padding row is
-    untouched by the zero gradient anyway. ``lr_scale`` maps the index of a module in
-    ``modules`` to a factor of the learning rate for its parameters (e.g. a fine-tuning head
-    faster than the encoder); :func:`set_lr` applies it at every step."""
+    """Adam with decoupled weight decay (``weight_decay``; 0 is plain Adam, as the original
+    XLM's ``adam_inverse_sqrt``), never applied to :func:`no_decay_parameters`. ``lr_scale``
+    maps the index of a module in ``modules`` to a factor of the learning rate for its
+    parameters (e.g. a fine-tuning head faster than the encoder); :func:`set_lr` applies it at
+    every step."""
     scales = lr_scale or {}
+    exempt = no_decay_parameters(modules)
     groups: list[dict] = []
     seen: set[int] = set()
     # modules sharing a scale share parameter groups; without lr_scale: two groups, as always
@@ -53,11 +68,11 @@ def build_optimizer(modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[i
         for i, m in enumerate(modules):
             if scales.get(i, 1.0) != scale:
                 continue
-            for name, p in m.named_parameters():
+            for p in m.parameters():
                 if not p.requires_grad or id(p) in seen:
                     continue
                 seen.add(id(p))
-                (no_decay if p.ndim < 2 else decay).append(p)
+                (no_decay if id(p) in exempt else decay).append(p)
         extra = {"lr_scale": scale} if lr_scale is not None else {}
         groups += [
             {"params": decay, "weight_decay": cfg.weight_decay, **extra},

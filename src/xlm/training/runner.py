@@ -190,7 +190,8 @@ def run_training(cfg: Any, resume: str | None = None) -> dict[str, float]:
 
     def describe(task: Any, device: torch.device, env: DistEnv) -> str:
         n = task.model.num_parameters()
-        return f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
+        head = f"model: {n / 1e6:.2f}M parameters; languages {task.lang2id}; device {device}; processes {env.world}"
+        return "\n".join([head, *task.startup_report()])
 
     def center(task: Any, out: Path, trainer: Trainer) -> None:
         """Each language's mean sentence vectors, stored in best/ and final/ (see xlm center)."""

@@ -71,6 +71,7 @@ class StepOutput:
     n_tokens: int
     stats: dict[str, float] = field(default_factory=dict)
     weight: float = 1.0  # the objective's weight: scales the gradient, not the logged loss
+    n_pred: int = 0  # tokens predicted: weights the micro-batches of one update (0: equal weights)
 
 
 @dataclass
@@ -386,6 +387,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return norm, True
 
+    def _average_accumulated(self, micro: list[tuple[str, float, int]]) -> dict[str, float]:
+        """After ``accumulate`` micro-batches (one objective, see the tasks), each backpropagated
+        as ``loss x n_pred``: divide the gradients by the total ``n_pred``, so the update follows
+        the mean over every predicted token. Returns each name's loss, weighted the same way."""
+        total = sum(n for _, _, n in micro)
+        grads = {id(p): p.grad for m in self.modules.values() for p in m.parameters() if p.grad is not None}
+        for g in grads.values():
+            g.div_(total)
+        sums: dict[str, list[float]] = {}
+        for name, value, n in micro:
+            acc = sums.setdefault(name, [0.0, 0.0])
+            acc[0] += value * n
+            acc[1] += n
+        return {name: s / n for name, (s, n) in sums.items()}
+
     def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
         if last or not self.env.enabled:
             return contextlib.nullcontext()
@@ -451,13 +467,20 @@ class Trainer:
         set_lr(self.optimizer, lr)
         losses: dict[str, float] = {}
         n_tokens = 0
+        micro_losses: list[tuple[str, float, int]] = []
         for micro in range(accumulate):
             with self._no_sync(micro == accumulate - 1), self._autocast():
                 out = self.task.train_batch(self.step * accumulate + micro)
-                loss = out.loss * out.weight / accumulate
+                if accumulate == 1:
+                    loss = out.loss * out.weight / accumulate
+                else:  # a sum over predicted tokens, divided by their total below
+                    loss = out.loss * out.weight * max(1, out.n_pred)
             self.scaler.scale(loss).backward()
             losses[out.name] = float(out.loss.detach())
+            micro_losses.append((out.name, losses[out.name], max(1, out.n_pred)))
             n_tokens += out.n_tokens
+        if accumulate > 1:
+            losses = self._average_accumulated(micro_losses)
         norm, applied = self._optimizer_step()
         self.step += 1
         self.tokens_seen += n_tokens * self.env.world
