@@ -205,9 +205,7 @@ def beam_search(
         if ending:  # no room left: every running hypothesis of these sentences ends here
             final = (scores.view(-1) + logp[:, end]).tolist()
             for b in ending:
-                for k in range(n):
-                    if final[b * n + k] > -float("inf"):
-                        finished[b].add(seqs[b * n + k, 1:t].tolist(), final[b * n + k])
+                _end_running(finished[b], final[b * n : (b + 1) * n], seqs[b * n : (b + 1) * n, 1:t])
                 done[b] = True
             if all(done):
                 break
@@ -215,32 +213,18 @@ def beam_search(
         cand = (scores.view(-1, 1) + logp).view(bs, n * vocab)
         top_scores, top_ids = cand.topk(min(2 * n, n * vocab), dim=1)
         top_scores_l, top_ids_l = top_scores.tolist(), top_ids.tolist()
-        next_scores: list[float] = []
-        next_words: list[int] = []
-        next_rows: list[int] = []
+        next_beams: list[tuple[float, int, int]] = []
         for b in range(bs):
             beam: list[tuple[float, int, int]] = []
             if not done[b]:
-                for s, idx in zip(top_scores_l[b], top_ids_l[b]):
-                    if s == -float("inf"):
-                        break
-                    row, word = b * n + idx // vocab, idx % vocab
-                    if word == end:
-                        finished[b].add(seqs[row, 1:t].tolist(), s)
-                    else:
-                        beam.append((s, word, row))
-                    if len(beam) == n:
-                        break
+                beam = _next_beam(finished[b], top_scores_l[b], top_ids_l[b], b * n, n, vocab, seqs[:, 1:t], end)
                 done[b] = not beam or finished[b].is_done(beam[0][0], t)
             if done[b]:
                 beam = []
-            beam += [(-float("inf") if not done[b] else 0.0, pad, b * n)] * (n - len(beam))
-            for s, word, row in beam:
-                next_scores.append(s)
-                next_words.append(word)
-                next_rows.append(row)
+            next_beams += beam + [(-float("inf") if not done[b] else 0.0, pad, b * n)] * (n - len(beam))
         if all(done):
             break
+        next_scores, next_words, next_rows = zip(*next_beams)
         rows = torch.tensor(next_rows, device=device)
         seqs = seqs.index_select(0, rows)
         seqs[:, t] = torch.tensor(next_words, device=device)
@@ -250,6 +234,41 @@ def beam_search(
     best = [np.asarray([start, *f.best(), end], dtype=np.int64) for f in finished]
     tokens, lengths = pad_rows(best, pad)
     return tokens.to(device), lengths.to(device)
+
+
+def _end_running(finished: _Finished, final: list[float], words: Tensor) -> None:
+    """Every running hypothesis of a sentence (``words``, one row each) ends, with the
+    log-probabilities ``final`` of ending now (those at ``-inf`` were never running)."""
+    for k, score in enumerate(final):
+        if score > -float("inf"):
+            finished.add(words[k].tolist(), score)
+
+
+def _next_beam(
+    finished: _Finished,
+    top_scores: list[float],
+    top_ids: list[int],
+    first_row: int,
+    n: int,
+    vocab: int,
+    words: Tensor,
+    end: int,
+) -> list[tuple[float, int, int]]:
+    """A sentence's next running hypotheses, at most ``n`` ``(score, word, row)``, from its best
+    candidates (``top_ids`` index its ``n`` rows x ``vocab`` words, best first; ``words`` holds
+    every row's words so far): a candidate ending with ``end`` goes to ``finished`` instead."""
+    beam: list[tuple[float, int, int]] = []
+    for s, idx in zip(top_scores, top_ids):
+        if s == -float("inf"):
+            break
+        row, word = first_row + idx // vocab, idx % vocab
+        if word == end:
+            finished.add(words[row].tolist(), s)
+        else:
+            beam.append((s, word, row))
+        if len(beam) == n:
+            break
+    return beam
 
 
 def generate(
