@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ class TrainConfig(Config):
     patience: NonNegativeInt = 0  # evaluations without improvement before stopping; 0: never stop early
     max_nonfinite: NonNegativeInt = 5  # consecutive non-finite steps tolerated before stopping
     eval_at_start: bool = True
-    progress: bool = True
+    progress: bool = True  # a progress bar on standard error, when it is a terminal
     tensorboard: bool | None = None  # None: when installed; true: asked for (a note when missing); false: off
     threads: NonNegativeInt = 0  # torch intra-op threads; 0 leaves torch's default
 
@@ -414,9 +415,8 @@ class Trainer:
     def train(self) -> dict[str, float]:
         cfg = self.cfg
         metrics = self._start_training()
-        bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.env.is_main), dynamic_ncols=True
-        )
+        show = cfg.progress and self.env.is_main and sys.stderr.isatty()  # a bar on a terminal only
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not show, dynamic_ncols=True)
         stopped_early = out_of_time = False
         started = time.monotonic()
         with _StopFlag() as stop:
