@@ -26,6 +26,7 @@ from xlm.interop.original import (
 from xlm.model.pretrained import ModelInfo, load_pretrained, write_model_files
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text import bpe, normalize
+from xlm.text.segment import SEGMENTED_LANGS
 from xlm.text.vocab import END_OF_WORD, EOS_INDEX, N_SPECIAL, PAD_INDEX, SPECIAL_TOKENS
 from xlm.training.checkpoint import save_checkpoint
 
@@ -66,7 +67,7 @@ def load_sentences(n_langs: int = 6, per_lang: int = 4) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in sorted(CORPUS.glob("test.*.gz")) if CORPUS.is_dir() else []:
         lang = path.name.split(".")[1]
-        if len(lang) != 2 or lang in normalize.UNSUPPORTED_LANGS or len(found) >= n_langs:
+        if len(lang) != 2 or lang in SEGMENTED_LANGS or len(found) >= n_langs:
             continue
         lines = []
         with gzip.open(path, "rt", encoding="utf-8") as f:

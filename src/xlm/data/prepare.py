@@ -42,6 +42,7 @@ from xlm.fileio import replace_directory, write_atomic
 from xlm.text.bpe import BPE_INFO_FILE, learn_bpe, vocab_settings
 from xlm.text.languages import check_languages
 from xlm.text.normalize import Normalizer, normalize_raw_lines
+from xlm.text.segment import segmenter_versions
 from xlm.text.sentencepiece import SP_INFO_FILE, SP_MODEL_TYPES, learn_sentencepiece
 from xlm.text.tokenizer import Tokenizer, load_tokenizer, vocab_kind
 from xlm.text.vocab import KINDS, MODEL_FILES, VOCAB_FILE, VOCAB_INFO_FILE, vocabulary_files
@@ -556,6 +557,7 @@ def _run(
         **({"vocab_kind": tokenizer.vocab.kind} if tokenizer.vocab.kind != "bpe" else {}),
         "n_merges": tokenizer.n_merges,
         "bpe": bpe_info,
+        "segmenters": segmenter_versions(languages),  # zh/ja/th: which word segmenter, which version
         "inputs": input_fingerprint(files),
         "workers": opts.workers,
         "timings": {k: round(v, 2) for k, v in timings.items()},

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from xlm.errors import DataError
 from xlm.fileio import write_atomic
+from xlm.text.segment import join_thai
 from xlm.text.vocab import (
     END_OF_WORD,
     MERGES_FILE,
@@ -336,7 +337,10 @@ def vocab_settings(directory: str | Path) -> dict[str, Any]:
 
 
 def detokenize(text: str, detokenizer: MosesDetokenizer) -> str:
-    """Undo Moses tokenization of a space-separated token string."""
+    """Undo Moses tokenization (or Thai word segmentation) of a space-separated token string;
+    Moses joins Chinese and Japanese words itself."""
+    if detokenizer.lang == "th":
+        return join_thai(text.split())
     return detokenizer.detokenize(text.split())
 
 

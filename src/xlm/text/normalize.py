@@ -7,13 +7,14 @@ pre-processing and Hugging Face's ``XLMTokenizer``:
    (control, format, surrogate, private use, unassigned) is *dropped*, as HF's
    ``remove_non_printing_char`` does. Lines are split on ``\\n`` only, so a line never
    contains its newline; a tab or ``\\r`` inside a line is dropped like any other ``Cc``;
-4. ``sacremoses.MosesTokenizer(lang).tokenize(text, escape=False)``;
+4. ``sacremoses.MosesTokenizer(lang).tokenize(text, escape=False)``, or for Chinese,
+   Japanese and Thai the word segmenter of :mod:`xlm.text.segment` instead (as the
+   original's ``tokenize.sh`` does; needs the optional extra ``segment``);
 5. optionally lowercase and remove accents (lowercase, NFD, drop ``Mn``, lowercase),
    applied to the Moses tokens as ``tools/lowercase_and_remove_accent.py`` does.
 
 The result is the tokens joined by single spaces. Romanian gets the extra WMT16
-diacritics clean-up that HF applies for ``ro``. Chinese, Thai and Japanese need a word
-segmenter that the original ships separately; they are refused with a clear error.
+diacritics clean-up that HF applies for ``ro``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from sacremoses import MosesPunctNormalizer, MosesTokenizer
 
 from xlm.errors import DataError, XLMError
+from xlm.text.segment import SEGMENTED_LANGS, segment, segmenter
 
 # Moses replace-unicode-punctuation.perl: single characters mapped to ASCII.
 UNICODE_PUNCT: dict[str, str] = {
@@ -69,9 +71,6 @@ _ROMANIAN_TABLE = str.maketrans(
     }
 )  # fmt: skip
 
-UNSUPPORTED_LANGS = {"zh": "a Chinese word segmenter", "th": "a Thai word segmenter", "ja": "KyTea"}
-
-
 def replace_unicode_punct(text: str) -> str:
     """Map CJK / full-width punctuation and digits to ASCII (table-driven)."""
     if "。" in text or "．" in text:
@@ -103,10 +102,11 @@ class Normalizer:
     """
 
     def __init__(self, lang: str, lowercase_and_remove_accent: bool = False) -> None:
-        if lang in UNSUPPORTED_LANGS:
-            raise XLMError(f"language {lang!r} needs {UNSUPPORTED_LANGS[lang]}, which this project does not ship")
         if not re.fullmatch(r"[a-z]{2,3}", lang):
             raise XLMError(f"language code {lang!r} is not a 2- or 3-letter lowercase ISO code")
+        self.segmented = lang in SEGMENTED_LANGS
+        if self.segmented:
+            segmenter(lang)  # load it now: a missing package is reported before any work starts
         self.lang = lang
         self.lowercase_and_remove_accent = lowercase_and_remove_accent
         self._moses = MosesTokenizer(lang=lang)
@@ -131,7 +131,8 @@ class Normalizer:
 
     def tokens(self, line: str) -> list[str]:
         """The word tokens of ``line`` (empty tokens removed)."""
-        words = self._moses.tokenize(self.clean(line), escape=False)
+        text = self.clean(line)
+        words = segment(text, self.lang) if self.segmented else self._moses.tokenize(text, escape=False)
         if self.lowercase_and_remove_accent:
             words = lowercase_and_remove_accent(words)
         return [w for w in words if w]
