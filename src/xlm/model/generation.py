@@ -187,14 +187,10 @@ def beam_search(
     bs, n, device = src.shape[0], beam_size, src.device
     limit = [max_len] * bs if limits is None else [int(x) for x in limits.tolist()]
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
-    memory = memory.repeat_interleave(n, dim=0)
-    mem_len = src_lengths.repeat_interleave(n)
+    memory, mem_len = memory.repeat_interleave(n, dim=0), src_lengths.repeat_interleave(n)  # n rows a sentence
     lang = torch.full((bs * n,), tgt_lang, device=device)
     start, end, pad = specials.start, specials.end, specials.pad
-    seqs = torch.full((bs * n, max_len), pad, dtype=torch.long, device=device)
-    seqs[:, 0] = start
-    scores = torch.zeros(bs, n, device=device)
-    scores[:, 1:] = -float("inf")  # all beams start identical: expand only the first one
+    seqs, scores = _initial_beams(bs, n, max_len, specials, device)
     finished = [_Finished(n, length_penalty, early_stopping, limit[b] - 1) for b in range(bs)]
     done = [False] * bs
     cache = KVCache() if use_cache else None
@@ -210,8 +206,7 @@ def beam_search(
             if all(done):
                 break
         vocab = logp.shape[-1]
-        cand = (scores.view(-1, 1) + logp).view(bs, n * vocab)
-        top_scores, top_ids = cand.topk(min(2 * n, n * vocab), dim=1)
+        top_scores, top_ids = (scores.view(-1, 1) + logp).view(bs, n * vocab).topk(min(2 * n, n * vocab), dim=1)
         top_scores_l, top_ids_l = top_scores.tolist(), top_ids.tolist()
         next_beams: list[tuple[float, int, int]] = []
         for b in range(bs):
@@ -234,6 +229,16 @@ def beam_search(
     best = [np.asarray([start, *f.best(), end], dtype=np.int64) for f in finished]
     tokens, lengths = pad_rows(best, pad)
     return tokens.to(device), lengths.to(device)
+
+
+def _initial_beams(bs: int, n: int, max_len: int, specials: Specials, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``n`` beams per sentence holding only the start token (``(bs * n, max_len)``, padded),
+    and their scores ``(bs, n)``: all start identical, so only the first one is expanded."""
+    seqs = torch.full((bs * n, max_len), specials.pad, dtype=torch.long, device=device)
+    seqs[:, 0] = specials.start
+    scores = torch.zeros(bs, n, device=device)
+    scores[:, 1:] = -float("inf")
+    return seqs, scores
 
 
 def _end_running(finished: _Finished, final: list[float], words: Tensor) -> None:
