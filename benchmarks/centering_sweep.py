@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     pretrained = load_pretrained(args.checkpoint, pick_device(args.device))
     prepared = PreparedData.open(args.prepared)
-    if prepared.vocab.hash != pretrained.vocab.hash:
-        raise SystemExit(f"{args.prepared} was prepared with another vocabulary than {args.checkpoint}")
+    prepared.check_vocabulary(pretrained.vocab, args.checkpoint)
     means = stored_means(pretrained)
     if means is not None:
         source = f"stored in {args.checkpoint} ({means.split} split of {means.source}, {means.counts})"

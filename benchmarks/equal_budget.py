@@ -63,10 +63,10 @@ def job(recipe: str, seed: int, args: argparse.Namespace) -> dict:
     ckpt = run_dir / "final"
     if (out / "classify.json").is_file():  # measured by an earlier invocation
         return summarize(recipe, seed, out)
-    run([*XLM, "evaluate", "retrieval", str(ckpt), "--prepared", str(args.data), "--split", "test",
+    run([*XLM, "evaluate", "retrieval", str(ckpt), "--data", str(args.data), "--split", "test",
          "--max-sentences", "500", "--no-margin", "--device", "cpu", "--json", str(out / "retrieval.json")], log)  # fmt: skip
     dicts = [a for p in ("en-fr", "en-de", "en-es") for a in ("--dict", f"{p}=data/dicts/{p}.txt")]
-    run([*XLM, "evaluate", "words", str(ckpt), *dicts, "--vocab-data", str(args.data), "--max-vocab", "10000",
+    run([*XLM, "evaluate", "words", str(ckpt), *dicts, "--data", str(args.data), "--max-vocab", "10000",
          "--json", str(out / "words.json")], log)  # fmt: skip
     tests = [a for lang in LANGS for a in ("--test", f"{lang}=data/classify/test.{lang}.tsv.gz")]
     cls = out / "classify"

@@ -59,7 +59,7 @@ def job(recipe: str, args: argparse.Namespace) -> dict:
              "train.progress=false", "train.eval_every=0", "train.seed=0", *objectives], log)  # fmt: skip
     ckpt = run_dir / "final"
     if not (out / "retrieval.json").is_file():
-        run([*XLM, "evaluate", "retrieval", str(ckpt), "--prepared", str(data), "--split", "test",
+        run([*XLM, "evaluate", "retrieval", str(ckpt), "--data", str(data), "--split", "test",
              "--max-sentences", "500", "--no-margin", "--device", "cpu", "--json", str(out / "retrieval.json")], log)  # fmt: skip
     if not (out / "classify.json").is_file():
         tests = [a for lang in LANGS for a in ("--test", f"{lang}=data/classify/test.{lang}.tsv.gz")]

@@ -71,14 +71,14 @@ def perplexity_table() -> None:
 def evaluate(checkpoint: Path) -> None:
     """Cross-lingual retrieval on the held-out test pairs, word translation from the embedding table."""
     print("\n== cross-lingual sentence retrieval (test split, 500 pairs per language pair) ==")
-    run("evaluate", "retrieval", str(checkpoint.relative_to(ROOT)), "--prepared", str(DATA.relative_to(ROOT)),
+    run("evaluate", "retrieval", str(checkpoint.relative_to(ROOT)), "--data", str(DATA.relative_to(ROOT)),
         "--split", "test", "--max-sentences", "500", "--json", str((RUN / "retrieval.json").relative_to(ROOT)),
         "--plot", str((RUN / "plots" / "retrieval.png").relative_to(ROOT)))
     dicts = sorted(DICTS.glob("en-*.txt"))
     if dicts:
         print("\n== word translation (words encoded alone, centered per language) ==")
         args = [a for d in dicts for a in ("--dict", f"{d.stem}={d.relative_to(ROOT)}")]
-        run("evaluate", "words", str(checkpoint.relative_to(ROOT)), *args, "--vocab-data", str(DATA.relative_to(ROOT)),
+        run("evaluate", "words", str(checkpoint.relative_to(ROOT)), *args, "--data", str(DATA.relative_to(ROOT)),
             "--json", str((RUN / "words.json").relative_to(ROOT)))
 
 

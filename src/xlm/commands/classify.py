@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xlm.commands.embed import add_precision_option
-from xlm.commands.options import add_device_option, int_at_least
+from xlm.commands.options import add_device_option, add_precision_option, int_at_least
 from xlm.text.lines import line_batches
 
 BATCH_LINES = 512

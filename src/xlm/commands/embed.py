@@ -16,52 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from xlm.commands.options import add_device_option, count
+from xlm.commands.options import add_embedding_options, embed_options, load_model
 from xlm.errors import DataError
 from xlm.text.lines import read_lines
-
-
-def add_embedding_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that embed sentences."""
-    p.add_argument("--pooling", choices=("first", "mean"), default=None,
-                   help="first token's state or mean over the real tokens (default: what the checkpoint "
-                        "recommends, the XLCo setting it was trained with, else mean)")
-    p.add_argument("--layers", default=None,
-                   help="layers to pool and average: 0 = embeddings, -1 = last, e.g. '2,3,4' or '2-4' "
-                        "(default: what the checkpoint recommends, else 0)")
-    p.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
-                   help="subtract the language's mean vector: the one stored by `xlm center`, else the mean "
-                        "of the sentences embedded (default on; --no-center: raw vectors)")
-    p.add_argument("--max-tokens", type=count, default=8000, help="padded tokens per batch")
-    add_device_option(p)
-    add_precision_option(p)
-
-
-def add_precision_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: bfloat16 matmuls, several times faster on GPUs and AMX CPUs")  # fmt: skip
-
-
-def embed_options(args: argparse.Namespace, progress: bool | None = None):
-    from xlm.evaluation.embeddings import EmbedOptions, parse_layers
-
-    if args.max_tokens < 1:
-        raise DataError("--max-tokens must be positive")
-    return EmbedOptions(
-        pooling=args.pooling,
-        layers=parse_layers(args.layers) if args.layers is not None else None,
-        max_tokens=args.max_tokens,
-        progress=progress,
-        precision=args.precision,
-        center=getattr(args, "center", True),
-    )
-
-
-def load_model(checkpoint: Path, device: str):
-    from xlm.model.pretrained import load_pretrained
-    from xlm.training.distributed import pick_device
-
-    return load_pretrained(checkpoint, pick_device(device))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""``xlm encode --vocab DIR --lang en [--ids]``: raw text lines on stdin -> BPE tokens (or ids)
+"""``xlm encode --data DIR --lang en [--ids]``: raw text lines on stdin -> BPE tokens (or ids)
 on stdout, one line out per line in, normalized exactly as ``xlm prepare`` does."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from xlm.commands.options import add_data_option
 from xlm.text.lines import line_batches
 
 BATCH_LINES = 1_000
@@ -14,7 +15,8 @@ BATCH_LINES = 1_000
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="normalize + tokenize text from stdin (BPE, SentencePiece or WordPiece)")
-    p.add_argument("--vocab", type=Path, required=True, help="vocabulary directory (vocab.json and the files of its kind)")
+    add_data_option(p, "an `xlm prepare` directory or a checkpoint: its vocabulary (vocab.json and the files of its kind)",
+                    required=True, aliases=("--vocab",))  # fmt: skip
     p.add_argument("--lang", required=True, help="language of the input (Moses rules)")
     p.add_argument("--ids", action="store_true", help="print token ids instead of BPE tokens")
     p.add_argument(
@@ -40,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from xlm.text.bpe import vocab_settings
     from xlm.text.tokenizer import TextEncoder
 
-    encoder = TextEncoder(args.vocab, args.lang, args.lowercase)
-    warn_unknown_language(args.lang, vocab_settings(args.vocab).get("languages"), args.vocab)
+    encoder = TextEncoder(args.data, args.lang, args.lowercase)
+    warn_unknown_language(args.lang, vocab_settings(args.data).get("languages"), args.data)
     out = sys.stdout
     for batch in line_batches(sys.stdin.buffer, BATCH_LINES):
         normalized = [encoder.normalize(line) for line in batch]

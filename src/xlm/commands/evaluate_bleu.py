@@ -16,23 +16,38 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from xlm.commands.options import add_device_option, count, finite, non_negative, non_negative_int
+from xlm.commands.options import (
+    add_data_option,
+    add_device_option,
+    add_directions_option,
+    add_json_option,
+    add_max_tokens_option,
+    add_precision_option,
+    add_split_option,
+    add_threads_option,
+    count,
+    finite,
+    non_negative,
+    non_negative_int,
+    progress_enabled,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bleu", help="BLEU of a translation checkpoint on a prepared split, or of --hyp against --ref")
     p.add_argument("checkpoint", type=Path, nargs="?", help="a checkpoint written by `xlm train-mt`")
-    p.add_argument("--data", type=Path, help="prepared directory (`xlm prepare`) holding the parallel split")
-    p.add_argument("--split", default="test", help="parallel split of --data")
-    p.add_argument("--directions", default="", help="comma-separated, e.g. en-fr,fr-en (default: those recorded with the checkpoint)")
+    add_data_option(p, "prepared directory (`xlm prepare`) holding the parallel split")
+    add_split_option(p, "test", "parallel split of --data")
+    add_directions_option(p, "comma-separated, e.g. en-fr,fr-en (default: those recorded with the checkpoint)")
     p.add_argument("--beam", type=count, help="beam size (default: the checkpoint's evaluation setting)")
     p.add_argument("--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)")
     p.add_argument("--early-stopping", action="store_true", default=None, help="stop a sentence at BEAM finished hypotheses")
     p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
     p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
     p.add_argument("--max-sentences", type=non_negative_int, default=0, help="per direction; 0: all")
-    p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
+    add_max_tokens_option(p, 4000, "source tokens per batch")
     p.add_argument("--hyp", type=Path, help="hypothesis file (one sentence per line)")
     p.add_argument(
         "--ref", type=Path,
@@ -45,9 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU (--hyp/--ref)")
     p.add_argument("--name", default="hyp", help="label of --hyp/--ref in the table and JSON keys")
     p.add_argument("--save-hypotheses", type=Path, help="folder for the translations ({split}.{src}-{tgt}.txt)")
-    p.add_argument("--json", type=Path, help="also write the figures as one JSON object")
+    add_json_option(p, "also write the figures as one JSON object")
     add_device_option(p)
-    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
+    add_threads_option(p)
+    add_precision_option(p)
     p.set_defaults(func=run)
 
 
@@ -62,6 +78,23 @@ def _files(args: argparse.Namespace) -> tuple[dict[str, float], list[list[object
     return metrics, [row], headers
 
 
+def _directions(args: argparse.Namespace, extra: dict[str, Any]) -> list[tuple[str, str]]:
+    """``--directions``, else the directions recorded with the checkpoint; each of the form en-fr."""
+    from xlm.errors import XLMError
+    from xlm.tasks.translation import checkpoint_directions
+
+    if args.directions:
+        directions = [tuple(d.split("-")) for d in args.directions.split(",")]
+    else:
+        directions = checkpoint_directions(extra)
+    if args.ref is not None and len(directions) != 1:
+        raise XLMError(f"--ref is the raw reference of one direction, but there are {len(directions)}: give --directions")
+    for d in directions:
+        if len(d) != 2:
+            raise XLMError(f"direction {'-'.join(d)!r} is not of the form en-fr")
+    return directions  # type: ignore[return-value]
+
+
 def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[object]], list[str]]:
     import torch
 
@@ -70,9 +103,9 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     from xlm.evaluation.bleu import raw_reference_path, translate_and_score
     from xlm.fileio import status
     from xlm.model.generation import DecodeConfig
+    from xlm.model.precision import inference_autocast
     from xlm.model.seq2seq import load_translator
     from xlm.reports import write_atomic
-    from xlm.tasks.translation import checkpoint_directions
     from xlm.text.tokenizer import load_tokenizer
     from xlm.training.distributed import pick_device
 
@@ -84,12 +117,7 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     tr = load_translator(args.checkpoint, device)
     prepared = PreparedData.open(args.data)
     prepared.check_vocabulary(tr.vocab, args.checkpoint)
-    if args.directions:
-        directions = [tuple(d.split("-")) for d in args.directions.split(",")]
-    else:
-        directions = checkpoint_directions(tr.info.extra)
-    if args.ref is not None and len(directions) != 1:
-        raise XLMError(f"--ref is the raw reference of one direction, but there are {len(directions)}: give --directions")
+    directions = _directions(args, tr.info.extra)
     decode = DecodeConfig.from_json(tr.info.extra.get("decode")).override(
         beam_size=args.beam, length_penalty=args.length_penalty, early_stopping=args.early_stopping,
         max_len_a=args.max_len_a, max_len_b=args.max_len_b,
@@ -98,18 +126,16 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     tokenizer = load_tokenizer(args.checkpoint)
     metrics: dict[str, float] = {}
     rows = []
-    for d in directions:
-        if len(d) != 2:
-            raise XLMError(f"direction {'-'.join(d)!r} is not of the form en-fr")
-        a, b = d
+    for a, b in directions:
         if not prepared.has_para(args.split, a, b):
             raise XLMError(f"{args.data}: no parallel {args.split} split for {a}-{b}")
-        data = prepared.para(args.split, a, b)
         refs = args.ref if args.ref is not None else raw_reference_path(args.data, args.split, a, b)
-        out = translate_and_score(
-            tr.model, data, tr.info.lang_id(a), tr.info.lang_id(b), b, tokenizer, decode, device,
-            args.max_sentences, args.max_tokens, refs,
-        )  # fmt: skip
+        with inference_autocast(device, args.precision):
+            out = translate_and_score(
+                tr.model, prepared.para(args.split, a, b), tr.info.lang_id(a), tr.info.lang_id(b), b, tokenizer,
+                decode, device, args.max_sentences, args.max_tokens, refs,
+                progress=f"translate {a}-{b}" if progress_enabled() else None,
+            )  # fmt: skip
         if out.n_long:
             status(out.long_note(f"{a}-{b}"))
         scores = out.scores()

@@ -4,31 +4,40 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from xlm.commands.embed import add_precision_option
-from xlm.commands.options import add_device_option, int_at_least, non_negative_int
+from xlm.commands.options import (
+    add_checkpoint_argument,
+    add_data_option,
+    add_device_option,
+    add_json_option,
+    add_langs_option,
+    add_plot_option,
+    add_precision_option,
+    add_split_option,
+    int_at_least,
+    non_negative_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ppl", help="MLM / CLM perplexity per language on a binarized split")
-    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
-    p.add_argument("--data", type=Path, required=True, help="an `xlm prepare` directory (same vocabulary as the model)")
-    p.add_argument("--split", default="test", help="binarized split of --data")
-    p.add_argument("--langs", default="", help="comma-separated languages (default: every model language with the split)")
+    add_checkpoint_argument(p)
+    add_data_option(p, required=True)
+    add_split_option(p, "test", "binarized split of --data")
+    add_langs_option(p, "comma-separated languages (default: every model language with the split)")
     p.add_argument("--objective", choices=("mlm", "clm", "both"), default="both", help="which perplexity to measure")
     p.add_argument("--bptt", type=int_at_least(2), default=256, help="tokens per evaluated row (capped at the model's positions)")
     p.add_argument("--max-rows", type=non_negative_int, default=0, help="rows per language (0: the whole split)")
     p.add_argument("--seed", type=non_negative_int, default=1234, help="masking seed (MLM)")
-    p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
-    p.add_argument("--plot", type=Path, help="write a PNG bar chart of perplexity per language")
+    add_json_option(p)
+    add_plot_option(p, "write a PNG bar chart of perplexity per language")
     add_device_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.commands.embed import load_model
+    from xlm.commands.options import load_model
     from xlm.data.dataset import PreparedData
     from xlm.evaluation.charts import bar_chart
     from xlm.evaluation.perplexity import evaluate_perplexity

@@ -1,5 +1,6 @@
-"""``xlm evaluate retrieval CHECKPOINT --pairs en-fr=FILE.tsv [...]`` or ``--prepared DIR
---split test``: cross-lingual sentence retrieval P@1, both directions, cosine and margin.
+"""``xlm evaluate retrieval CHECKPOINT --pairs en-fr=FILE.tsv [...]`` or ``--data DIR --split
+test [--directions en-fr,...]``: cross-lingual sentence retrieval P@1, both directions, cosine
+and margin.
 
 Vectors are centered per language (``--no-center``: raw): with the means stored in the
 checkpoint by ``xlm center``, else with each evaluated set's own mean."""
@@ -11,24 +12,34 @@ import re
 import sys
 from pathlib import Path
 
-from xlm.commands.embed import add_embedding_options, embed_options, load_model
-from xlm.commands.options import non_negative_int
+from xlm.commands.options import (
+    add_checkpoint_argument,
+    add_data_option,
+    add_directions_option,
+    add_embedding_options,
+    add_json_option,
+    add_plot_option,
+    add_split_option,
+    embed_options,
+    load_model,
+    non_negative_int,
+)
 from xlm.errors import XLMError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrieval", help="cross-lingual sentence retrieval precision@1")
-    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
+    add_checkpoint_argument(p)
     p.add_argument("--pairs", action="append", default=[], metavar="SRC-TGT=FILE",
                    help="TSV of translation pairs (source<TAB>target), repeatable")
-    p.add_argument("--prepared", type=Path, help="use the binarized parallel splits of this `xlm prepare` directory")
-    p.add_argument("--split", default="test", help="split of --prepared")
-    p.add_argument("--langs", default="", help="with --prepared: only these pairs, in this direction, e.g. en-fr,en-de")
+    add_data_option(p, "use the binarized parallel splits of this `xlm prepare` directory", aliases=("--prepared",))
+    add_split_option(p, "test")
+    add_directions_option(p, "with --data: only these pairs, in this direction, e.g. en-fr,en-de", aliases=("--langs",))
     p.add_argument("--max-sentences", type=non_negative_int, default=0, help="first N pairs of each set (0: all)")
     p.add_argument("--margin", action=argparse.BooleanOptionalAction, default=True,
                    help="also score with the ratio margin (k=4), default on")
-    p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
-    p.add_argument("--plot", type=Path, help="write a PNG heat-map of P@1 over language pairs")
+    add_json_option(p)
+    add_plot_option(p, "write a PNG heat-map of P@1 over language pairs")
     add_embedding_options(p)
     p.set_defaults(func=run)  # fmt: skip
 
@@ -61,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     from xlm.evaluation.retrieval import parse_pair_spec, plot_heatmap, read_pairs_tsv, retrieval_metrics
     from xlm.reports import format_table, write_json
 
-    if not args.pairs and args.prepared is None:
-        raise XLMError("give --pairs SRC-TGT=FILE.tsv (repeatable) or --prepared DIR")
+    if not args.pairs and args.data is None:
+        raise XLMError("give --pairs SRC-TGT=FILE.tsv (repeatable) or --data DIR")
     options = embed_options(args)
     specs = [parse_pair_spec(s) for s in args.pairs]  # validate before loading the model
     pretrained = load_model(args.checkpoint, args.device)
@@ -85,13 +96,13 @@ def run(args: argparse.Namespace) -> int:
         src, tgt = src[:limit], tgt[:limit]
         enc_a, enc_b = SentenceEncoder(pretrained, a, options), SentenceEncoder(pretrained, b, options)
         score(a, b, centered(enc_a, enc_a.encode_text(src)), centered(enc_b, enc_b.encode_text(tgt)))
-    if args.prepared is not None:
-        prepared = PreparedData.open(args.prepared)
+    if args.data is not None:
+        prepared = PreparedData.open(args.data)
         prepared.check_vocabulary(pretrained.vocab, args.checkpoint)
-        only = {s.strip() for s in args.langs.split(",") if s.strip()}
+        only = {s.strip() for s in args.directions.split(",") if s.strip()}
         pairs = _prepared_pairs(prepared.directory, args.split, set(pretrained.info.lang2id), only)
         if not pairs:
-            raise XLMError(f"{args.prepared}: no {args.split} parallel split in the model's languages")
+            raise XLMError(f"{args.data}: no {args.split} parallel split in the model's languages")
         for a, b in pairs:
             data = prepared.para(args.split, a, b)
             n = len(data) if limit is None else min(limit, len(data))

@@ -5,15 +5,26 @@ cosine / L2 between dictionary pairs, and cross-lingual word similarity correlat
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from xlm.commands.options import add_device_option, count
+from xlm.commands.options import (
+    add_checkpoint_argument,
+    add_data_option,
+    add_device_option,
+    add_json_option,
+    add_plot_option,
+    add_precision_option,
+    add_split_option,
+    count,
+)
 from xlm.errors import XLMError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("words", help="word translation and word similarity from the embedding table")
-    p.add_argument("checkpoint", type=Path, help="checkpoint directory (from xlm pretrain or xlm import)")
+    add_checkpoint_argument(p)
     p.add_argument(
         "--dict",
         action="append",
@@ -28,12 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="[LANG=]FILE",
         help="candidate words, one a line (for every target language, or LANG's)",
     )
-    p.add_argument(
-        "--vocab-data",
-        type=Path,
-        help="an `xlm prepare` directory: its --vocab-split's most frequent words are the candidates",
-    )
-    p.add_argument("--vocab-split", default="train", help="split of --vocab-data whose word counts rank the candidates")
+    add_data_option(p, "an `xlm prepare` directory: its --split's most frequent words are the candidates",
+                    aliases=("--vocab-data",))
+    add_split_option(p, "train", "split of --data whose word counts rank the candidates", aliases=("--vocab-split",))
     p.add_argument(
         "--corpus-text",
         action="append",
@@ -64,9 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="[SRC-TGT=]FILE",
         help="word<TAB>word<TAB>score; without SRC-TGT the pair of the single --dict",
     )
-    p.add_argument("--json", type=Path, help="write the metrics as one JSON object")
-    p.add_argument("--plot", type=Path, help="write a PNG bar chart of P@k per language pair")
+    add_json_option(p)
+    add_plot_option(p, "write a PNG bar chart of P@k per language pair")
     add_device_option(p)
+    add_precision_option(p)
     p.set_defaults(func=run)  # fmt: skip
 
 
@@ -79,29 +88,16 @@ def _split_lang(spec: str, option: str) -> tuple[str | None, str]:
     return None, spec
 
 
-def run(args: argparse.Namespace) -> int:
-    from xlm.commands.embed import load_model
-    from xlm.data.dataset import PreparedData
-    from xlm.evaluation.charts import bar_chart
-    from xlm.evaluation.retrieval import parse_pair_spec
-    from xlm.evaluation.word_translation import (
-        DEFAULT_WORD_VECTORS,
-        WordEvalInputs,
-        evaluate_dictionary,
-        evaluate_similarity,
-        frequent_words,
-        frequent_words_in_text,
-        read_dictionary,
-        read_similarity,
-        read_word_list,
-    )
-    from xlm.reports import format_table, write_json
+Pair = tuple[str, str, str]  # source language, target language, file
+P_AT_K = ("p@1", "p@5", "p@10", "csls/p@1", "csls/p@5", "csls/p@10")
 
-    if not args.dict and not args.similarity:
-        raise XLMError("give at least one --dict SRC-TGT=FILE or --similarity FILE")
-    dicts = [parse_pair_spec(s) for s in args.dict]
+
+def _similarity_sets(specs: list[str], dicts: list[Pair]) -> list[Pair]:
+    """``--similarity [SRC-TGT=]FILE`` specs; without SRC-TGT, the pair of the single ``--dict``."""
+    from xlm.evaluation.retrieval import parse_pair_spec
+
     sims = []
-    for spec in args.similarity:
+    for spec in specs:
         pair, path = _split_lang(spec, "--similarity")
         if pair is None:
             if len(dicts) != 1:
@@ -112,14 +108,30 @@ def run(args: argparse.Namespace) -> int:
         else:
             a, b, _ = parse_pair_spec(f"{pair}=x")
             sims.append((a, b, path))
+    return sims
+
+
+def _listed_words(specs: list[str]) -> dict[str | None, list[str]]:
+    """``--target-vocab [LANG=]FILE`` word lists by language (None: for every target language)."""
+    from xlm.evaluation.word_translation import read_word_list
+
     listed: dict[str | None, list[str]] = {}
-    for spec in args.target_vocab:
+    for spec in specs:
         lang, path = _split_lang(spec, "--target-vocab")
         listed.setdefault(lang, []).extend(read_word_list(path))
-    texts = dict(_split_lang(s, "--corpus-text") for s in args.corpus_text)
-    pretrained = load_model(args.checkpoint, args.device)
+    return listed
+
+
+def _frequent_words_source(
+    args: argparse.Namespace, pretrained: Any, texts: dict[str | None, str]
+) -> Callable[[str], list[str]]:
+    """A language's most frequent words (cached): from ``--data``'s ``--split`` when it has the
+    language, else from its ``--corpus-text``, else none."""
+    from xlm.data.dataset import PreparedData
+    from xlm.evaluation.word_translation import frequent_words, frequent_words_in_text
+
     lower = pretrained.info.lowercase_and_remove_accent
-    prepared = PreparedData.open(args.vocab_data) if args.vocab_data else None
+    prepared = PreparedData.open(args.data) if args.data else None
     if prepared is not None:
         prepared.check_vocabulary(pretrained.vocab, args.checkpoint)
     cache: dict[str, list[str]] = {}
@@ -127,47 +139,81 @@ def run(args: argparse.Namespace) -> int:
     def frequent(lang: str) -> list[str]:
         if lang not in cache:
             words: list[str] = []
-            if prepared is not None and prepared.has_mono(args.vocab_split, lang):
-                data = prepared.mono(args.vocab_split, lang)
+            if prepared is not None and prepared.has_mono(args.split, lang):
+                data = prepared.mono(args.split, lang)
                 words = frequent_words(data, pretrained.vocab.id_to_token, args.max_vocab)
             elif lang in texts:
                 words = frequent_words_in_text(texts[lang], lang, args.max_vocab, lower)
             cache[lang] = words
         return cache[lang]
 
-    metrics: dict[str, float] = {}
-    for a, b, path in dicts:
-        pretrained.info.lang_id(a), pretrained.info.lang_id(b)
-        inputs = WordEvalInputs(
-            a, b, read_dictionary(path),
-            target_frequent=frequent(b), source_frequent=frequent(a),
-            target_listed=listed.get(b, []) + listed.get(None, []), source_listed=listed.get(a, []),
-        )  # fmt: skip
-        metrics.update(
-            evaluate_dictionary(
-                pretrained, inputs, k=args.csls_k, vectors=args.vectors or DEFAULT_WORD_VECTORS, center=args.center
-            )
-        )
-    for a, b, path in sims:
-        metrics.update(evaluate_similarity(pretrained, a, b, read_similarity(path)))
+    return frequent
+
+
+def _print_tables(metrics: dict[str, float], dicts: list[Pair], sims: list[Pair]) -> None:
+    from xlm.reports import format_table
+
     if dicts:
         headers = ["pair", "queries", "vocab", "P@1", "P@5", "P@10", "CSLS P@1", "CSLS P@5", "CSLS P@10", "cos", "L2"]
         rows = []
         for a, b, _ in dicts:
             n = f"{a}-{b}"
             rows.append([n, int(metrics[f"{n}/n_queries"]), int(metrics[f"{n}/target_vocab"])]
-                        + [metrics[f"{n}/{m}"] for m in ("p@1", "p@5", "p@10", "csls/p@1", "csls/p@5", "csls/p@10")]
+                        + [metrics[f"{n}/{m}"] for m in P_AT_K]
                         + [metrics[f"{n}/cosine"], metrics[f"{n}/l2"]])  # fmt: skip
         print(format_table(headers, rows, floatfmt="{:.3f}"))
     if sims:
         rows = [[f"{a}-{b}", int(metrics[f"{a}-{b}/sim/n"]), metrics[f"{a}-{b}/sim/pearson"],
                  metrics[f"{a}-{b}/sim/spearman"]] for a, b, _ in sims]  # fmt: skip
         print(format_table(["similarity", "pairs", "Pearson", "Spearman"], rows, floatfmt="{:.3f}"))
+
+
+def _plot(metrics: dict[str, float], dicts: list[Pair], sims: list[Pair], path: Path) -> None:
+    from xlm.evaluation.charts import bar_chart
+
+    groups = {f"{a}-{b}": {m: metrics[f"{a}-{b}/{m}"] for m in P_AT_K} for a, b, _ in dicts}
+    groups.update({f"{a}-{b} sim": {"spearman": metrics[f"{a}-{b}/sim/spearman"]} for a, b, _ in sims})
+    bar_chart(groups, path, "precision / correlation", "word translation (embedding table)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from xlm.commands.options import load_model
+    from xlm.evaluation.retrieval import parse_pair_spec
+    from xlm.evaluation.word_translation import (
+        DEFAULT_WORD_VECTORS,
+        WordEvalInputs,
+        evaluate_dictionary,
+        evaluate_similarity,
+        read_dictionary,
+        read_similarity,
+    )
+    from xlm.model.precision import inference_autocast
+    from xlm.reports import write_json
+
+    if not args.dict and not args.similarity:
+        raise XLMError("give at least one --dict SRC-TGT=FILE or --similarity FILE")
+    dicts = [parse_pair_spec(s) for s in args.dict]
+    sims = _similarity_sets(args.similarity, dicts)
+    listed = _listed_words(args.target_vocab)
+    texts = dict(_split_lang(s, "--corpus-text") for s in args.corpus_text)
+    pretrained = load_model(args.checkpoint, args.device)
+    frequent = _frequent_words_source(args, pretrained, texts)
+    metrics: dict[str, float] = {}
+    with inference_autocast(next(pretrained.model.parameters()).device, args.precision):
+        for a, b, path in dicts:
+            pretrained.info.lang_id(a), pretrained.info.lang_id(b)
+            inputs = WordEvalInputs(
+                a, b, read_dictionary(path),
+                target_frequent=frequent(b), source_frequent=frequent(a),
+                target_listed=listed.get(b, []) + listed.get(None, []), source_listed=listed.get(a, []),
+            )  # fmt: skip
+            vectors = args.vectors or DEFAULT_WORD_VECTORS
+            metrics.update(evaluate_dictionary(pretrained, inputs, k=args.csls_k, vectors=vectors, center=args.center))
+        for a, b, path in sims:
+            metrics.update(evaluate_similarity(pretrained, a, b, read_similarity(path)))
+    _print_tables(metrics, dicts, sims)
     if args.json:
         write_json(args.json, metrics)
     if args.plot:
-        groups = {f"{a}-{b}": {m: metrics[f"{a}-{b}/{m}"] for m in ("p@1", "p@5", "p@10", "csls/p@1", "csls/p@5", "csls/p@10")}
-                  for a, b, _ in dicts}  # fmt: skip
-        groups.update({f"{a}-{b} sim": {"spearman": metrics[f"{a}-{b}/sim/spearman"]} for a, b, _ in sims})
-        bar_chart(groups, args.plot, "precision / correlation", "word translation (embedding table)")
+        _plot(metrics, dicts, sims, args.plot)
     return 0

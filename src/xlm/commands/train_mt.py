@@ -5,12 +5,11 @@ under ``torchrun`` (``torchrun --nproc_per_node K -m xlm train-mt ...``)."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from xlm.commands.options import add_device_option, device_override
+from xlm.commands.options import add_device_option, device_override, print_final_metrics
 from xlm.config import resume_and_overrides
-from xlm.fileio import status_on_stderr, write_json
+from xlm.fileio import status_on_stderr
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +29,5 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_run_config(MTConfig, args.config, device_override(args.overrides, args.device), args.resume)
     with status_on_stderr():  # standard output gets the metrics only
         metrics = run_mt_training(cfg, resume=args.resume)
-    if metrics and int(os.environ.get("RANK", "0")) == 0:
-        write_json("-", {k: round(v, 4) for k, v in sorted(metrics.items())}, indent=1)
+    print_final_metrics(metrics)
     return 0

@@ -8,13 +8,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from xlm.commands.embed import add_precision_option
-from xlm.commands.options import add_device_option, count, finite, non_negative, non_negative_int
+from xlm.commands.options import (
+    add_checkpoint_argument,
+    add_device_option,
+    add_max_tokens_option,
+    add_precision_option,
+    add_threads_option,
+    count,
+    finite,
+    non_negative,
+    non_negative_int,
+    progress_enabled,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate text with a model trained by `xlm train-mt`")
-    p.add_argument("checkpoint", type=Path, help="a translation checkpoint (e.g. runs/mt/best)")
+    add_checkpoint_argument(p, "a translation checkpoint (e.g. runs/mt/best)")
     p.add_argument("--src", required=True, help="source language code")
     p.add_argument("--tgt", required=True, help="target language code")
     # decoding defaults to the setting recorded with the checkpoint (its training-time evaluation's)
@@ -25,12 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
     p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
-    p.add_argument("--max-tokens", type=count, default=4000, help="source tokens per batch")
+    add_max_tokens_option(p, 4000, "source tokens per batch")
     p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
     p.add_argument("--input", type=Path, help="read this file instead of standard input")
     p.add_argument("--output", type=Path, help="write this file instead of standard output")
     add_device_option(p)
-    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
+    add_threads_option(p)
     add_precision_option(p)
     p.set_defaults(func=run)
 
@@ -73,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         max_len_a=args.max_len_a, max_len_b=args.max_len_b,
     )  # fmt: skip
     with inference_autocast(device, args.precision):
-        out, n_long = translate_text(tr, lines, args.src, args.tgt, decode, device, args.max_tokens, args.tokenized)
+        out, n_long = translate_text(tr, lines, args.src, args.tgt, decode, device, args.max_tokens, args.tokenized,
+                                    progress=progress_enabled())  # fmt: skip
     if n_long:
         limit = tr.model.encoder.cfg.max_positions - 2
         print(f"xlm translate: {n_long} line(s) longer than the model's {limit} positions: their first {limit} tokens "

@@ -29,7 +29,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,7 @@ from xlm.text.languages import check_languages
 from xlm.text.normalize import Normalizer, normalize_raw_lines
 from xlm.text.segment import segmenter_versions
 from xlm.text.sentencepiece import SP_INFO_FILE, SP_MODEL_TYPES, learn_sentencepiece
-from xlm.text.tokenizer import load_tokenizer, vocab_kind
+from xlm.text.tokenizer import Tokenizer, load_tokenizer, vocab_kind
 from xlm.text.vocab import KINDS, MODEL_FILES, VOCAB_FILE, VOCAB_INFO_FILE, vocabulary_files
 from xlm.text.wordpiece import WP_INFO_FILE, learn_wordpiece
 
@@ -267,67 +267,92 @@ def normalize_files(files: list[RawFile], tmp_dir: Path, opts: PrepareOptions) -
         if not keep_raw:
             Normalizer(f.lang, opts.lowercase)
     cache = LineCache(opts.cache_mb * 1_000_000)
-
-    def chunks() -> Iterator[tuple[_Chunk, tuple[Any, ...] | None]]:
-        """Each chunk with the worker task for its lines missing from the cache (or None)."""
-        for i, f in enumerate(files):
-            for first, raw_lines in _raw_chunks(f, opts.chunk_lines, opts.max_lines):
-                chunk = _Chunk(i, f.lang, [], {})
-                numbers: list[int] = []
-                for k, raw in enumerate(raw_lines):
-                    hit = cache.get(f.lang, raw)
-                    chunk.out.append(hit)
-                    if hit is None:
-                        if raw not in chunk.misses:
-                            numbers.append(first + k)
-                        chunk.misses.setdefault(raw, []).append(k)
-                task = (f.lang, opts.lowercase, list(chunk.misses), str(f.path), numbers, opts.errors, keep_raw)
-                yield chunk, task if chunk.misses else None
-
-    handles: dict[int, Any] = {}
-
-    def finish(chunk: _Chunk, results: list[str]) -> None:
-        for raw, text in zip(chunk.misses, results):
-            cache.put(chunk.lang, raw, text)
-            for k in chunk.misses[raw]:
-                chunk.out[k] = text
-        i = chunk.file_index
-        if i not in handles:  # files come in order: close the previous one
-            for h in handles.values():
-                h.close()
-            handles.clear()
-            handles[i] = open(outputs[files[i].name], "w", encoding="utf-8", newline="\n")
-        handles[i].writelines(f"{line}\n" for line in chunk.out)
-
+    chunks = _chunks_to_normalize(files, opts, cache, keep_raw)
+    writer = _ChunkWriter([outputs[f.name] for f in files], cache)
     try:
         for f in files:  # every file gets an output, even an empty one
             outputs[f.name].write_bytes(b"")
         if opts.workers <= 1:
-            for chunk, task in chunks():
-                finish(chunk, normalize_raw_lines(*task) if task else [])
+            for chunk, task in chunks:
+                writer.write(chunk, normalize_raw_lines(*task) if task else [])
         else:
-            # spawn: no fork of a process with Rust/torch threads; an executor (unlike Pool) raises
-            # BrokenProcessPool instead of waiting forever when a worker dies (e.g. killed for memory)
-            ctx = multiprocessing.get_context("spawn")
-            # Ctrl-C reaches the whole process group: the workers ignore it, this process stops them
-            with ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
-                pending: collections.deque[tuple[_Chunk, Any]] = collections.deque()
-                try:
-                    for chunk, task in chunks():
-                        pending.append((chunk, pool.submit(normalize_raw_lines, *task) if task else None))
-                        while len(pending) >= 2 * opts.workers or (pending and pending[0][1] is None):
-                            done, res = pending.popleft()
-                            finish(done, res.result() if res is not None else [])
-                    while pending:
-                        done, res = pending.popleft()
-                        finish(done, res.result() if res is not None else [])
-                except BaseException:  # an error or Ctrl-C: drop the queued chunks, do not wait for them
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+            _normalize_in_pool(chunks, writer.write, opts.workers)
     finally:
-        for h in handles.values():
-            h.close()
+        writer.close()
     return outputs
+
+
+def _chunks_to_normalize(
+    files: list[RawFile], opts: PrepareOptions, cache: LineCache, keep_raw: bool
+) -> Iterator[tuple[_Chunk, tuple[Any, ...] | None]]:
+    """Each chunk of every file, with the worker task for its lines missing from the cache (or
+    None; with ``keep_raw`` the task only checks the text). Lazy: the cache is consulted as chunks
+    are asked for, after earlier ones were written."""
+    for i, f in enumerate(files):
+        for first, raw_lines in _raw_chunks(f, opts.chunk_lines, opts.max_lines):
+            chunk = _Chunk(i, f.lang, [], {})
+            numbers: list[int] = []
+            for k, raw in enumerate(raw_lines):
+                hit = cache.get(f.lang, raw)
+                chunk.out.append(hit)
+                if hit is None:
+                    if raw not in chunk.misses:
+                        numbers.append(first + k)
+                    chunk.misses.setdefault(raw, []).append(k)
+            task = (f.lang, opts.lowercase, list(chunk.misses), str(f.path), numbers, opts.errors, keep_raw)
+            yield chunk, task if chunk.misses else None
+
+
+class _ChunkWriter:
+    """Writes normalized chunks, which come in file order, to their files' outputs (one open
+    at a time), and puts the newly normalized lines in the cache."""
+
+    def __init__(self, outputs: list[Path], cache: LineCache) -> None:
+        self.outputs, self.cache = outputs, cache
+        self.handles: dict[int, Any] = {}
+
+    def write(self, chunk: _Chunk, results: list[str]) -> None:
+        for raw, text in zip(chunk.misses, results):
+            self.cache.put(chunk.lang, raw, text)
+            for k in chunk.misses[raw]:
+                chunk.out[k] = text
+        i = chunk.file_index
+        if i not in self.handles:  # files come in order: close the previous one
+            self.close()
+            self.handles[i] = open(self.outputs[i], "w", encoding="utf-8", newline="\n")
+        self.handles[i].writelines(f"{line}\n" for line in chunk.out)
+
+    def close(self) -> None:
+        for h in self.handles.values():
+            h.close()
+        self.handles.clear()
+
+
+def _normalize_in_pool(
+    chunks: Iterable[tuple[_Chunk, tuple[Any, ...] | None]],
+    write: Callable[[_Chunk, list[str]], None],
+    workers: int,
+) -> None:
+    """Normalize the chunks' tasks in ``workers`` processes, at most ``2 * workers`` chunks in
+    flight, and ``write`` each chunk with its results in order."""
+    # spawn: no fork of a process with Rust/torch threads; an executor (unlike Pool) raises
+    # BrokenProcessPool instead of waiting forever when a worker dies (e.g. killed for memory)
+    ctx = multiprocessing.get_context("spawn")
+    # Ctrl-C reaches the whole process group: the workers ignore it, this process stops them
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
+        pending: collections.deque[tuple[_Chunk, Any]] = collections.deque()
+        try:
+            for chunk, task in chunks:
+                pending.append((chunk, pool.submit(normalize_raw_lines, *task) if task else None))
+                while len(pending) >= 2 * workers or (pending and pending[0][1] is None):
+                    done, res = pending.popleft()
+                    write(done, res.result() if res is not None else [])
+            while pending:
+                done, res = pending.popleft()
+                write(done, res.result() if res is not None else [])
+        except BaseException:  # an error or Ctrl-C: drop the queued chunks, do not wait for them
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -511,44 +536,13 @@ def _run(
     timings["normalize_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if opts.vocab_dir is not None:
-        _reuse_vocabulary(Path(opts.vocab_dir), out_dir, opts.lowercase)
-        bpe_info: dict[str, Any] = {"reused_from": str(opts.vocab_dir)}
-    elif opts.vocab_size is not None:
-        sources = _bpe_sources(files, tok, languages)
-        (out_dir / VOCAB_INFO_FILE).unlink(missing_ok=True)  # a previous run's kind must not linger
-        what = {"bpe": "BPE", "sentencepiece": f"SentencePiece ({opts.sp_model_type})", "wordpiece": "WordPiece"}
-        log(f"learning a shared {what[opts.tokenizer]} of {opts.vocab_size} tokens on α={opts.alpha}-sampled sentences ...")
-        if opts.tokenizer == "sentencepiece":
-            report = learn_sentencepiece(
-                sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.sp_model_type
-            )
-        elif opts.tokenizer == "wordpiece":
-            report = learn_wordpiece(
-                sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase
-            )
-        else:
-            report = learn_bpe(
-                sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase
-            )
-        bpe_info = {"n_merges": report.n_merges, "line_counts": report.line_counts, "sample_sizes": report.sample_sizes}
-    else:
-        raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
+    bpe_info = _make_vocabulary(files, tok, languages, out_dir, opts, log)
     timings["bpe_s"] = time.perf_counter() - t0
     tokenizer = load_tokenizer(out_dir)
 
     t0 = time.perf_counter()
     log(f"binarizing with a vocabulary of {len(tokenizer)} tokens ...")
-    stats: dict[str, BinarizeStats] = {}
-    for f in files:
-        if f.pair is None:
-            stats[f.name] = binarize(tok[f.name], out_dir / f.name, tokenizer, f.lang, chunk_lines=opts.chunk_lines * 5)
-    for a, b in _pairs(files):
-        sa, sb = binarize_parallel(
-            tok[a.name], tok[b.name], out_dir / a.name, out_dir / b.name, tokenizer, a.lang, b.lang,
-            chunk_lines=opts.chunk_lines * 5,
-        )  # fmt: skip
-        stats[a.name], stats[b.name] = sa, sb
+    stats = _binarize_files(files, tok, out_dir, tokenizer, chunk_lines=opts.chunk_lines * 5)
     timings["binarize_s"] = time.perf_counter() - t0
     raw_refs = keep_raw_references(_pairs(files), tok, out_dir, opts.max_lines)
     for f in files:  # record where each file came from, not the temporary normalized copy
@@ -574,6 +568,56 @@ def _run(
         },
     }
     return info, stats
+
+
+def _make_vocabulary(
+    files: list[RawFile],
+    tok: dict[str, Path],
+    languages: list[str],
+    out_dir: Path,
+    opts: PrepareOptions,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Learn the vocabulary on the normalized files ``tok`` (or copy ``opts.vocab_dir``'s) into
+    ``out_dir``; returns what ``prepare.json`` records of it."""
+    if opts.vocab_dir is not None:
+        _reuse_vocabulary(Path(opts.vocab_dir), out_dir, opts.lowercase)
+        return {"reused_from": str(opts.vocab_dir)}
+    if opts.vocab_size is None:
+        raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
+    sources = _bpe_sources(files, tok, languages)
+    (out_dir / VOCAB_INFO_FILE).unlink(missing_ok=True)  # a previous run's kind must not linger
+    what = {"bpe": "BPE", "sentencepiece": f"SentencePiece ({opts.sp_model_type})", "wordpiece": "WordPiece"}
+    log(f"learning a shared {what[opts.tokenizer]} of {opts.vocab_size} tokens on α={opts.alpha}-sampled sentences ...")
+    if opts.tokenizer == "sentencepiece":
+        report = learn_sentencepiece(
+            sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.sp_model_type
+        )
+    elif opts.tokenizer == "wordpiece":
+        report = learn_wordpiece(
+            sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase
+        )
+    else:
+        report = learn_bpe(sources, out_dir, opts.vocab_size, opts.alpha, opts.bpe_sentences, opts.seed, opts.lowercase)
+    return {"n_merges": report.n_merges, "line_counts": report.line_counts, "sample_sizes": report.sample_sizes}
+
+
+def _binarize_files(
+    files: list[RawFile], tok: dict[str, Path], out_dir: Path, tokenizer: Tokenizer, chunk_lines: int
+) -> dict[str, BinarizeStats]:
+    """Binarize each normalized file ``tok[name]`` to ``out_dir/name`` (the two sides of a pair
+    together); the statistics of each file."""
+    stats: dict[str, BinarizeStats] = {}
+    for f in files:
+        if f.pair is None:
+            stats[f.name] = binarize(tok[f.name], out_dir / f.name, tokenizer, f.lang, chunk_lines=chunk_lines)
+    for a, b in _pairs(files):
+        sa, sb = binarize_parallel(
+            tok[a.name], tok[b.name], out_dir / a.name, out_dir / b.name, tokenizer, a.lang, b.lang,
+            chunk_lines=chunk_lines,
+        )  # fmt: skip
+        stats[a.name], stats[b.name] = sa, sb
+    return stats
 
 
 def keep_raw_references(

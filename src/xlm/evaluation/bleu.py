@@ -214,17 +214,21 @@ def translate_and_score(
     max_sentences: int = 0,
     max_tokens: int = 4000,
     raw_refs: Path | None = None,
+    progress: str | None = None,
 ) -> Translations:
     """Translate the first ``max_sentences`` (0: all) source sentences of ``data`` whole (up
     to the model's positions) and pair the outputs with the references, as text; the raw
-    references come from the file ``raw_refs`` when it exists."""
+    references come from the file ``raw_refs`` when it exists. ``progress``: the label of a
+    progress bar on standard error (None: no bar)."""
     n = len(data) if max_sentences <= 0 else min(len(data), max_sentences)
     ids = np.arange(n)
     limit = source_limit(model)
     n_long = int((data.src.lengths[:n] > limit).sum())
     rows = sentence_rows(data.src, ids, limit)
     specials = tokenizer.vocab.specials
-    words = translate_rows(model, rows, src_lang_id, tgt_lang_id, decode, device, max_tokens, specials)
+    words = translate_rows(
+        model, rows, src_lang_id, tgt_lang_id, decode, device, max_tokens, specials, progress=progress
+    )
     hyp_tok = [tokenizer.decode(w) for w in words]
     ref_tok = [tokenizer.decode(data.tgt.sentence(int(i)).tolist()) for i in ids]
     if tokenizer.vocab.kind == "bpe":

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
+from tqdm import tqdm
 
 from xlm.config import Settings
 from xlm.data.batching import pad_rows, token_budget_batches
@@ -182,14 +183,10 @@ def beam_search(
     bs, n, device = src.shape[0], beam_size, src.device
     limit = [max_len] * bs if limits is None else [int(x) for x in limits.tolist()]
     memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
-    memory = memory.repeat_interleave(n, dim=0)
-    mem_len = src_lengths.repeat_interleave(n)
+    memory, mem_len = memory.repeat_interleave(n, dim=0), src_lengths.repeat_interleave(n)  # n rows a sentence
     lang = torch.full((bs * n,), tgt_lang, device=device)
     start, end, pad = specials.start, specials.end, specials.pad
-    seqs = torch.full((bs * n, max_len), pad, dtype=torch.long, device=device)
-    seqs[:, 0] = start
-    scores = torch.zeros(bs, n, device=device)
-    scores[:, 1:] = -float("inf")  # all beams start identical: expand only the first one
+    seqs, scores = _initial_beams(bs, n, max_len, specials, device)
     finished = [_Finished(n, length_penalty, early_stopping, limit[b] - 1) for b in range(bs)]
     done = [False] * bs
     cache = KVCache() if use_cache else None
@@ -200,42 +197,25 @@ def beam_search(
         if ending:  # no room left: every running hypothesis of these sentences ends here
             final = (scores.view(-1) + logp[:, end]).tolist()
             for b in ending:
-                for k in range(n):
-                    if final[b * n + k] > -float("inf"):
-                        finished[b].add(seqs[b * n + k, 1:t].tolist(), final[b * n + k])
+                _end_running(finished[b], final[b * n : (b + 1) * n], seqs[b * n : (b + 1) * n, 1:t])
                 done[b] = True
             if all(done):
                 break
         vocab = logp.shape[-1]
-        cand = (scores.view(-1, 1) + logp).view(bs, n * vocab)
-        top_scores, top_ids = cand.topk(min(2 * n, n * vocab), dim=1)
+        top_scores, top_ids = (scores.view(-1, 1) + logp).view(bs, n * vocab).topk(min(2 * n, n * vocab), dim=1)
         top_scores_l, top_ids_l = top_scores.tolist(), top_ids.tolist()
-        next_scores: list[float] = []
-        next_words: list[int] = []
-        next_rows: list[int] = []
+        next_beams: list[tuple[float, int, int]] = []
         for b in range(bs):
             beam: list[tuple[float, int, int]] = []
             if not done[b]:
-                for s, idx in zip(top_scores_l[b], top_ids_l[b]):
-                    if s == -float("inf"):
-                        break
-                    row, word = b * n + idx // vocab, idx % vocab
-                    if word == end:
-                        finished[b].add(seqs[row, 1:t].tolist(), s)
-                    else:
-                        beam.append((s, word, row))
-                    if len(beam) == n:
-                        break
+                beam = _next_beam(finished[b], top_scores_l[b], top_ids_l[b], b * n, n, vocab, seqs[:, 1:t], end)
                 done[b] = not beam or finished[b].is_done(beam[0][0], t)
             if done[b]:
                 beam = []
-            beam += [(-float("inf") if not done[b] else 0.0, pad, b * n)] * (n - len(beam))
-            for s, word, row in beam:
-                next_scores.append(s)
-                next_words.append(word)
-                next_rows.append(row)
+            next_beams += beam + [(-float("inf") if not done[b] else 0.0, pad, b * n)] * (n - len(beam))
         if all(done):
             break
+        next_scores, next_words, next_rows = zip(*next_beams)
         rows = torch.tensor(next_rows, device=device)
         seqs = seqs.index_select(0, rows)
         seqs[:, t] = torch.tensor(next_words, device=device)
@@ -245,6 +225,51 @@ def beam_search(
     best = [np.asarray([start, *f.best(), end], dtype=np.int64) for f in finished]
     tokens, lengths = pad_rows(best, pad)
     return tokens.to(device), lengths.to(device)
+
+
+def _initial_beams(bs: int, n: int, max_len: int, specials: Specials, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``n`` beams per sentence holding only the start token (``(bs * n, max_len)``, padded),
+    and their scores ``(bs, n)``: all start identical, so only the first one is expanded."""
+    seqs = torch.full((bs * n, max_len), specials.pad, dtype=torch.long, device=device)
+    seqs[:, 0] = specials.start
+    scores = torch.zeros(bs, n, device=device)
+    scores[:, 1:] = -float("inf")
+    return seqs, scores
+
+
+def _end_running(finished: _Finished, final: list[float], words: Tensor) -> None:
+    """Every running hypothesis of a sentence (``words``, one row each) ends, with the
+    log-probabilities ``final`` of ending now (those at ``-inf`` were never running)."""
+    for k, score in enumerate(final):
+        if score > -float("inf"):
+            finished.add(words[k].tolist(), score)
+
+
+def _next_beam(
+    finished: _Finished,
+    top_scores: list[float],
+    top_ids: list[int],
+    first_row: int,
+    n: int,
+    vocab: int,
+    words: Tensor,
+    end: int,
+) -> list[tuple[float, int, int]]:
+    """A sentence's next running hypotheses, at most ``n`` ``(score, word, row)``, from its best
+    candidates (``top_ids`` index its ``n`` rows x ``vocab`` words, best first; ``words`` holds
+    every row's words so far): a candidate ending with ``end`` goes to ``finished`` instead."""
+    beam: list[tuple[float, int, int]] = []
+    for s, idx in zip(top_scores, top_ids):
+        if s == -float("inf"):
+            break
+        row, word = first_row + idx // vocab, idx % vocab
+        if word == end:
+            finished.add(words[row].tolist(), s)
+        else:
+            beam.append((s, word, row))
+        if len(beam) == n:
+            break
+    return beam
 
 
 def generate(
@@ -283,14 +308,18 @@ def translate_rows(
     device: torch.device | str,
     max_tokens: int = 4000,
     specials: Specials = XLM_SPECIALS,
+    progress: str | None = None,
 ) -> list[list[int]]:
     """Translate ``</s> w .. </s>`` rows (``start w .. end`` of the vocabulary's ``specials``;
     in any number), batched by a token budget with similar lengths together; returns the
-    output words of each row, in the input order."""
+    output words of each row, in the input order. With ``progress``, a progress bar of the
+    sentences on standard error, labelled so."""
     out: list[list[int]] = [[] for _ in rows]
-    for ids, words in _translate_batches(model, rows, src_lang, tgt_lang, cfg, device, max_tokens, specials):
-        for i, w in zip(ids, words):
-            out[int(i)] = w
+    with tqdm(total=len(rows), desc=progress, unit="sent", disable=progress is None, leave=False) as bar:
+        for ids, words in _translate_batches(model, rows, src_lang, tgt_lang, cfg, device, max_tokens, specials):
+            for i, w in zip(ids, words):
+                out[int(i)] = w
+            bar.update(len(ids))
     return out
 
 
@@ -325,11 +354,13 @@ def translate_text(
     device: torch.device | str,
     max_tokens: int = 4000,
     tokenized: bool = False,
+    progress: bool = False,
 ) -> tuple[list[str], int]:
     """Raw ``src`` lines -> ``tgt`` lines with a translation checkpoint: normalized and
     BPE-encoded with its vocabulary, translated, BPE undone and detokenized (Moses-tokenized
     with ``tokenized``). An empty line stays empty. Also returns how many lines were longer
-    than the model's positions (their first tokens were translated)."""
+    than the model's positions (their first tokens were translated). ``progress``: a progress
+    bar on standard error."""
     from xlm.text.tokenizer import TextEncoder, load_tokenizer
 
     src_id, tgt_id = tr.info.lang_id(src), tr.info.lang_id(tgt)
@@ -343,7 +374,8 @@ def translate_text(
     n_long = sum(len(x) > limit for x in ids)
     todo = [i for i, x in enumerate(ids) if x]
     rows = [np.asarray([sp.start, *ids[i][:limit], sp.end], dtype=np.int64) for i in todo]
-    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens, sp)
+    label = f"translate {src}-{tgt}" if progress else None
+    words = translate_rows(tr.model, rows, src_id, tgt_id, cfg, device, max_tokens, sp, progress=label)
     out = [""] * len(lines)
     for i, w in zip(todo, words):
         out[i] = tgt_enc.bpe.decode(w) if tokenized else tgt_enc.decode(w)

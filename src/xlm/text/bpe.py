@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,26 @@ def learn_bpe(
             reps = sample_line_counts(counts[lang], sizes[lang], rng)
             yield from iter_sampled(_iter_files(paths[lang]), reps)
 
+    tokens, merges = _train_bpe(sample, total, vocab_size, min_frequency)
+    info = {
+        "vocab_size": len(tokens),
+        "n_merges": len(merges),
+        "alpha": alpha,
+        "max_sentences": max_sentences,
+        "seed": seed,
+        "line_counts": counts,
+        "sample_sizes": sizes,
+        "lowercase_and_remove_accent": lowercase_and_remove_accent,
+    }
+    write_vocabulary(out_dir, tokens, merges, info)  # type: ignore[arg-type]
+    return LearnReport(len(tokens), len(merges), counts, sizes, time.perf_counter() - t0)
+
+
+def _train_bpe(
+    sample: Callable[[], Iterator[str]], total: int, vocab_size: int, min_frequency: int
+) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The tokens (special tokens first, then in the trainer's id order) and merges of a BPE
+    learned by the ``tokenizers`` trainer on the ``total`` sentences ``sample()`` yields."""
     # The trainer gives the word-final symbols ("e</w>") ids in the iteration order of a Rust
     # HashMap, which changes from run to run, and it breaks ties between equally frequent
     # pairs by id: the merges would differ between two runs on the same text. Declaring
@@ -178,19 +198,7 @@ def learn_bpe(
     model = json.loads(tokenizer.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     learned = sorted((i, t) for t, i in model["vocab"].items() if t not in SPECIAL_TOKENS)
-    tokens = list(SPECIAL_TOKENS) + [t for _, t in learned]
-    info = {
-        "vocab_size": len(tokens),
-        "n_merges": len(merges),
-        "alpha": alpha,
-        "max_sentences": max_sentences,
-        "seed": seed,
-        "line_counts": counts,
-        "sample_sizes": sizes,
-        "lowercase_and_remove_accent": lowercase_and_remove_accent,
-    }
-    write_vocabulary(out_dir, tokens, merges, info)  # type: ignore[arg-type]
-    return LearnReport(len(tokens), len(merges), counts, sizes, time.perf_counter() - t0)
+    return list(SPECIAL_TOKENS) + [t for _, t in learned], merges
 
 
 def write_vocabulary(

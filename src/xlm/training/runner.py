@@ -30,7 +30,7 @@ CONFIG_FILE = "config.toml"
 RESUME_MAY_CHANGE = (
     "train.out_dir", "train.max_steps", "train.max_minutes", "train.log_every", "train.eval_every", "train.save_every",
     "train.keep_last", "train.patience", "train.max_nonfinite", "train.eval_at_start", "train.progress",
-    "train.threads", "train.device", "train.precision", "output.json_file", "output.plot_file",
+    "train.threads", "train.device", "train.precision", "train.tensorboard", "output.json_file", "output.plot_file",
 )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,8 @@ class TrainConfig(Config):
     patience: NonNegativeInt = 0  # evaluations without improvement before stopping; 0: never stop early
     max_nonfinite: NonNegativeInt = 5  # consecutive non-finite steps tolerated before stopping
     eval_at_start: bool = True
-    progress: bool = True
+    progress: bool = True  # a progress bar on standard error, when it is a terminal
+    tensorboard: bool | None = None  # None: when installed; true: asked for (a note when missing); false: off
     threads: NonNegativeInt = 0  # torch intra-op threads; 0 leaves torch's default
 
 
@@ -323,11 +325,13 @@ class Trainer:
                     self.tb.add_scalar(f"{record['type']}/{k}", v, record["step"])
 
     def _open_tensorboard(self) -> None:
-        if not self.env.is_main:
+        if not self.env.is_main or self.cfg.tensorboard is False:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard is optional
+        except Exception:  # tensorboard is optional: pip install 'xlm[tensorboard]'
+            if self.cfg.tensorboard:
+                status("note: train.tensorboard is on but tensorboard is not installed (pip install 'xlm[tensorboard]'): no TensorBoard logs")
             return
         self.tb = SummaryWriter(str(self.out_dir / "tensorboard"))
 
@@ -411,70 +415,17 @@ class Trainer:
 
     def train(self) -> dict[str, float]:
         cfg = self.cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._open_tensorboard()
-        for m in self.modules.values():
-            m.train()
-        metrics: dict[str, float] = {}
-        if self.step == 0 and cfg.eval_at_start:
-            metrics = self.evaluate()
-        accumulate = max(1, self.optim_cfg.accumulate)
-        bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.env.is_main), dynamic_ncols=True
-        )
+        metrics = self._start_training()
+        show = cfg.progress and self.env.is_main and sys.stderr.isatty()  # a bar on a terminal only
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not show, dynamic_ncols=True)
         stopped_early = out_of_time = False
         started = time.monotonic()
         with _StopFlag() as stop:
             while self.step < cfg.max_steps:
-                t0 = time.perf_counter()
-                lr = learning_rate(self.step, self.optim_cfg, cfg.max_steps)
-                set_lr(self.optimizer, lr)
-                losses: dict[str, float] = {}
-                n_tokens = 0
-                micro_losses: list[tuple[str, float, int]] = []
-                for micro in range(accumulate):
-                    with self._no_sync(micro == accumulate - 1), self._autocast():
-                        out = self.task.train_batch(self.step * accumulate + micro)
-                        if accumulate == 1:
-                            loss = out.loss * out.weight / accumulate
-                        else:  # a sum over predicted tokens, divided by their total below
-                            loss = out.loss * out.weight * max(1, out.n_pred)
-                    self.scaler.scale(loss).backward()
-                    losses[out.name] = float(out.loss.detach())
-                    micro_losses.append((out.name, losses[out.name], max(1, out.n_pred)))
-                    n_tokens += out.n_tokens
-                if accumulate > 1:
-                    losses = self._average_accumulated(micro_losses)
-                norm, applied = self._optimizer_step()
-                self.step += 1
-                self.tokens_seen += n_tokens * self.env.world
-                if applied:
-                    self.nonfinite_run = 0
-                else:
-                    self.nonfinite_total += 1
-                    self.nonfinite_run += 1
-                    self.log(f"step {self.step}: non-finite loss or gradient ({norm}); update skipped")
-                dt = time.perf_counter() - t0
-                self.train_seconds += dt
-                tok_s = n_tokens * self.env.world / max(dt, 1e-9)
-                record: dict[str, Any] = {"type": "train", "step": self.step, "lr": lr,
-                                          "grad_norm": norm if math.isfinite(norm) else None}  # fmt: skip
-                if not applied:  # a skipped update is recorded at once, on its own
-                    self._emit({**record, "tokens_per_s": tok_s, "skipped": True,
-                                **{f"loss/{k}": v for k, v in losses.items()}})  # fmt: skip
-                else:
-                    self.window.add(losses, n_tokens * self.env.world, dt)
+                record, losses, tok_s, applied = self._update()
                 bar.update(1)
                 bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in losses.items()) + f" tok/s={tok_s:,.0f}")
-                if self.nonfinite_run > cfg.max_nonfinite:
-                    self.save()
-                    raise TrainingError(
-                        f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; stopped. "
-                        f"The weights are from before the fault (saved in {self.ckpt_dir}); lower the learning "
-                        "rate or check the data before resuming."
-                    )
+                self._stop_on_nonfinite_run()
                 out_of_time = bool(cfg.max_minutes) and time.monotonic() - started > 60 * cfg.max_minutes
                 if out_of_time:
                     self.log(f"time budget of {cfg.max_minutes} min reached at step {self.step}")
@@ -490,16 +441,87 @@ class Trainer:
                 if stop.signal is not None or stopped_early or out_of_time:
                     break
         bar.close()
-        if stop.signal is not None:
-            if self.tb is not None:
-                self.tb.close()
-            raise Interrupted(stop.signal, f"received signal {stop.signal}: saved step {self.step} in "
-                              f"{self.ckpt_dir}; continue with --resume")  # fmt: skip
+        self._finish_training(stop.signal, self.step >= cfg.max_steps or stopped_early or out_of_time)
+        return metrics
+
+    def _start_training(self) -> dict[str, float]:
+        """Threads, the run folder, TensorBoard, training mode; the metrics of the evaluation at
+        step 0 when asked for (else none)."""
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._open_tensorboard()
+        for m in self.modules.values():
+            m.train()
+        if self.step == 0 and self.cfg.eval_at_start:
+            return self.evaluate()
+        return {}
+
+    def _update(self) -> tuple[dict[str, Any], dict[str, float], float, bool]:
+        """One optimizer update over ``optim.accumulate`` micro-batches. Returns the step's
+        train record (step, lr, grad norm), its losses by objective, its tokens/s and whether
+        the update was applied (a skipped one is logged at once, an applied one averaged into
+        the log window)."""
+        accumulate = max(1, self.optim_cfg.accumulate)
+        t0 = time.perf_counter()
+        lr = learning_rate(self.step, self.optim_cfg, self.cfg.max_steps)
+        set_lr(self.optimizer, lr)
+        losses: dict[str, float] = {}
+        n_tokens = 0
+        micro_losses: list[tuple[str, float, int]] = []
+        for micro in range(accumulate):
+            with self._no_sync(micro == accumulate - 1), self._autocast():
+                out = self.task.train_batch(self.step * accumulate + micro)
+                if accumulate == 1:
+                    loss = out.loss * out.weight / accumulate
+                else:  # a sum over predicted tokens, divided by their total below
+                    loss = out.loss * out.weight * max(1, out.n_pred)
+            self.scaler.scale(loss).backward()
+            losses[out.name] = float(out.loss.detach())
+            micro_losses.append((out.name, losses[out.name], max(1, out.n_pred)))
+            n_tokens += out.n_tokens
+        if accumulate > 1:
+            losses = self._average_accumulated(micro_losses)
+        norm, applied = self._optimizer_step()
+        self.step += 1
+        self.tokens_seen += n_tokens * self.env.world
+        if applied:
+            self.nonfinite_run = 0
+        else:
+            self.nonfinite_total += 1
+            self.nonfinite_run += 1
+            self.log(f"step {self.step}: non-finite loss or gradient ({norm}); update skipped")
+        dt = time.perf_counter() - t0
+        self.train_seconds += dt
+        tok_s = n_tokens * self.env.world / max(dt, 1e-9)
+        record: dict[str, Any] = {"type": "train", "step": self.step, "lr": lr,
+                                  "grad_norm": norm if math.isfinite(norm) else None}  # fmt: skip
+        if not applied:  # a skipped update is recorded at once, on its own
+            self._emit({**record, "tokens_per_s": tok_s, "skipped": True,
+                        **{f"loss/{k}": v for k, v in losses.items()}})  # fmt: skip
+        else:
+            self.window.add(losses, n_tokens * self.env.world, dt)
+        return record, losses, tok_s, applied
+
+    def _stop_on_nonfinite_run(self) -> None:
+        if self.nonfinite_run > self.cfg.max_nonfinite:
+            self.save()
+            raise TrainingError(
+                f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; stopped. "
+                f"The weights are from before the fault (saved in {self.ckpt_dir}); lower the learning "
+                "rate or check the data before resuming."
+            )
+
+    def _finish_training(self, signum: int | None, finished: bool) -> None:
+        """Close TensorBoard; after a signal, stop (the checkpoint is saved); after a finished
+        run (all steps, early stop or time budget), save ``final/``."""
         if self.tb is not None:
             self.tb.close()
-        if self.step >= cfg.max_steps or stopped_early or out_of_time:
+        if signum is not None:
+            raise Interrupted(signum, f"received signal {signum}: saved step {self.step} in "
+                              f"{self.ckpt_dir}; continue with --resume")  # fmt: skip
+        if finished:
             self.save(self.out_dir / "final", with_train_state=False)
-        return metrics
 
 
 def seed_everything(seed: int) -> None:
