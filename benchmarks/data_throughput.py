@@ -101,7 +101,9 @@ def main() -> None:
         t0 = time.perf_counter()
         report = learn_bpe({k: [v] for k, v in tok_files.items()}, tmp / "vocab", args.vocab_size, alpha=0.5)
         t_ours = time.perf_counter() - t0
-        rows.append((f"BPE learn, tokenizers ({report.n_merges} merges)", f"{norm_mb:.2f} MB", t_ours, norm_mb / t_ours))
+        rows.append(
+            (f"BPE learn, tokenizers ({report.n_merges} merges)", f"{norm_mb:.2f} MB", t_ours, norm_mb / t_ours)
+        )
         codes = io.StringIO()
         t0 = time.perf_counter()
         with open(tmp / "all.tok", "w", encoding="utf-8") as f:
@@ -109,7 +111,9 @@ def main() -> None:
         with open(tmp / "all.tok", encoding="utf-8") as f:
             subword_learn(f, codes, report.n_merges, min_frequency=2)
         t_snmt = time.perf_counter() - t0
-        rows.append((f"BPE learn, subword-nmt ({report.n_merges} merges)", f"{norm_mb:.2f} MB", t_snmt, norm_mb / t_snmt))
+        rows.append(
+            (f"BPE learn, subword-nmt ({report.n_merges} merges)", f"{norm_mb:.2f} MB", t_snmt, norm_mb / t_snmt)
+        )
 
         bpe = BPETokenizer.from_dir(tmp / "vocab")
         codes_text = codes.getvalue()

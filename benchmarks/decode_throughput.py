@@ -39,7 +39,9 @@ def build(tiny: bool) -> EncoderDecoder:
     return model
 
 
-def time_decode(model: EncoderDecoder, src: torch.Tensor, lengths: torch.Tensor, out_len: int, beam: int, cache: bool) -> float:
+def time_decode(
+    model: EncoderDecoder, src: torch.Tensor, lengths: torch.Tensor, out_len: int, beam: int, cache: bool
+) -> float:
     t = time.perf_counter()
     with torch.no_grad():
         if beam == 1:
@@ -81,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beams", default="1,4")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cross-reorder", action="store_true", help="A/B of beam search with the cross-attention cache re-indexed")
+    ap.add_argument(
+        "--cross-reorder", action="store_true", help="A/B of beam search with the cross-attention cache re-indexed"
+    )
     args = ap.parse_args(argv)
     model = build(args.tiny)
     vocab = model.encoder.cfg.vocab_size

@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.cases.split(","):
         name, mode = case.split(":")
         base, new = ab(tp.SHAPES[name], mode, args.steps)
-        print(f"{name:6s} {mode:6s} F.dropout {base:9,.0f} tok/s  ours {new:9,.0f} tok/s  ours/F.dropout {new / base:.3f}x", flush=True)
+        print(
+            f"{name:6s} {mode:6s} F.dropout {base:9,.0f} tok/s  ours {new:9,.0f} tok/s  ours/F.dropout {new / base:.3f}x",
+            flush=True,
+        )
     return 0
 
 

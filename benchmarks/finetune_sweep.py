@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     majority = largest_class_rate(DATA / "test.en.tsv.gz")
     results = {}
-    print(f"{'setting':<24} {'en %':>6} {'zero-shot %':>11} {'ratio':>6}   (largest class {majority:.1f} %)", flush=True)
+    print(
+        f"{'setting':<24} {'en %':>6} {'zero-shot %':>11} {'ratio':>6}   (largest class {majority:.1f} %)", flush=True
+    )
     for spec in args.settings:
         name, _, rest = spec.partition(":")
         overrides = [o for o in re.split(r",(?=[A-Za-z_][\w.]*=)", rest) if o]  # commas inside values stay
@@ -79,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<24} {en:6.1f} {zero:11.1f} {zero / max(en, 1e-9):6.2f}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"checkpoint": args.checkpoint, "largest_class": majority, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps({"checkpoint": args.checkpoint, "largest_class": majority, "results": results}, indent=1)
+        )
     return 0
 
 

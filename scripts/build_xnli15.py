@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build ``data/xnli15/`` (zh, ja, th, ar, el, bg, tr, vi): see ``scripts/corpus/xnli15.py``.
 
-    python scripts/build_xnli15.py             # = --cache /tmp/xlm-corpus-cache --out data/xnli15
+python scripts/build_xnli15.py             # = --cache /tmp/xlm-corpus-cache --out data/xnli15
 """
 
 import sys

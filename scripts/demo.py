@@ -63,7 +63,14 @@ def perplexity_table() -> None:
     rows = []
     for key in sorted(k for k in last if k.startswith("valid/") and k.endswith("/ppl") and k.count("/") == 3):
         _, kind, lang, _ = key.split("/")
-        rows.append([f"{kind.upper()} {lang}", first.get(key, float("nan")), last[key], last.get(key[:-3] + "acc", float("nan")) * 100])
+        rows.append(
+            [
+                f"{kind.upper()} {lang}",
+                first.get(key, float("nan")),
+                last[key],
+                last.get(key[:-3] + "acc", float("nan")) * 100,
+            ]
+        )
     print(f"\n== valid perplexity: step {first['step']} -> step {last['step']} ==")
     print(format_table(["objective / language", "ppl start", "ppl end", "acc end %"], rows))
 
@@ -71,15 +78,35 @@ def perplexity_table() -> None:
 def evaluate(checkpoint: Path) -> None:
     """Cross-lingual retrieval on the held-out test pairs, word translation from the embedding table."""
     print("\n== cross-lingual sentence retrieval (test split, 500 pairs per language pair) ==")
-    run("evaluate", "retrieval", str(checkpoint.relative_to(ROOT)), "--data", str(DATA.relative_to(ROOT)),
-        "--split", "test", "--max-sentences", "500", "--json", str((RUN / "retrieval.json").relative_to(ROOT)),
-        "--plot", str((RUN / "plots" / "retrieval.png").relative_to(ROOT)))
+    run(
+        "evaluate",
+        "retrieval",
+        str(checkpoint.relative_to(ROOT)),
+        "--data",
+        str(DATA.relative_to(ROOT)),
+        "--split",
+        "test",
+        "--max-sentences",
+        "500",
+        "--json",
+        str((RUN / "retrieval.json").relative_to(ROOT)),
+        "--plot",
+        str((RUN / "plots" / "retrieval.png").relative_to(ROOT)),
+    )
     dicts = sorted(DICTS.glob("en-*.txt"))
     if dicts:
         print("\n== word translation (words encoded alone, centered per language) ==")
         args = [a for d in dicts for a in ("--dict", f"{d.stem}={d.relative_to(ROOT)}")]
-        run("evaluate", "words", str(checkpoint.relative_to(ROOT)), *args, "--data", str(DATA.relative_to(ROOT)),
-            "--json", str((RUN / "words.json").relative_to(ROOT)))
+        run(
+            "evaluate",
+            "words",
+            str(checkpoint.relative_to(ROOT)),
+            *args,
+            "--data",
+            str(DATA.relative_to(ROOT)),
+            "--json",
+            str((RUN / "words.json").relative_to(ROOT)),
+        )
 
 
 def transfer_summary(accuracy: dict[str, float]) -> None:
@@ -132,7 +159,9 @@ def main() -> None:
 
     accuracy = classification_step(checkpoint)
     transfer_summary(accuracy)
-    print(f"\ndemo done: model in {checkpoint.relative_to(ROOT)}, curves and charts in {(RUN / 'plots').relative_to(ROOT)}")
+    print(
+        f"\ndemo done: model in {checkpoint.relative_to(ROOT)}, curves and charts in {(RUN / 'plots').relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

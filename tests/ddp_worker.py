@@ -25,7 +25,9 @@ from xlm.training.trainer import StepOutput, TrainConfig, Trainer
 class FixedTask:
     def __init__(self, rank: int, world: int):
         torch.manual_seed(0)
-        cfg = ModelConfig(vocab_size=60, n_langs=2, emb_dim=32, n_layers=2, n_heads=2, dropout=0.0, attention_dropout=0.0)
+        cfg = ModelConfig(
+            vocab_size=60, n_langs=2, emb_dim=32, n_layers=2, n_heads=2, dropout=0.0, attention_dropout=0.0
+        )
         self.model = TransformerModel(cfg)
         g = torch.Generator().manual_seed(1)
         rows = torch.randint(14, 60, (4, 24), generator=g)
@@ -97,7 +99,11 @@ def finetune(spy_dir: str, argv: list[str]) -> int:
 
     def train(self):
         metrics = real_train(self)
-        weights = {f"{name}.{k}": v.detach().clone().contiguous() for name, m in self.modules.items() for k, v in m.state_dict().items()}
+        weights = {
+            f"{name}.{k}": v.detach().clone().contiguous()
+            for name, m in self.modules.items()
+            for k, v in m.state_dict().items()
+        }
         save_file(weights, str(spy / f"rank{rank}.safetensors"))
         return metrics
 

@@ -42,7 +42,23 @@ def test_xlm_bench_takes_the_shape_of_a_config(tiny_data, tmp_path, capsys):
                    "[model]\nemb_dim = 32\nn_layers = 1\nn_heads = 2\nattention_dropout = 0.1\n"
                    '[objectives]\nmlm = ["en", "fr"]\n')  # fmt: skip
     out = tmp_path / "rows.json"
-    assert main(["bench", "--config", str(cfg), "model.n_layers=2", "--modes", "train", "--repeats", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--config",
+                str(cfg),
+                "model.n_layers=2",
+                "--modes",
+                "train",
+                "--repeats",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())
     assert (row["shape"], row["mode"], row["precision"], row["device"]) == ("small", "train", "fp32", "cpu")
     assert row["ours_peak_mb"] > 0 and row["hf_peak_mb"] > 0
@@ -99,7 +115,10 @@ def test_decode_throughput_runs_tiny(capsys):
     assert bench.main(["--tiny", "--lengths", "6", "--repeats", "1", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "greedy" in out and "beam 4" in out
-    assert bench.main(["--tiny", "--lengths", "6", "--repeats", "1", "--batch", "2", "--beams", "1,3", "--cross-reorder"]) == 0
+    assert (
+        bench.main(["--tiny", "--lengths", "6", "--repeats", "1", "--batch", "2", "--beams", "1,3", "--cross-reorder"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "all re-indexed" in out and "beam 3" in out and "greedy" not in out
 

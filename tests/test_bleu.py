@@ -27,7 +27,9 @@ L'hôtel est fermé le dimanche et le lundi.
 def sacrebleu_cli(ref: Path, hyp: Path, *options: str) -> float:
     exe = shutil.which("sacrebleu", path=str(Path(sys.executable).parent)) or shutil.which("sacrebleu")
     assert exe, "the sacrebleu command is installed with the sacrebleu package"
-    out = subprocess.run([exe, str(ref), "-i", str(hyp), "-b", "-w", "6", *options], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [exe, str(ref), "-i", str(hyp), "-b", "-w", "6", *options], capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip())
 
 

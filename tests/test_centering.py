@@ -161,7 +161,9 @@ def _bad_means(langs: tuple[str, ...], dim: int = DIM, n_layers: int = N_LAYERS)
         (_bad_means(("en", "fr"), n_layers=4), "for 4 layers but the model has 2"),
     ],
 )
-def test_mismatched_stored_means_are_a_checkpoint_error_naming_the_file(checkpoint, means, message, tmp_path, capsys, tiny_corpus):
+def test_mismatched_stored_means_are_a_checkpoint_error_naming_the_file(
+    checkpoint, means, message, tmp_path, capsys, tiny_corpus
+):
     with pytest.raises(CheckpointError, match=message):
         store_means(checkpoint, means)  # refused before writing anything
     assert not (checkpoint / CENTERING_FILE).exists()
@@ -170,7 +172,9 @@ def test_mismatched_stored_means_are_a_checkpoint_error_naming_the_file(checkpoi
     with pytest.raises(CheckpointError, match=message) as err:
         SentenceEncoder(pre, "fr", EmbedOptions())
     assert str(err.value).startswith(f"{checkpoint / CENTERING_FILE}: ") and "\n" not in str(err.value)
-    raw = SentenceEncoder(pre, "fr", EmbedOptions(center=False)).encode_ids(_fr_ids(tiny_corpus, _sentences(tiny_corpus, 3)))  # not read
+    raw = SentenceEncoder(pre, "fr", EmbedOptions(center=False)).encode_ids(
+        _fr_ids(tiny_corpus, _sentences(tiny_corpus, 3))
+    )  # not read
     assert raw.shape == (3, DIM)
     text = tmp_path / "fr.txt"
     text.write_text("f1 f2 f3\nf4 f5\n")
@@ -219,7 +223,9 @@ def test_without_stored_means_sets_are_centered_on_themselves(checkpoint, tmp_pa
     pre = load_pretrained(checkpoint)
     raw = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean", center=False)).encode_ids(_fr_ids(tiny_corpus, sents))
     enc = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean"))
-    np.testing.assert_array_equal(enc.encode_ids(_fr_ids(tiny_corpus, sents)), raw)  # nothing stored: the API gives raw vectors
+    np.testing.assert_array_equal(
+        enc.encode_ids(_fr_ids(tiny_corpus, sents)), raw
+    )  # nothing stored: the API gives raw vectors
     np.testing.assert_allclose(enc.center_set(raw), raw - raw.mean(0), atol=1e-6)
 
     def embed(*extra: str, src: Path = text) -> np.ndarray:

@@ -136,7 +136,9 @@ def test_xlco_bad_input_is_a_one_line_error(tiny_data, tmp_path, xlco_cfg):
     for f in no_pairs.glob("train.en-fr.*"):
         f.unlink()
     with pytest.raises(ConfigError, match=r"objectives\.xlco: 'fr-en' has no parallel training data"):
-        PretrainTask(xlco_cfg(no_pairs, tmp_path / "r", 1, ['objectives.xlco=["fr-en"]', 'objectives.mlm=["en"]']), seed=0)
+        PretrainTask(
+            xlco_cfg(no_pairs, tmp_path / "r", 1, ['objectives.xlco=["fr-en"]', 'objectives.mlm=["en"]']), seed=0
+        )
     with pytest.raises(ConfigError, match=r"xlco takes pairs"):
         xlco_cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco=["en"]'])
     with pytest.raises(
@@ -147,7 +149,9 @@ def test_xlco_bad_input_is_a_one_line_error(tiny_data, tmp_path, xlco_cfg):
         xlco_cfg(tiny_data, tmp_path / "r", 1, ['objectives.xlco_pooling="max"'])
 
 
-def test_an_objective_registered_in_a_few_lines_runs_in_the_trainer(tiny_data, tmp_path, tiny_config_overrides, train_losses):
+def test_an_objective_registered_in_a_few_lines_runs_in_the_trainer(
+    tiny_data, tmp_path, tiny_config_overrides, train_losses
+):
     """The registry: one class (entries, source, loss) and the trainer alternates it with the rest."""
     from xlm.objectives.language_modeling import MLMObjective
     from xlm.objectives.registry import register, unregister
@@ -183,7 +187,9 @@ def _queue_task(xlco_cfg, data, tmp_path, queue=16, momentum=0.9, extra=()):
     return PretrainTask(cfg, seed=0)
 
 
-def test_the_queue_is_a_ring_buffer_and_the_loss_uses_batch_and_queue_negatives(tiny_data, tmp_path, monkeypatch, xlco_cfg):
+def test_the_queue_is_a_ring_buffer_and_the_loss_uses_batch_and_queue_negatives(
+    tiny_data, tmp_path, monkeypatch, xlco_cfg
+):
     task = _queue_task(xlco_cfg, tiny_data, tmp_path, queue=20)
     mom = task.objectives["xlco"].momentum
     assert set(task.modules()) == {"model", "xlco_momentum"} and mom.size == 20
@@ -247,7 +253,9 @@ def test_momentum_weights_follow_the_online_weights_by_the_ema_formula(tiny_data
     assert not mom.encoder.training  # dropout stays off in the momentum encoder
 
 
-def test_xlco_with_a_queue_resumes_exactly_and_keeps_the_momentum_encoder_out_of_the_model(tiny_data, tmp_path, xlco_cfg, train_losses):
+def test_xlco_with_a_queue_resumes_exactly_and_keeps_the_momentum_encoder_out_of_the_model(
+    tiny_data, tmp_path, xlco_cfg, train_losses
+):
     straight, split = tmp_path / "straight", tmp_path / "split"
     q = ["objectives.xlco_queue=12", "objectives.xlco_momentum=0.9"]  # wraps at the 2nd XLCo step
     run_training(xlco_cfg(tiny_data, straight, 6, q))
@@ -309,7 +317,9 @@ def test_two_processes_share_the_batch_keys_and_keep_equal_queues():
 
 
 @pytest.mark.slow
-def test_torchrun_pretrain_with_a_queue_leaves_the_momentum_encoder_out_of_ddp(tiny_data, tmp_path, tiny_config_overrides):
+def test_torchrun_pretrain_with_a_queue_leaves_the_momentum_encoder_out_of_ddp(
+    tiny_data, tmp_path, tiny_config_overrides
+):
     import json
     import subprocess
     import sys

@@ -24,7 +24,9 @@ def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
 def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     r = torchrun([str(HERE / "ddp_worker.py"), str(tmp_path / "ddp")])
     assert r.returncode == 0, r.stderr[-3000:]
-    r1 = subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(tmp_path / "one")], env=ENV, capture_output=True, text=True)
+    r1 = subprocess.run(
+        [sys.executable, str(HERE / "ddp_worker.py"), str(tmp_path / "one")], env=ENV, capture_output=True, text=True
+    )
     assert r1.returncode == 0, r1.stderr[-3000:]
     two = load_file(str(tmp_path / "ddp/final/model.safetensors"))
     one = load_file(str(tmp_path / "one/final/model.safetensors"))
@@ -75,7 +77,9 @@ def tiny_checkpoint(tiny_data, tiny_config_overrides, tmp_path_factory) -> Path:
     threads = torch.get_num_threads()  # train.threads=1 sets torch's global thread count
     out = tmp_path_factory.mktemp("ddp_cls_pretrain") / "run"
     try:
-        run_training(load_config(PretrainConfig, None, tiny_config_overrides(tiny_data, out, steps=2) + ["train.threads=1"]))
+        run_training(
+            load_config(PretrainConfig, None, tiny_config_overrides(tiny_data, out, steps=2) + ["train.threads=1"])
+        )
     finally:
         torch.set_num_threads(threads)
     return out / "final"
@@ -146,7 +150,9 @@ def test_torchrun_finetune_classify(tiny_checkpoint, tmp_path, monkeypatch, caps
     # the test accuracies are printed (and written) once, by rank 0
     assert r.stdout.count("zero-shot") == 1, r.stdout
     assert r.stdout.count("fine-tuned model:") == 1 and "no test files given" not in r.stdout, r.stdout
-    assert r.stdout.count(" examples") == len({ln for ln in r.stdout.splitlines() if ln.endswith(" examples")}), r.stdout
+    assert r.stdout.count(" examples") == len({ln for ln in r.stdout.splitlines() if ln.endswith(" examples")}), (
+        r.stdout
+    )
     acc = json.loads((out / "results.json").read_text())["accuracy"]
     assert set(acc) == {"en", "fr", "average"} and all(0 <= v <= 100 for v in acc.values())
 

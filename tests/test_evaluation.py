@@ -177,8 +177,12 @@ def test_embeddings_are_order_and_batch_independent(checkpoint):
     rng = np.random.default_rng(5)
     sents = [rng.integers(14, 54, size=int(n)) for n in rng.integers(1, 20, size=25)]
     for pooling in ("first", "mean"):
-        batched = SentenceEncoder(pre, "en", EmbedOptions(pooling=pooling, layers=(-1,), max_tokens=40)).encode_ids(sents)
-        alone = np.stack([SentenceEncoder(pre, "en", EmbedOptions(pooling=pooling, layers=(-1,))).encode_ids([s])[0] for s in sents])
+        batched = SentenceEncoder(pre, "en", EmbedOptions(pooling=pooling, layers=(-1,), max_tokens=40)).encode_ids(
+            sents
+        )
+        alone = np.stack(
+            [SentenceEncoder(pre, "en", EmbedOptions(pooling=pooling, layers=(-1,))).encode_ids([s])[0] for s in sents]
+        )
         np.testing.assert_allclose(batched, alone, atol=1e-5)
     # mean pooling over the last layer, by hand
     s = sents[0]
@@ -223,14 +227,56 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys, t
     text = tmp_path / "fr.txt"
     text.write_text("".join(" ".join(f"f{w}" for w in s) + "\n" for s in sents), encoding="utf-8")
     out = tmp_path / "vec.npy"
-    assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out), "--pooling", "mean", "--layers", "-1", "--no-center"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(checkpoint),
+                "--lang",
+                "fr",
+                "--input",
+                str(text),
+                "--output",
+                str(out),
+                "--pooling",
+                "mean",
+                "--layers",
+                "-1",
+                "--no-center",
+            ]
+        )
+        == 0
+    )
     vecs = np.load(out, allow_pickle=False)
     assert vecs.shape == (24, 32) and vecs.dtype == np.float32
     pre = load_pretrained(checkpoint)
-    direct = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean", layers=(-1,), center=False)).encode_ids([[tiny_corpus.word_id("fr", w) for w in s] for s in sents])
+    direct = SentenceEncoder(pre, "fr", EmbedOptions(pooling="mean", layers=(-1,), center=False)).encode_ids(
+        [[tiny_corpus.word_id("fr", w) for w in s] for s in sents]
+    )
     np.testing.assert_allclose(vecs, direct, atol=1e-5)  # text -> normalize -> BPE -> the same ids
     out16 = tmp_path / "vec16.npy"
-    assert main(["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--output", str(out16), "--pooling", "mean", "--layers", "-1", "--precision", "bf16", "--no-center"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(checkpoint),
+                "--lang",
+                "fr",
+                "--input",
+                str(text),
+                "--output",
+                str(out16),
+                "--pooling",
+                "mean",
+                "--layers",
+                "-1",
+                "--precision",
+                "bf16",
+                "--no-center",
+            ]
+        )
+        == 0
+    )
     vecs16 = np.load(out16, allow_pickle=False)
     assert vecs16.dtype == np.float32 and not np.array_equal(vecs16, vecs) and np.abs(vecs16 - vecs).max() < 0.1
 

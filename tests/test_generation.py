@@ -80,7 +80,9 @@ def test_cache_gives_the_same_output(model, beam_size):
     src, src_len = source_batch(3)
     cfg = DecodeConfig(beam_size=beam_size, length_penalty=1.0)
     with_cache = generate(model, src, src_len, 0, 1, cfg)
-    without = generate(model, src, src_len, 0, 1, DecodeConfig(beam_size=beam_size, length_penalty=1.0, use_cache=False))
+    without = generate(
+        model, src, src_len, 0, 1, DecodeConfig(beam_size=beam_size, length_penalty=1.0, use_cache=False)
+    )
     assert torch.equal(with_cache[0], without[0]) and torch.equal(with_cache[1], without[1])
 
 

@@ -163,7 +163,9 @@ def encode_batch(directory: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return tokens, lengths, torch.tensor(langs)
 
 
-def our_logits(model: TransformerModel, tokens: torch.Tensor, lengths: torch.Tensor, langs: torch.Tensor) -> torch.Tensor:
+def our_logits(
+    model: TransformerModel, tokens: torch.Tensor, lengths: torch.Tensor, langs: torch.Tensor
+) -> torch.Tensor:
     with torch.no_grad():
         return model.predict(model(tokens, lengths=lengths, langs=langs))
 
@@ -408,6 +410,7 @@ def test_import_original_translation_model(tmp_path, vocab_dir):
     # cross-attention against the original formula with separate q/k/v projections
     raw = torch.load(pth, weights_only=True)["decoder"]
     x, mem = torch.randn(2, 5, cfg.emb_dim), torch.randn(2, 7, cfg.emb_dim)
+
     def lin(t, n):
         return t @ raw[f"module.encoder_attn.0.{n}.weight"].T + raw[f"module.encoder_attn.0.{n}.bias"]
 

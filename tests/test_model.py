@@ -72,11 +72,19 @@ def test_sinusoidal_positions_are_fixed():
     assert torch.allclose(m.position_embeddings.weight[0, 1::2], torch.ones(16))
 
 
-
 def test_padded_batch_runs_packed_and_equals_each_row_alone_in_values_and_gradients():
     torch.manual_seed(1)
     for is_decoder, causal in ((False, False), (False, True), (True, True)):
-        cfg = ModelConfig(vocab_size=50, n_langs=2, emb_dim=32, n_layers=2, n_heads=4, max_positions=64, dropout=0.0, attention_dropout=0.0)
+        cfg = ModelConfig(
+            vocab_size=50,
+            n_langs=2,
+            emb_dim=32,
+            n_layers=2,
+            n_heads=4,
+            max_positions=64,
+            dropout=0.0,
+            attention_dropout=0.0,
+        )
         m = TransformerModel(cfg, is_decoder=is_decoder).train()
         lengths = torch.tensor([9, 4, 7, 1])
         tokens = torch.randint(14, 50, (4, 9))

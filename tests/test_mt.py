@@ -148,7 +148,9 @@ def test_init_from_pretrained_reports_loaded_and_new_weights(tiny_data, tmp_path
     new = "freshly initialised: layers.*.cross_attn (12 tensors), layers.*.norm_cross (4 tensors)"
     assert f"decoder: 30 tensors loaded, 16 new ({new})" in printed
     parts = ("cross_attn.q", "cross_attn.kv", "cross_attn.out", "norm_cross")
-    assert set(report.new["decoder"]) == {f"layers.{i}.{m}.{p}" for i in range(2) for m in parts for p in ("weight", "bias")}
+    assert set(report.new["decoder"]) == {
+        f"layers.{i}.{m}.{p}" for i in range(2) for m in parts for p in ("weight", "bias")
+    }
     assert report.new["encoder"] == [] and report.unused == {"encoder": [], "decoder": []}
     from safetensors.torch import load_file
 
@@ -199,7 +201,7 @@ def test_tiny_model_learns_a_handful_of_pairs(handful_of_pairs, tmp_path, capsys
         "model.attention_dropout=0.0",
         "optim.lr=0.003",
         "optim.warmup_steps=10",
-        "optim.schedule=\"constant\"",
+        'optim.schedule="constant"',
         "train.save_every=0",
         "train.eval_every=50",
         'train.stopping_metric="valid/bleu_norm/en-fr"',  # binarized test data: no raw references
@@ -240,7 +242,12 @@ def test_resume_reproduces_the_same_losses(tiny_data, tmp_path, train_losses):
 
 
 EN = ["The cat sat on the mat.", "Mr. Smith's dog barked!", "It rains in London, doesn't it?", "A small test."]
-FR = ["Le chat est sur le tapis.", "Le chien de M. Smith aboie !", "Il pleut à Londres, n'est-ce pas ?", "Un petit test."]
+FR = [
+    "Le chat est sur le tapis.",
+    "Le chien de M. Smith aboie !",
+    "Il pleut à Londres, n'est-ce pas ?",
+    "Un petit test.",
+]
 
 
 def test_raw_text_end_to_end_prepare_train_translate(tmp_path, capsys):

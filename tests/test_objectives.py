@@ -66,7 +66,10 @@ def test_separators_are_never_masked_nor_counted_in_streams_and_tlm_pairs(alpha)
     rng = np.random.default_rng(0)
     rows = [np.concatenate(([EOS_INDEX], rng.integers(N_SPECIAL, V, n), [EOS_INDEX])) for n in (3, 9, 1, 20)]
     pair = concat_pair(rows, rows[::-1], 0, 1)  # [</s> src </s>][</s> tgt </s>], padded
-    cases = [(stream, torch.ones_like(stream, dtype=torch.bool)), (pair.tokens, length_mask(pair.lengths, pair.tokens.shape[1]))]
+    cases = [
+        (stream, torch.ones_like(stream, dtype=torch.bool)),
+        (pair.tokens, length_mask(pair.lengths, pair.tokens.shape[1])),
+    ]
     for tokens, ok in cases:
         for _ in range(20):
             inputs, chosen, targets = mask_tokens(tokens, ok, cfg, gen, weights)

@@ -104,13 +104,16 @@ def test_deterministic_and_epochs_differ():
 
 def test_batch_order_is_shuffled_within_windows():
     data = fake_pairs(4096, seed=4)
-    longest = [int(pair_lengths(data, ids, MAX_LEN).max()) for ids in epoch_batches(PairBatcher(data, MAX_TOKENS, MAX_LEN))]
+    longest = [
+        int(pair_lengths(data, ids, MAX_LEN).max()) for ids in epoch_batches(PairBatcher(data, MAX_TOKENS, MAX_LEN))
+    ]
     assert longest != sorted(longest) and longest != sorted(longest, reverse=True)
 
 
 @pytest.mark.parametrize("skip", [0, 1, 17, 40, 190])  # from the start, mid-window, across the epoch end (193 batches)
 def test_exact_resume(skip):
     data = fake_pairs(3000, seed=5)
+
     def make():
         return PairBatcher(data, MAX_TOKENS, MAX_LEN, seed=1, rank=1, world=2, group=256)
 

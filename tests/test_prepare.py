@@ -114,7 +114,13 @@ def test_encode_tokens_and_bad_input(raw: Path, tmp_path: Path, capsys, monkeypa
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("L'école est là.\n\n".encode())))
     assert main(["encode", "--vocab", str(out), "--lang", "fr"]) == 0
     tokens = capsys.readouterr().out.split("\n")
-    assert tokens[1] == "" and "".join(tokens[0].split()).replace("</w>", " ").split() == ["l'", "ecole", "est", "la", "."]
+    assert tokens[1] == "" and "".join(tokens[0].split()).replace("</w>", " ").split() == [
+        "l'",
+        "ecole",
+        "est",
+        "la",
+        ".",
+    ]
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\n")))
     assert main(["encode", "--vocab", str(out), "--lang", "fr"]) == 1
     assert "<stdin>:2: invalid UTF-8" in capsys.readouterr().err

@@ -16,7 +16,9 @@ def test_objective_weight_scales_the_gradient_not_the_logged_loss(tiny_data, tin
     from xlm.tasks.pretraining import PretrainTask
 
     def first_tlm(weight: float):
-        cfg = load_config(PretrainConfig, None, [*tiny_config_overrides(tiny_data, tmp_path), f"objectives.tlm_weight={weight}"])
+        cfg = load_config(
+            PretrainConfig, None, [*tiny_config_overrides(tiny_data, tmp_path), f"objectives.tlm_weight={weight}"]
+        )
         torch.manual_seed(0)  # the same initial weights
         task = PretrainTask(cfg, seed=0)
         task.model.eval()  # no dropout: the same loss for the same batch

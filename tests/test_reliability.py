@@ -105,7 +105,9 @@ def assert_same_run(run: Path, reference: Path) -> None:
     last = f"checkpoints/step-{STEPS:08d}"
     assert same_weights(weights(run / last), weights(reference / last))
     assert same_weights(weights(run / "final"), weights(reference / "final"))
-    assert same_weights(weights(run / last, "train_state.safetensors"), weights(reference / last, "train_state.safetensors"))
+    assert same_weights(
+        weights(run / last, "train_state.safetensors"), weights(reference / last, "train_state.safetensors")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +218,9 @@ def logged_steps(run: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny_data, reference, tmp_path, overrides, config):
+def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(
+    tiny_data, reference, tmp_path, overrides, config
+):
     run = tmp_path / "run"
     args = overrides(tiny_data, run)
     ckdir = run / "checkpoints"
@@ -248,7 +252,9 @@ def test_sigkill_mid_checkpoint_and_at_a_random_moment_then_resume_is_exact(tiny
 
 
 @pytest.mark.slow
-def test_sigterm_saves_at_the_step_boundary_exits_143_and_resumes_exactly(tiny_data, reference, tmp_path, overrides, config):
+def test_sigterm_saves_at_the_step_boundary_exits_143_and_resumes_exactly(
+    tiny_data, reference, tmp_path, overrides, config
+):
     run = tmp_path / "run"
     args = overrides(tiny_data, run)
     proc, log = start_child(args, tmp_path, TEST_STEP_DELAY="0.25")
@@ -312,7 +318,9 @@ def _reseal(directory: Path) -> None:
     fileio.write_json(directory / ckpt.MANIFEST, manifest)
 
 
-@pytest.mark.parametrize("damage, message", [(_truncate, r"size \d+ bytes, expected \d+ \(truncated\?\)"), (_alter, "checksum mismatch")])
+@pytest.mark.parametrize(
+    "damage, message", [(_truncate, r"size \d+ bytes, expected \d+ \(truncated\?\)"), (_alter, "checksum mismatch")]
+)
 def test_load_pretrained_detects_damage_and_names_the_file(finished_run, damage, message):
     final = finished_run / "final"
     load_pretrained(final)  # intact: loads
@@ -329,8 +337,12 @@ def test_load_pretrained_refuses_a_resealed_truncated_file(finished_run):
         load_pretrained(final)
 
 
-@pytest.mark.parametrize("damage, message", [(_truncate, r"size \d+ bytes, expected \d+ \(truncated"), (_alter, "checksum mismatch")])
-def test_resume_from_a_damaged_path_is_an_error_naming_the_file(tiny_data, finished_run, capsys, damage, message, overrides):
+@pytest.mark.parametrize(
+    "damage, message", [(_truncate, r"size \d+ bytes, expected \d+ \(truncated"), (_alter, "checksum mismatch")]
+)
+def test_resume_from_a_damaged_path_is_an_error_naming_the_file(
+    tiny_data, finished_run, capsys, damage, message, overrides
+):
     step6 = finished_run / "checkpoints/step-00000006"
     damage(step6 / "train_state.safetensors")
     rc = cli_main(["pretrain", *overrides(tiny_data, finished_run), "--resume", str(step6)])
@@ -349,7 +361,9 @@ def test_resume_latest_falls_back_past_a_truncated_checkpoint(tiny_data, finishe
     assert_same_run(finished_run, reference)  # the lost steps were redone identically
 
 
-def test_resume_with_every_checkpoint_damaged_starts_over_with_a_clean_log(tiny_data, finished_run, reference, capsys, config):
+def test_resume_with_every_checkpoint_damaged_starts_over_with_a_clean_log(
+    tiny_data, finished_run, reference, capsys, config
+):
     for c in ckpt.list_checkpoints(finished_run / "checkpoints"):
         _alter(c / "model.safetensors")
     run_training(config(tiny_data, finished_run), resume="latest")
@@ -668,7 +682,9 @@ def _enospc_after_half(real):
     return save_file
 
 
-def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_data, reference, tmp_path, monkeypatch, config):
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(
+    tiny_data, reference, tmp_path, monkeypatch, config
+):
     run = tmp_path / "run"
     monkeypatch.setattr(trainer_mod, "save_file", _enospc_after_half(trainer_mod.save_file))
     with pytest.raises(CheckpointError, match="No space left on device") as info:

@@ -9,7 +9,9 @@ from xlm.tasks.pretraining import PretrainConfig, run_training
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.name.startswith(("mt_", "classify"))], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIGS if not p.name.startswith(("mt_", "classify"))], ids=lambda p: p.name
+)
 def test_shipped_pretrain_configs_validate(path):
     cfg = load_config(PretrainConfig, path)
     assert cfg.objectives.mlm or cfg.objectives.clm

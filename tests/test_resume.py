@@ -1,6 +1,5 @@
 """Checkpoints resume exactly: N steps straight == N/2 steps + resume + N/2 steps."""
 
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +14,9 @@ def cfg(tiny_config_overrides):
     """Factory: ``cfg(data, out, steps, extra=())``, a tiny MLM+TLM+CLM run's config."""
 
     def make(data, out, steps, extra=()):
-        return load_config(PretrainConfig, None, [*tiny_config_overrides(data, out, steps), 'objectives.clm=["fr"]', *extra])
+        return load_config(
+            PretrainConfig, None, [*tiny_config_overrides(data, out, steps), 'objectives.clm=["fr"]', *extra]
+        )
 
     return make
 
@@ -62,14 +63,18 @@ def test_a_fresh_run_refuses_a_used_run_folder_and_changes_nothing(tiny_data, tm
     run = tmp_path / "run"
     run_training(cfg(tiny_data, run, 2))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    with pytest.raises(TrainingError, match=r"already holds a run \(metrics.jsonl, checkpoints, final\): continue it with --resume"):
+    with pytest.raises(
+        TrainingError, match=r"already holds a run \(metrics.jsonl, checkpoints, final\): continue it with --resume"
+    ):
         run_training(cfg(tiny_data, run, 4))
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     run_training(cfg(tiny_data, run, 4), resume="latest")  # continuing it is the way
     assert sorted(train_losses(run)) == [1, 2, 3, 4]
 
 
-def test_train_records_average_every_update_since_the_last_and_resume_mid_window(tiny_data, tmp_path, cfg, train_losses):
+def test_train_records_average_every_update_since_the_last_and_resume_mid_window(
+    tiny_data, tmp_path, cfg, train_losses
+):
     """log_every=4 with objectives taking turns: each record holds the mean loss of every
     objective trained since the previous record (not only the logged update's), the last
     update of a run is recorded, and a run resumed from a checkpoint taken in the middle of a
@@ -112,5 +117,7 @@ def test_resume_with_other_trainable_weights_is_a_clear_error(tiny_data, tmp_pat
         self.model.pred_bias.requires_grad_(False)
 
     monkeypatch.setattr(pretraining.PretrainTask, "__init__", frozen_bias)
-    with pytest.raises(TrainingError, match=r"step-00000003: its optimizer state does not fit this run's trainable weights"):
+    with pytest.raises(
+        TrainingError, match=r"step-00000003: its optimizer state does not fit this run's trainable weights"
+    ):
         run_training(cfg(tiny_data, run, 6), resume="latest")

@@ -101,9 +101,7 @@ def test_steps_match_hf(text: str) -> None:
     assert lowercase_and_remove_accent(words) == hf_xlm.lowercase_and_remove_accent(words)
 
 
-moses_text = st.text(
-    alphabet=st.sampled_from(list("aZ1 ,.;:!?%()`'\"„“”–—´‘’‚…«»\xa0nºCcm\r")), max_size=30
-)
+moses_text = st.text(alphabet=st.sampled_from(list("aZ1 ,.;:!?%()`'\"„“”–—´‘’‚…«»\xa0nºCcm\r")), max_size=30)
 
 
 @settings(max_examples=300, deadline=None)
@@ -167,7 +165,11 @@ def test_learning_is_reproducible_across_processes(tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-c", code, str(text), str(tmp_path / out)], check=True)
     learn_bpe({"fr": [text]}, tmp_path / "c", 150)
     for name in (VOCAB_FILE, MERGES_FILE):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+        assert (
+            (tmp_path / "a" / name).read_bytes()
+            == (tmp_path / "b" / name).read_bytes()
+            == (tmp_path / "c" / name).read_bytes()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +295,9 @@ def corpus_vocabs(tmp_path_factory) -> dict[bool, Path]:
     if missing:
         pytest.skip(f"shipped corpus not built: {CORPUS}/train.{{{','.join(missing)}}}.gz missing")
     root = tmp_path_factory.mktemp("corpus_bpe")
-    tokens = {lang: [Normalizer(lang).tokens(x) for x in _head(CORPUS / f"train.{lang}.gz", 500)] for lang in CORPUS_LANGS}
+    tokens = {
+        lang: [Normalizer(lang).tokens(x) for x in _head(CORPUS / f"train.{lang}.gz", 500)] for lang in CORPUS_LANGS
+    }
     out = {}
     for lowercase in (False, True):
         files = {}

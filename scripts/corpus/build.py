@@ -66,16 +66,26 @@ from corpus.util import Hasher, file_stats, log, sample_keep_order, write_gz, wr
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/xlm-corpus-cache"),
-                    help="where .deb files are downloaded and unpacked (default: %(default)s)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/xlm-corpus-cache"),
+        help="where .deb files are downloaded and unpacked (default: %(default)s)",
+    )
     ap.add_argument("--out", type=Path, default=Path("data"), help="output directory (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=1234, help="seed of all random draws (default: %(default)s)")
     ap.add_argument("--offline", action="store_true", help="use only .deb files already in the cache")
-    ap.add_argument("--heldout", type=int, default=1000, help="valid and test size, pairs and lines (default: %(default)s)")
+    ap.add_argument(
+        "--heldout", type=int, default=1000, help="valid and test size, pairs and lines (default: %(default)s)"
+    )
     ap.add_argument("--mono-cap", type=int, default=40000, help="max monolingual train lines per language")
     ap.add_argument("--para-cap", type=int, default=20000, help="max parallel train pairs per language pair")
-    ap.add_argument("--lowres-ratio", type=float, default=2.5,
-                    help="hi/en lowres train size as a multiple of ne train characters (default: %(default)s)")
+    ap.add_argument(
+        "--lowres-ratio",
+        type=float,
+        default=2.5,
+        help="hi/en lowres train size as a multiple of ne train characters (default: %(default)s)",
+    )
     ap.add_argument("--cls-train", type=int, default=1500, help="max classification train examples per class")
     ap.add_argument("--cls-valid", type=int, default=150, help="max classification valid examples per class")
     ap.add_argument("--cls-test", type=int, default=150, help="max classification test examples per class")
@@ -114,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     mono_held["en"] = {}
     for s in ("valid", "test"):
         en_pool = sorted({p.en for xx in PAIR_LANGS for p in held[xx][s]})
-        mono_held["en"][s] = sample_keep_order(sorted(en_pool, key=lambda e: hasher("mono-en", e)),
-                                               args.heldout, hasher, f"mono-en-{s}")
+        mono_held["en"][s] = sample_keep_order(
+            sorted(en_pool, key=lambda e: hasher("mono-en", e)), args.heldout, hasher, f"mono-en-{s}"
+        )
     ne_sorted = sorted(col.ne_lines, key=lambda t: (hasher("ne", t[0]), t[0]))
-    ne_held = {"valid": [t for t, _ in ne_sorted[:args.heldout]],
-               "test": [t for t, _ in ne_sorted[args.heldout:2 * args.heldout]]}
+    ne_held = {
+        "valid": [t for t, _ in ne_sorted[: args.heldout]],
+        "test": [t for t, _ in ne_sorted[args.heldout : 2 * args.heldout]],
+    }
 
     H: set[str] = set(cls["heldout"])
     for xx in PAIR_LANGS:
@@ -183,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     write_text(out / "ATTRIBUTION.md", attribution_md(pk, col.source_counts))
     written.append(out / "ATTRIBUTION.md")
     stats = {p.relative_to(out).as_posix(): file_stats(p) for p in sorted(written)}
-    stats_doc = {"seed": args.seed, "files": stats,
-                 "classify": cls["summary"],
-                 "packages": {n: i["version"] for n, i in sorted(pk.info.items()) if i["used_for"]}}
-    write_text(out / "corpus" / "stats.json", json.dumps(stats_doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    stats_doc = {
+        "seed": args.seed,
+        "files": stats,
+        "classify": cls["summary"],
+        "packages": {n: i["version"] for n, i in sorted(pk.info.items()) if i["used_for"]},
+    }
+    write_text(
+        out / "corpus" / "stats.json", json.dumps(stats_doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    )
     write_text(out / "corpus" / "STATS.md", stats_md(stats, cls["summary"]))
     written += [out / "corpus" / "stats.json", out / "corpus" / "STATS.md"]
 

@@ -50,8 +50,10 @@ def build_classify(lohelp: dict[str, dict], english: set[str], hasher: Hasher, a
         # into all languages (so the six test sets overlap as much as possible), up to a
         # quarter of the class; valid and train pages follow in random order.  Whole
         # pages go to one split.
-        full = {f: sum(all(translated(key, lang) is not None for lang in PAIR_LANGS)
-                       for key, _ in by_class_file[label][f]) for f in by_class_file[label]}
+        full = {
+            f: sum(all(translated(key, lang) is not None for lang in PAIR_LANGS) for key, _ in by_class_file[label][f])
+            for f in by_class_file[label]
+        }
         files = sorted(by_class_file[label], key=lambda f: (hasher("cls-file", f), f))
         total = sum(len(by_class_file[label][f]) for f in files)
         test_goal = min(2 * args.cls_test, total // 4)
@@ -93,7 +95,7 @@ def build_classify(lohelp: dict[str, dict], english: set[str], hasher: Hasher, a
         cands = items(test_files)
         cover = {key: sum(translated(key, lang) is not None for lang in PAIR_LANGS) for key, _ in cands}
         ranked = sorted(cands, key=lambda it: (-cover[it[0]], hasher("cls-test", it[1])))
-        test = sorted(ranked[:args.cls_test])
+        test = sorted(ranked[: args.cls_test])
         # rows are shuffled (deterministically) at the end; test rows are ordered by a hash
         # of their (file, id), so the language versions list paragraphs in the same order
         out["train"] += [(hasher("cls-order", t), label, t) for _, t in train]
@@ -101,13 +103,18 @@ def build_classify(lohelp: dict[str, dict], english: set[str], hasher: Hasher, a
         heldout_texts.update(t for _, t in valid)
         n_test = {}
         for lang in CORPUS_LANGS:
-            rows = [(hasher("cls-order", *key), label, x) for key, _ in test
-                    if (x := translated(key, lang)) is not None]
+            rows = [
+                (hasher("cls-order", *key), label, x) for key, _ in test if (x := translated(key, lang)) is not None
+            ]
             out["test"][lang] += rows
             heldout_texts.update(x for _, _, x in rows)
             n_test[lang] = len(rows)
-        summary[label] = {"files": {"train": len(train_files), "valid": len(valid_files), "test": len(test_files)},
-                          "train": len(train), "valid": len(valid), "test": n_test}
+        summary[label] = {
+            "files": {"train": len(train_files), "valid": len(valid_files), "test": len(test_files)},
+            "train": len(train),
+            "valid": len(valid),
+            "test": n_test,
+        }
         log(f"  classify {label}: {summary[label]}")
     out["train"] = [(label, t) for _, label, t in sorted(out["train"])]
     out["valid"] = [(label, t) for _, label, t in sorted(out["valid"])]

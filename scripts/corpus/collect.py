@@ -28,16 +28,16 @@ from corpus.util import log
 
 
 class Collected(NamedTuple):
-    pairs: dict[str, list[Pair]]           # xx -> deduplicated pairs
-    mono: dict[str, list[str]]             # lang -> candidate monolingual lines (ordered, dedup)
-    lohelp: dict[str, dict]                # lang -> {(file, id): text}
-    ne_lines: list[tuple[str, str]]        # (ne line, source)
-    source_counts: dict[str, Counter]      # lang -> Counter(source tag) of kept pairs/lines
+    pairs: dict[str, list[Pair]]  # xx -> deduplicated pairs
+    mono: dict[str, list[str]]  # lang -> candidate monolingual lines (ordered, dedup)
+    lohelp: dict[str, dict]  # lang -> {(file, id): text}
+    ne_lines: list[tuple[str, str]]  # (ne line, source)
+    source_counts: dict[str, Counter]  # lang -> Counter(source tag) of kept pairs/lines
 
 
 def collect(pk: Packages) -> Collected:
     raw: dict[str, list[Pair]] = {xx: [] for xx in PAIR_LANGS}
-    english_raw: list[str] = []   # English texts seen anywhere (for untranslated detection)
+    english_raw: list[str] = []  # English texts seen anywhere (for untranslated detection)
     mono_raw: dict[str, list[tuple[str, str]]] = {lang: [] for lang in CORPUS_LANGS}
 
     # Debian Administrator's Handbook

@@ -15,6 +15,7 @@ from corpus.util import Hasher, log, sample_keep_order
 # Dictionaries
 # --------------------------------------------------------------------------------------
 
+
 def is_word(w: str) -> bool:
     """A single word of at least two letters (combining marks allowed), nothing else."""
     if len(w) < 2 or " " in w or "~" in w:

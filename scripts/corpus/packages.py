@@ -60,8 +60,7 @@ class Packages:
             return None
         versions = {}
         for deb in debs:
-            out = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
-                                 text=True, check=True)
+            out = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True)
             versions[deb] = out.stdout.strip()
         deb = max(debs, key=functools.cmp_to_key(lambda a, b: _version_cmp(versions[a], versions[b])))
         dest = self.root / name

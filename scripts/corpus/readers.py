@@ -17,10 +17,42 @@ from corpus.util import log
 # Readers: HTML blocks, gettext catalogs, dictd dictionaries
 # --------------------------------------------------------------------------------------
 
-VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-             "source", "track", "wbr", "param"}
-BLOCK_TAGS = {"p", "div", "li", "td", "th", "tr", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6",
-              "table", "ul", "ol", "dl"}
+VOID_TAGS = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+    "param",
+}
+BLOCK_TAGS = {
+    "p",
+    "div",
+    "li",
+    "td",
+    "th",
+    "tr",
+    "dt",
+    "dd",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "table",
+    "ul",
+    "ol",
+    "dl",
+}
 SKIP_TAGS = {"script", "style", "pre", "noscript"}
 
 
@@ -113,8 +145,7 @@ def _lohelp_target(tag: str, attrs: dict, stack: list):
 
 def handbook_pages(root: Path, lang: str) -> dict[str, list[str]]:
     base = root / "usr/share/doc/debian-handbook/html" / HANDBOOK_DIRS[lang]
-    return {p.name: [t for _, t in parse_blocks(p, _handbook_target)]
-            for p in sorted(base.glob("*.html"))}
+    return {p.name: [t for _, t in parse_blocks(p, _handbook_target)] for p in sorted(base.glob("*.html"))}
 
 
 def lohelp_paragraphs(root: Path, lang: str) -> dict[tuple[str, str], str]:
@@ -144,10 +175,10 @@ def read_mo(path: Path) -> Iterator[tuple[str, str]]:
         return
     _, n, orig_off, trans_off = struct.unpack(end + "4I", data[4:20])
     for i in range(n):
-        ln1, o1 = struct.unpack(end + "2I", data[orig_off + 8 * i: orig_off + 8 * i + 8])
-        ln2, o2 = struct.unpack(end + "2I", data[trans_off + 8 * i: trans_off + 8 * i + 8])
-        msgid = data[o1:o1 + ln1].decode("utf-8", "replace")
-        msgstr = data[o2:o2 + ln2].decode("utf-8", "replace")
+        ln1, o1 = struct.unpack(end + "2I", data[orig_off + 8 * i : orig_off + 8 * i + 8])
+        ln2, o2 = struct.unpack(end + "2I", data[trans_off + 8 * i : trans_off + 8 * i + 8])
+        msgid = data[o1 : o1 + ln1].decode("utf-8", "replace")
+        msgstr = data[o2 : o2 + ln2].decode("utf-8", "replace")
         if not msgid or not msgstr:
             continue
         msgid = msgid.split("\x04", 1)[-1].split("\x00", 1)[0]
@@ -157,8 +188,7 @@ def read_mo(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def catalogs(root: Path, lang: str) -> list[Path]:
-    return sorted(p for p in root.rglob("*.mo")
-                  if p.parent.name == "LC_MESSAGES" and p.parent.parent.name == lang)
+    return sorted(p for p in root.rglob("*.mo") if p.parent.name == "LC_MESSAGES" and p.parent.parent.name == lang)
 
 
 def read_dictd(root: Path) -> Iterator[tuple[str, list[str]]]:
@@ -177,7 +207,7 @@ def read_dictd(root: Path) -> Iterator[tuple[str, list[str]]]:
         parts = line.split("\t")
         if len(parts) < 3 or parts[0].startswith("00database"):
             continue
-        entry = body[num(parts[1]): num(parts[1]) + num(parts[2])].decode("utf-8", "replace")
+        entry = body[num(parts[1]) : num(parts[1]) + num(parts[2])].decode("utf-8", "replace")
         lines = entry.split("\n")
         targets = []
         for tl in lines[1:]:

@@ -29,8 +29,7 @@ class Hasher:
         return int.from_bytes(h.digest(), "big")
 
 
-def sample_keep_order(items: list, k: int, hasher: Hasher, tag: str,
-                      key: Callable[[object], str] = str) -> list:
+def sample_keep_order(items: list, k: int, hasher: Hasher, tag: str, key: Callable[[object], str] = str) -> list:
     """Deterministic random subset of ``k`` items, returned in their original order."""
     if len(items) <= k:
         return list(items)
@@ -59,5 +58,9 @@ def write_text(path: Path, text: str) -> None:
 def file_stats(path: Path) -> dict:
     raw = gzip.open(path).read().decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
     lines = raw.splitlines()
-    return {"lines": len(lines), "words": sum(len(ln.split()) for ln in lines),
-            "chars": len(raw), "bytes_on_disk": path.stat().st_size}
+    return {
+        "lines": len(lines),
+        "words": sum(len(ln.split()) for ln in lines),
+        "chars": len(raw),
+        "bytes_on_disk": path.stat().st_size,
+    }

@@ -56,7 +56,9 @@ def state_dict_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
 
 
-def save_checkpoint(directory: Path, write_files: Callable[[Path], None], metadata: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: Path, write_files: Callable[[Path], None], metadata: dict[str, Any] | None = None
+) -> Path:
     """Create ``directory`` atomically: ``write_files(tmp)`` fills a temporary folder, the
     manifest with checksums is added, and the folder is renamed into place."""
 

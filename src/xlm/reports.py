@@ -11,7 +11,15 @@ from typing import Any
 
 from xlm.fileio import usual_permissions, write_atomic, write_figure, write_json
 
-__all__ = ["format_table", "plot_training", "read_metrics", "save_figure", "usual_permissions", "write_atomic", "write_json"]
+__all__ = [
+    "format_table",
+    "plot_training",
+    "read_metrics",
+    "save_figure",
+    "usual_permissions",
+    "write_atomic",
+    "write_json",
+]
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = "{:.2f}") -> str:

@@ -99,7 +99,9 @@ def shape_from_config(path: Path, overrides: list[str], default_vocab: int = 160
     cfg = load_config(PretrainConfig, path, overrides)
     m = cfg.model
     if m.arch == "xlm" and m.ffn_size() != 4 * m.emb_dim:
-        raise ConfigError(f"{path}: model.ffn_dim={m.ffn_dim}: transformers' XLM always uses 4 x emb_dim = {4 * m.emb_dim}")
+        raise ConfigError(
+            f"{path}: model.ffn_dim={m.ffn_dim}: transformers' XLM always uses 4 x emb_dim = {4 * m.emb_dim}"
+        )
     if cfg.data.bptt > m.max_positions:
         raise ConfigError(f"{path}: data.bptt={cfg.data.bptt} exceeds model.max_positions={m.max_positions}")
     langs = {p for e in cfg.objectives.mlm + cfg.objectives.clm for p in e.split("-")}
@@ -161,7 +163,9 @@ def build_hf(s: Shape):
     try:
         import transformers
     except ImportError as e:
-        raise XLMError(f"the benchmark compares against transformers' {HF_CLASSES[s.arch]}: pip install 'xlm[hf]'") from e
+        raise XLMError(
+            f"the benchmark compares against transformers' {HF_CLASSES[s.arch]}: pip install 'xlm[hf]'"
+        ) from e
     if s.arch != "xlm":
         from xlm.interop.encoders import FORMATS, hf_config
 
@@ -190,11 +194,15 @@ def build_pair(s: Shape):
         names = FORMATS[s.arch].names
         missing, unexpected = hf.load_state_dict(to_encoder_layout(ours.state_dict(), names), strict=False)
         if unexpected or set(missing) - set(names.tied):
-            raise XLMError(f"weights do not carry over to transformers' {HF_CLASSES[s.arch]}: missing {missing}, unexpected {unexpected}")
+            raise XLMError(
+                f"weights do not carry over to transformers' {HF_CLASSES[s.arch]}: missing {missing}, unexpected {unexpected}"
+            )
         hf.tie_weights()
         return ours, hf
     missing, unexpected = hf.load_state_dict(export_state_dict(ours.state_dict()), strict=False)
-    if unexpected or not all("pred_layer.proj.weight" in k or "position_ids" in k or "position_embeddings" in k for k in missing):
+    if unexpected or not all(
+        "pred_layer.proj.weight" in k or "position_ids" in k or "position_embeddings" in k for k in missing
+    ):
         raise XLMError(f"weights do not carry over to transformers' XLM: missing {missing}, unexpected {unexpected}")
     hf.tie_weights()
     return ours, hf
@@ -217,7 +225,9 @@ def make_batches(s: Shape, n: int, padded: bool, device: torch.device) -> list[d
         inputs, chosen, targets = mask_tokens(tokens, real, mcfg, g)
         labels = torch.full_like(tokens, -100)
         labels[chosen] = targets
-        b = dict(tokens=inputs, lengths=lengths, langs=langs, chosen=chosen, targets=targets, labels=labels, mask=real.long())
+        b = dict(
+            tokens=inputs, lengths=lengths, langs=langs, chosen=chosen, targets=targets, labels=labels, mask=real.long()
+        )
         out.append({k: v.to(device) for k, v in b.items()})
     return out
 
@@ -296,7 +306,9 @@ def with_precision(fn: Callable, precision: str, device: torch.device) -> Callab
     return run
 
 
-def interleaved(fns: dict[str, Callable], batches: list, repeats: int, device: torch.device, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable], batches: list, repeats: int, device: torch.device, warmup: int = 2
+) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
         for name, fn in fns.items():
@@ -374,7 +386,10 @@ def bench_shape(
             ours, hf = build_pair(shape)
             ours, hf = ours.to(device), hf.to(device)
             batches = make_batches(shape, 4, padded=mode in PADDED, device=device)
-            fns = {impl: with_precision(runner(impl, m, mode), precision, device) for impl, m in (("ours", ours), ("hf", hf))}
+            fns = {
+                impl: with_precision(runner(impl, m, mode), precision, device)
+                for impl, m in (("ours", ours), ("hf", hf))
+            }
             fns["matmul"] = calib  # timed between the steps: the same machine state as the models
             times = interleaved(fns, batches, repeats, device)
             n_tok = sum(int(b["lengths"].sum()) for b in batches) / len(batches)
@@ -443,4 +458,15 @@ def describe(s: Shape) -> str:
             f"attention dropout {s.attention_dropout}")  # fmt: skip
 
 
-__all__ = ["ARCHS", "MODES", "SHAPES", "Shape", "for_arch", "bench_shape", "describe", "format_row", "plot_rows", "shape_from_config"]
+__all__ = [
+    "ARCHS",
+    "MODES",
+    "SHAPES",
+    "Shape",
+    "for_arch",
+    "bench_shape",
+    "describe",
+    "format_row",
+    "plot_rows",
+    "shape_from_config",
+]

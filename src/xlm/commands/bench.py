@@ -29,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="xlm", help="comma-separated networks of xlm, xlmr, bert (ignored with --config)")
     p.add_argument("--vocab", type=count, default=16000, help="vocabulary size when --config's data is not prepared")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {MODES}")
-    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (autocast, both alike), tf32 (CUDA)")
+    p.add_argument(
+        "--precision", default="fp32", help="comma-separated: fp32, bf16 (autocast, both alike), tf32 (CUDA)"
+    )
     add_device_option(p)
     p.add_argument("--repeats", type=count, default=10, help="timed steps per implementation (medians reported)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (default: torch's choice)")

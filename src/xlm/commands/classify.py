@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lang", required=True, help="language of the input")
     p.add_argument("--probs", action="store_true", help="also print every label's probability")
     p.add_argument("--pretokenized", action="store_true", help="input is already normalized and BPE-split")
-    p.add_argument("--max-len", type=int_at_least(2), default=256, help="tokens per example (longer texts are truncated)")
+    p.add_argument(
+        "--max-len", type=int_at_least(2), default=256, help="tokens per example (longer texts are truncated)"
+    )
     p.add_argument(
         "--translate-test", metavar="MT_CHECKPOINT",
         help="translate the input into the classifier's fine-tuning language with this `xlm train-mt` checkpoint "

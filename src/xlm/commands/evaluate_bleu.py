@@ -42,9 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split_option(p, "test", "parallel split of --data")
     add_directions_option(p, "comma-separated, e.g. en-fr,fr-en (default: those recorded with the checkpoint)")
     p.add_argument("--beam", type=count, help="beam size (default: the checkpoint's evaluation setting)")
-    p.add_argument("--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)")
-    p.add_argument("--early-stopping", action="store_true", default=None, help="stop a sentence at BEAM finished hypotheses")
-    p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
+    p.add_argument(
+        "--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)"
+    )
+    p.add_argument(
+        "--early-stopping", action="store_true", default=None, help="stop a sentence at BEAM finished hypotheses"
+    )
+    p.add_argument(
+        "--max-len-a",
+        type=non_negative,
+        help="outputs are at most A * source length + B tokens (default: the checkpoint's)",
+    )
     p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
     p.add_argument("--max-sentences", type=non_negative_int, default=0, help="per direction; 0: all")
     add_max_tokens_option(p, 4000, "source tokens per batch")
@@ -88,7 +96,9 @@ def _directions(args: argparse.Namespace, extra: dict[str, Any]) -> list[tuple[s
     else:
         directions = checkpoint_directions(extra)
     if args.ref is not None and len(directions) != 1:
-        raise XLMError(f"--ref is the raw reference of one direction, but there are {len(directions)}: give --directions")
+        raise XLMError(
+            f"--ref is the raw reference of one direction, but there are {len(directions)}: give --directions"
+        )
     for d in directions:
         if len(d) != 2:
             raise XLMError(f"direction {'-'.join(d)!r} is not of the form en-fr")
@@ -141,13 +151,22 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
         scores = out.scores()
         for key, value in scores.items():
             metrics[f"{a}-{b}/{key}"] = value
-        rows.append([f"{a}-{b}", len(out.hyp), scores.get("bleu", "-"), scores["bleu_norm"], scores["bleu_tok"], out.n_long])
+        rows.append(
+            [f"{a}-{b}", len(out.hyp), scores.get("bleu", "-"), scores["bleu_norm"], scores["bleu_tok"], out.n_long]
+        )
         if args.save_hypotheses:
             write_atomic(args.save_hypotheses / f"{args.split}.{a}-{b}.txt", "".join(h + "\n" for h in out.hyp))
     if any(r[2] == "-" for r in rows):
         status(f"no raw references for some directions in {args.data / 'raw'} (prepared before xlm kept them; "
               "give --ref): BLEU (raw refs) is '-'")  # fmt: skip
-    headers = ["direction", "sentences", "BLEU (raw refs)", "BLEU (normalized refs)", "BLEU (tok, multi-bleu)", "too long"]
+    headers = [
+        "direction",
+        "sentences",
+        "BLEU (raw refs)",
+        "BLEU (normalized refs)",
+        "BLEU (tok, multi-bleu)",
+        "too long",
+    ]
     return metrics, rows, headers
 
 

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split_option(p, "test", "binarized split of --data")
     add_langs_option(p, "comma-separated languages (default: every model language with the split)")
     p.add_argument("--objective", choices=("mlm", "clm", "both"), default="both", help="which perplexity to measure")
-    p.add_argument("--bptt", type=int_at_least(2), default=256, help="tokens per evaluated row (capped at the model's positions)")
+    p.add_argument(
+        "--bptt", type=int_at_least(2), default=256, help="tokens per evaluated row (capped at the model's positions)"
+    )
     p.add_argument("--max-rows", type=non_negative_int, default=0, help="rows per language (0: the whole split)")
     p.add_argument("--seed", type=non_negative_int, default=1234, help="masking seed (MLM)")
     add_json_option(p)
@@ -54,11 +56,16 @@ def run(args: argparse.Namespace) -> int:
     kinds = ("mlm", "clm") if args.objective == "both" else (args.objective,)
     langs = sorted({k.split("/")[0] for k in metrics})
     headers = ["lang"] + [f"{k.upper()} {m}" for k in kinds for m in ("ppl", "acc")]
-    rows = [[lang] + [metrics.get(f"{lang}/{k}/{m}", float("nan")) for k in kinds for m in ("ppl", "acc")] for lang in langs]
+    rows = [
+        [lang] + [metrics.get(f"{lang}/{k}/{m}", float("nan")) for k in kinds for m in ("ppl", "acc")] for lang in langs
+    ]
     print(format_table(headers, rows))
     if args.json:
         write_json(args.json, metrics)
     if args.plot:
-        groups = {lang: {k.upper(): metrics[f"{lang}/{k}/ppl"] for k in kinds if f"{lang}/{k}/ppl" in metrics} for lang in langs}
+        groups = {
+            lang: {k.upper(): metrics[f"{lang}/{k}/ppl"] for k in kinds if f"{lang}/{k}/ppl" in metrics}
+            for lang in langs
+        }
         bar_chart(groups, args.plot, "perplexity", f"perplexity ({args.split})", log=True)
     return 0

@@ -30,14 +30,23 @@ from xlm.errors import XLMError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrieval", help="cross-lingual sentence retrieval precision@1")
     add_checkpoint_argument(p)
-    p.add_argument("--pairs", action="append", default=[], metavar="SRC-TGT=FILE",
-                   help="TSV of translation pairs (source<TAB>target), repeatable")
+    p.add_argument(
+        "--pairs",
+        action="append",
+        default=[],
+        metavar="SRC-TGT=FILE",
+        help="TSV of translation pairs (source<TAB>target), repeatable",
+    )
     add_data_option(p, "use the binarized parallel splits of this `xlm prepare` directory", aliases=("--prepared",))
     add_split_option(p, "test")
     add_directions_option(p, "with --data: only these pairs, in this direction, e.g. en-fr,en-de", aliases=("--langs",))
     p.add_argument("--max-sentences", type=non_negative_int, default=0, help="first N pairs of each set (0: all)")
-    p.add_argument("--margin", action=argparse.BooleanOptionalAction, default=True,
-                   help="also score with the ratio margin (k=4), default on")
+    p.add_argument(
+        "--margin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score with the ratio margin (k=4), default on",
+    )
     add_json_option(p)
     add_plot_option(p, "write a PNG heat-map of P@1 over language pairs")
     add_embedding_options(p)

@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="[LANG=]FILE",
         help="candidate words, one a line (for every target language, or LANG's)",
     )
-    add_data_option(p, "an `xlm prepare` directory: its --split's most frequent words are the candidates",
-                    aliases=("--vocab-data",))
+    add_data_option(
+        p, "an `xlm prepare` directory: its --split's most frequent words are the candidates", aliases=("--vocab-data",)
+    )
     add_split_option(p, "train", "split of --data whose word counts rank the candidates", aliases=("--vocab-split",))
     p.add_argument(
         "--corpus-text",

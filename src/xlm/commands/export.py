@@ -28,5 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from xlm.interop.huggingface import export_hf
 
     report = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
-    print(f"exported {args.checkpoint} ({report.n_parameters:,} parameters) to {report.directory}: {', '.join(report.files)}")
+    print(
+        f"exported {args.checkpoint} ({report.n_parameters:,} parameters) to {report.directory}: {', '.join(report.files)}"
+    )
     return 0

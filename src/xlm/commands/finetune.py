@@ -44,16 +44,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sentence / sentence-pair classification with zero-shot cross-lingual transfer",
         description="Fine-tune on the --train languages, evaluate on every --test language.",
     )
-    c.add_argument("args", nargs="*", metavar="CHECKPOINT | key=value", help="pretrained model directory; config overrides")
+    c.add_argument(
+        "args", nargs="*", metavar="CHECKPOINT | key=value", help="pretrained model directory; config overrides"
+    )
     c.add_argument("--config", type=Path, help="TOML config (see configs/classify_libreoffice.toml)")
-    c.add_argument("--train", action="append", default=[], metavar="LANG=FILE", help="training file (repeat: translate-train)")
+    c.add_argument(
+        "--train", action="append", default=[], metavar="LANG=FILE", help="training file (repeat: translate-train)"
+    )
     c.add_argument("--valid", action="append", default=[], metavar="LANG=FILE", help="validation file (best epoch)")
     c.add_argument("--test", action="append", default=[], metavar="LANG=FILE", help="test file (repeat per language)")
     c.add_argument("--format", choices=FORMATS, help="format of every file (default tsv)")
     c.add_argument("--train-format", choices=FORMATS, help="format of the training files (e.g. mnli-jsonl)")
     c.add_argument("--eval-format", choices=FORMATS, help="format of the valid/test files (e.g. xnli)")
     c.add_argument("--pretokenized", action="store_true", default=None, help="text is already normalized and BPE-split")
-    c.add_argument("--random-init", action="store_true", default=None, help="baseline: the same architecture, fresh weights")
+    c.add_argument(
+        "--random-init", action="store_true", default=None, help="baseline: the same architecture, fresh weights"
+    )
     c.add_argument("--epochs", type=non_negative_int, help="passes over the training data")
     c.add_argument("--out", help="run folder: checkpoints, best/ (the best epoch), final/")
     c.add_argument("--json", help="write {language: accuracy, ..., 'average': ...} (accuracy in %%)")
@@ -167,7 +173,9 @@ def _translate_test(mt_checkpoint: str, cfg: Any, result: Any, human: Any) -> di
     from xlm.tasks.classification import translate_test
 
     data = cfg.data
-    tt = translate_test(result.model_dir, mt_checkpoint, data.test, data.format_of("test"), cfg.train.device, data.max_len)
+    tt = translate_test(
+        result.model_dir, mt_checkpoint, data.test, data.format_of("test"), cfg.train.device, data.max_len
+    )
     rows = [[lang, result.accuracy[lang], tt[lang]] for lang in tt if lang != "average"]
     zero_shot = [result.accuracy[r[0]] for r in rows]
     if rows:

@@ -22,7 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     hf.add_argument("directory", type=Path, help="Hugging Face model directory")
     hf.add_argument("out", type=Path, help="checkpoint directory to create")
     hf.add_argument("--langs", help="comma-separated languages in id order, when the directory does not name them")
-    hf.add_argument("--trust-pickle", action="store_true", help="allow pytorch_model.bin files that need arbitrary unpickling (runs code from the file)")
+    hf.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow pytorch_model.bin files that need arbitrary unpickling (runs code from the file)",
+    )
     hf.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     hf.set_defaults(func=run_hf)
 
@@ -48,7 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="of a translation checkpoint (encoder + decoder), import only the encoder, as a language model",
     )
-    orig.add_argument("--trust-pickle", action="store_true", help="allow files that need arbitrary unpickling (runs code from the file)")
+    orig.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow files that need arbitrary unpickling (runs code from the file)",
+    )
     orig.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     orig.set_defaults(func=run_original)
 
@@ -61,7 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fs.add_argument("directory", type=Path, help="directory with model.pt, dict.txt and sentencepiece.bpe.model")
     fs.add_argument("out", type=Path, help="checkpoint directory to create")
-    fs.add_argument("--trust-pickle", action="store_true", help="allow files that need arbitrary unpickling (runs code from the file)")
+    fs.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow files that need arbitrary unpickling (runs code from the file)",
+    )
     fs.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     fs.set_defaults(func=run_fairseq)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -83,7 +95,9 @@ def run_hf(args: argparse.Namespace) -> int:
     report = import_hf(args.directory, args.out, langs=langs, overwrite=args.overwrite, trust_pickle=args.trust_pickle)
     for note in report.notes:
         print(f"note: {note}")
-    print(f"imported {args.directory} -> {report.directory} ({_describe(report.config, report.lang2id, report.lowercase_and_remove_accent)})")
+    print(
+        f"imported {args.directory} -> {report.directory} ({_describe(report.config, report.lang2id, report.lowercase_and_remove_accent)})"
+    )
     return 0
 
 

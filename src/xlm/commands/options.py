@@ -76,7 +76,9 @@ def add_device_option(p: argparse.ArgumentParser, training: bool = False) -> Non
         p.add_argument("--device", type=device_name, default=None,
                        help=f"{DEVICE_NAMES}: sets train.device (default: the config's, else auto)")  # fmt: skip
     else:
-        p.add_argument("--device", type=device_name, default="auto", help=f"{DEVICE_NAMES} (default auto: a GPU when there is one)")
+        p.add_argument(
+            "--device", type=device_name, default="auto", help=f"{DEVICE_NAMES} (default auto: a GPU when there is one)"
+        )
 
 
 # --- The shared vocabulary: one name per concept in every command. Old spellings stay as hidden
@@ -98,7 +100,9 @@ def add_option(
     return action
 
 
-def add_checkpoint_argument(p: argparse.ArgumentParser, help: str = "checkpoint directory (from xlm pretrain or xlm import)") -> None:
+def add_checkpoint_argument(
+    p: argparse.ArgumentParser, help: str = "checkpoint directory (from xlm pretrain or xlm import)"
+) -> None:
     p.add_argument("checkpoint", type=Path, help=help)
 
 
@@ -152,15 +156,26 @@ def add_plot_option(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_embedding_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that embed sentences."""
-    p.add_argument("--pooling", choices=("first", "mean"), default=None,
-                   help="first token's state or mean over the real tokens (default: what the checkpoint "
-                        "recommends, the XLCo setting it was trained with, else mean)")
-    p.add_argument("--layers", default=None,
-                   help="layers to pool and average: 0 = embeddings, -1 = last, e.g. '2,3,4' or '2-4' "
-                        "(default: what the checkpoint recommends, else 0)")
-    p.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
-                   help="subtract the language's mean vector: the one stored by `xlm center`, else the mean "
-                        "of the sentences embedded (default on; --no-center: raw vectors)")
+    p.add_argument(
+        "--pooling",
+        choices=("first", "mean"),
+        default=None,
+        help="first token's state or mean over the real tokens (default: what the checkpoint "
+        "recommends, the XLCo setting it was trained with, else mean)",
+    )
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="layers to pool and average: 0 = embeddings, -1 = last, e.g. '2,3,4' or '2-4' "
+        "(default: what the checkpoint recommends, else 0)",
+    )
+    p.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="subtract the language's mean vector: the one stored by `xlm center`, else the mean "
+        "of the sentences embedded (default on; --no-center: raw vectors)",
+    )
     add_max_tokens_option(p, 8000)
     add_device_option(p)
     add_precision_option(p)  # fmt: skip

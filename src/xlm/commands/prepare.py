@@ -33,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "wordpiece (mBERT: BERT's normalizer); with --vocab the reused vocabulary's kind is taken",
     )  # fmt: skip
     p.add_argument(
-        "--sp-model-type", choices=("unigram", "bpe"), default="unigram", help="model type of a sentencepiece vocabulary"
+        "--sp-model-type",
+        choices=("unigram", "bpe"),
+        default="unigram",
+        help="model type of a sentencepiece vocabulary",
     )
     p.add_argument("--langs", type=_langs, help="comma-separated languages to keep (default: all found)")
     p.add_argument(
@@ -51,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--invalid-utf8", choices=("error", "replace"), default="error",
         help="invalid UTF-8 input: stop with the file and line (default) or replace by U+FFFD",
     )  # fmt: skip
-    p.add_argument("--cache-mb", type=non_negative_int, default=128, help="memory for normalized lines seen before (0: off)")
+    p.add_argument(
+        "--cache-mb", type=non_negative_int, default=128, help="memory for normalized lines seen before (0: off)"
+    )
     p.add_argument(
         "--allow-lang", action="append", default=[], metavar="CODE",
         help="accept CODE as a language although it is not an ISO 639-1 code (repeatable)",

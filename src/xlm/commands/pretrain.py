@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="pretrain a cross-lingual language model (CLM/MLM/TLM)")
     p.add_argument("--config", type=Path, help="TOML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
-    p.add_argument("--resume", nargs="?", const="latest", help="continue a run (its newest intact checkpoint, or a path)")
+    p.add_argument(
+        "--resume", nargs="?", const="latest", help="continue a run (its newest intact checkpoint, or a path)"
+    )
     add_device_option(p, training=True)
     p.set_defaults(func=run)
 

@@ -29,14 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tgt", required=True, help="target language code")
     # decoding defaults to the setting recorded with the checkpoint (its training-time evaluation's)
     p.add_argument("--beam", type=count, help="beam size (1: greedy; default: the checkpoint's evaluation setting)")
-    p.add_argument("--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)")
+    p.add_argument(
+        "--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)"
+    )
     p.add_argument(
         "--early-stopping", action="store_true", default=None, help="stop a sentence once BEAM hypotheses are finished"
     )
-    p.add_argument("--max-len-a", type=non_negative, help="outputs are at most A * source length + B tokens (default: the checkpoint's)")
+    p.add_argument(
+        "--max-len-a",
+        type=non_negative,
+        help="outputs are at most A * source length + B tokens (default: the checkpoint's)",
+    )
     p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
     add_max_tokens_option(p, 4000, "source tokens per batch")
-    p.add_argument("--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)")
+    p.add_argument(
+        "--tokenized", action="store_true", help="print Moses-tokenized output (BPE undone, no detokenization)"
+    )
     p.add_argument("--input", type=Path, help="read this file instead of standard input")
     p.add_argument("--output", type=Path, help="write this file instead of standard output")
     add_device_option(p)

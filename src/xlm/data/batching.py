@@ -41,7 +41,9 @@ class Batch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Batch(*(move(getattr(self, f)) for f in ("tokens", "lengths", "langs", "positions", "pred_mask", "targets")))
+        return Batch(
+            *(move(getattr(self, f)) for f in ("tokens", "lengths", "langs", "positions", "pred_mask", "targets"))
+        )
 
     @property
     def n_tokens(self) -> int:
@@ -119,9 +121,23 @@ class StreamSampler:
     BLOCK = 4096  # permuted chunk numbers computed at once (amortizes the per-call cost)
 
     def __init__(
-        self, data: MonolingualData, lang_id: int, bptt: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1
+        self,
+        data: MonolingualData,
+        lang_id: int,
+        bptt: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
     ):
-        self.data, self.lang_id, self.bptt, self.batch_size, self.seed, self.rank = data, lang_id, bptt, batch_size, seed, rank
+        self.data, self.lang_id, self.bptt, self.batch_size, self.seed, self.rank = (
+            data,
+            lang_id,
+            bptt,
+            batch_size,
+            seed,
+            rank,
+        )
         length = data.stream_length
         self.lo = length * rank // world
         hi = length * (rank + 1) // world
@@ -168,7 +184,9 @@ class StreamSampler:
         self._order = self._permutation()
 
 
-def token_budget_batches(lengths: np.ndarray, order: np.ndarray, max_tokens: int, max_rows: int = 0) -> list[np.ndarray]:
+def token_budget_batches(
+    lengths: np.ndarray, order: np.ndarray, max_tokens: int, max_rows: int = 0
+) -> list[np.ndarray]:
     """Cut ``order`` (sentence ids, already grouped by length) into batches whose padded size
     ``rows x longest`` stays within ``max_tokens`` (a single over-long row forms its own batch)."""
     batches: list[np.ndarray] = []
@@ -317,4 +335,6 @@ def dropped_report(name: str, data: ParallelData, max_len: int) -> str:
     drops for having a side longer than ``max_len`` words. A monolingual file paired with
     itself (denoising, back-translation) is reported in sentences."""
     what = "sentences" if data.src is data.tgt else "pairs"
-    return f"{name}: {data.count_longer(max_len):,} of {len(data):,} training {what} longer than {max_len} tokens dropped"
+    return (
+        f"{name}: {data.count_longer(max_len):,} of {len(data):,} training {what} longer than {max_len} tokens dropped"
+    )

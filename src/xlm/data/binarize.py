@@ -298,9 +298,7 @@ def binarize_parallel(
     """Binarize two aligned files in lockstep; a pair with an empty side is dropped from both."""
     n_src, n_tgt = count_lines(src_path), count_lines(tgt_path)
     if n_src != n_tgt:
-        raise DataError(
-            f"parallel files are not aligned: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}"
-        )
+        raise DataError(f"parallel files are not aligned: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}")
     src_prefix, tgt_prefix = Path(src_prefix), Path(tgt_prefix)
     for p in (src_prefix, tgt_prefix):
         p.parent.mkdir(parents=True, exist_ok=True)

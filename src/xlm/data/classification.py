@@ -251,7 +251,9 @@ def encode_set(
     training labels) is a DataError naming the file and line."""
     for e in data.examples:
         if e.label not in label2id:
-            raise DataError(f"{e.where}: label {e.label!r} was not seen in the training data (labels: {sorted(label2id)})")
+            raise DataError(
+                f"{e.where}: label {e.label!r} was not seen in the training data (labels: {sorted(label2id)})"
+            )
     ids_a = encode([e.text for e in data.examples])
     pairs = [e for e in data.examples if e.text_b is not None]
     ids_b = iter(encode([e.text_b for e in pairs if e.text_b is not None]))

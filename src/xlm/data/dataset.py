@@ -126,7 +126,14 @@ class MonolingualData:
 
     @classmethod
     def _from_files(
-        cls, prefix: Path, meta: dict[str, Any], dtype: np.dtype, n_items: int, idx_dtype: np.dtype, n_sentences: int, idx_offset: int
+        cls,
+        prefix: Path,
+        meta: dict[str, Any],
+        dtype: np.dtype,
+        n_items: int,
+        idx_dtype: np.dtype,
+        n_sentences: int,
+        idx_offset: int,
     ) -> MonolingualData:
         self = cls(prefix, None, None, meta)
         self._dtype, self._idx_dtype = dtype, idx_dtype
@@ -135,7 +142,9 @@ class MonolingualData:
         return self
 
     @classmethod
-    def open(cls, prefix: str | Path, vocab_hash: str | None = None, specials: Specials | None = None) -> MonolingualData:
+    def open(
+        cls, prefix: str | Path, vocab_hash: str | None = None, specials: Specials | None = None
+    ) -> MonolingualData:
         prefix = Path(prefix)
         meta_path = Path(f"{prefix}.json")
         bin_path, idx_path = Path(f"{prefix}.bin"), Path(f"{prefix}.idx.npy")
@@ -336,7 +345,11 @@ class ParallelData:
 
     @classmethod
     def open(
-        cls, src_prefix: str | Path, tgt_prefix: str | Path, vocab_hash: str | None = None, specials: Specials | None = None
+        cls,
+        src_prefix: str | Path,
+        tgt_prefix: str | Path,
+        vocab_hash: str | None = None,
+        specials: Specials | None = None,
     ) -> ParallelData:
         src = MonolingualData.open(src_prefix, vocab_hash, specials)
         tgt = MonolingualData.open(tgt_prefix, vocab_hash, specials)
@@ -429,7 +442,10 @@ class PreparedData:
     def para(self, split: str, src: str, tgt: str) -> ParallelData:
         """Parallel data with ``src`` as the source side (pairs are stored once, sorted by name)."""
         return ParallelData.open(
-            self.para_prefix(split, src, tgt, src), self.para_prefix(split, src, tgt, tgt), self.vocab.hash, self.vocab.specials
+            self.para_prefix(split, src, tgt, src),
+            self.para_prefix(split, src, tgt, tgt),
+            self.vocab.hash,
+            self.vocab.specials,
         )
 
 

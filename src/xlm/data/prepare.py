@@ -129,7 +129,9 @@ class PrepareResult:
 def skipped_files(raw_dir: str | Path) -> list[str]:
     """Names of the files of ``raw_dir`` that are not corpus files (hidden files aside)."""
     d = Path(raw_dir)
-    return [p.name for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".") and not _NAME_RE.match(p.name)]
+    return [
+        p.name for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".") and not _NAME_RE.match(p.name)
+    ]
 
 
 def discover(raw_dir: str | Path, langs: list[str] | None = None) -> list[RawFile]:
@@ -421,7 +423,11 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What changed between two fingerprints, in words."""
     if not isinstance(old, dict) or not old:
         return ["it was prepared by an older xlm that recorded no fingerprint"]
-    out = [f"{k}: {v!r} -> {new['settings'][k]!r}" for k, v in old.get("settings", {}).items() if new["settings"].get(k) != v]
+    out = [
+        f"{k}: {v!r} -> {new['settings'][k]!r}"
+        for k, v in old.get("settings", {}).items()
+        if new["settings"].get(k) != v
+    ]
     old_in, new_in = old.get("inputs", {}), new["inputs"]
     out += [f"input {n} changed" for n in sorted(set(old_in) & set(new_in)) if old_in[n] != new_in[n]]
     out += [f"input {n} is new" for n in sorted(set(new_in) - set(old_in))]

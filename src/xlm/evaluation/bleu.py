@@ -77,7 +77,9 @@ def corpus_bleu(hyps: list[str], refs: list[str], tokenize: str = DETOKENIZED, l
     metric = BLEU(tokenize=tokenize, lowercase=lowercase, force=tokenize == TOKENIZED)
     s = metric.corpus_score(hyps, [refs])
     precisions = [float(p) for p in s.precisions]
-    return BleuResult(float(s.score), precisions, float(s.bp), int(s.sys_len), int(s.ref_len), str(metric.get_signature()))
+    return BleuResult(
+        float(s.score), precisions, float(s.bp), int(s.sys_len), int(s.ref_len), str(metric.get_signature())
+    )
 
 
 def bleu_files(hyp: str | Path, ref: str | Path, tokenize: str = DETOKENIZED, lowercase: bool = False) -> BleuResult:

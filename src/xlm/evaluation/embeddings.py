@@ -112,7 +112,9 @@ def resolve_layers(layers: Sequence[int], n_layers: int) -> list[int]:
 
 
 @torch.no_grad()
-def layer_states(model: TransformerModel, tokens: Tensor, lengths: Tensor, langs: Tensor, layers: Sequence[int]) -> list[Tensor]:
+def layer_states(
+    model: TransformerModel, tokens: Tensor, lengths: Tensor, langs: Tensor, layers: Sequence[int]
+) -> list[Tensor]:
     """Hidden states ``(B, T, D)`` of the requested layers (0 = embedding output)."""
     return model.hidden_states(tokens, lengths, langs, layers=resolve_layers(layers, len(model.layers)))
 

@@ -120,7 +120,11 @@ def lm_scores(
         for i in range(0, len(ids), batch_rows):
             part = ids[i : i + batch_rows]
             batch = concat_pair(
-                sentence_rows(data.src, part, max_len), sentence_rows(data.tgt, part, max_len), lang2id[a], lang2id[b], pad
+                sentence_rows(data.src, part, max_len),
+                sentence_rows(data.tgt, part, max_len),
+                lang2id[a],
+                lang2id[b],
+                pad,
             )
             out = mlm_loss(model, apply_masking(batch, masking, gen).to(device))
             _add(scores, ("tlm", f"{a}-{b}"), out)

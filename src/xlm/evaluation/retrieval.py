@@ -96,7 +96,9 @@ def read_pairs_tsv(path: str | Path) -> tuple[list[str], list[str]]:
                 continue
             parts = line.split("\t")
             if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise DataError(f"{path}:{n}: expected 'source<TAB>target' (one tab, two non-empty sides), got {line[:80]!r}")
+                raise DataError(
+                    f"{path}:{n}: expected 'source<TAB>target' (one tab, two non-empty sides), got {line[:80]!r}"
+                )
             src.append(parts[0])
             tgt.append(parts[1])
     if not src:

@@ -111,7 +111,9 @@ def frequent_words(
         is_end = np.fromiter((t.endswith(END_OF_WORD) for t in vocab_tokens), dtype=bool, count=len(vocab_tokens))
         cuts = np.flatnonzero(is_end[stream]) + 1
     else:
-        starts_word = (lambda t: t.startswith("▁")) if sp.kind == "sentencepiece" else (lambda t: not t.startswith("##"))
+        starts_word = (
+            (lambda t: t.startswith("▁")) if sp.kind == "sentencepiece" else (lambda t: not t.startswith("##"))
+        )
         is_start = np.fromiter((starts_word(t) for t in vocab_tokens), dtype=bool, count=len(vocab_tokens))
         cuts = np.flatnonzero(is_start[stream])
     marker = {"bpe": END_OF_WORD, "sentencepiece": "▁", "wordpiece": "##"}[sp.kind]

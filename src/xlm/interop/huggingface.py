@@ -193,7 +193,9 @@ def check_exportable(info: ModelInfo, state: Mapping[str, Tensor], source: str) 
     if cfg.pad_index != PAD_INDEX:
         raise CheckpointError(f"{source}: pad_index={cfg.pad_index}; the XLM format needs {PAD_INDEX}")
     if any(".cross_attn." in k for k in state):
-        raise CheckpointError(f"{source}: a decoder (with cross-attention) cannot be exported: transformers' XLM is encoder-only")
+        raise CheckpointError(
+            f"{source}: a decoder (with cross-attention) cannot be exported: transformers' XLM is encoder-only"
+        )
     if cfg.n_langs > 1 and len(info.lang2id) != cfg.n_langs:
         raise CheckpointError(f"{source}: n_langs={cfg.n_langs} but model.json lists {len(info.lang2id)} languages")
 
@@ -209,7 +211,9 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
     """Write checkpoint ``checkpoint`` (ours) as a Hugging Face XLM directory ``out``."""
     model_json = Path(checkpoint) / MODEL_JSON
     if model_json.is_file() and read_json(model_json).get("architecture") == ENCODER_DECODER:
-        raise CheckpointError(f"{checkpoint}: a translation model (encoder-decoder) cannot be exported: transformers' XLM is encoder-only")
+        raise CheckpointError(
+            f"{checkpoint}: a translation model (encoder-decoder) cannot be exported: transformers' XLM is encoder-only"
+        )
     pre = load_pretrained(checkpoint)
     if pre.info.config.arch != "xlm":
         directory = write_directory(Path(out), lambda tmp: export_encoder(pre, tmp, str(checkpoint)), overwrite)
@@ -305,7 +309,9 @@ def model_config_from_hf(config: Mapping[str, Any], source: str) -> ModelConfig:
         ("is_encoder", True, "a decoder"),
     ):
         if bool(config.get(flag, ok)) != ok:
-            raise CheckpointError(f"{source}: the model uses {why} ({flag}={config.get(flag)}), which ours does not support")
+            raise CheckpointError(
+                f"{source}: the model uses {why} ({flag}={config.get(flag)}), which ours does not support"
+            )
     eps = float(config.get("layer_norm_eps", LAYER_NORM_EPS))
     if not math.isclose(eps, LAYER_NORM_EPS, rel_tol=1e-6):
         raise CheckpointError(f"{source}: layer_norm_eps={eps}, ours is fixed at {LAYER_NORM_EPS}")
@@ -372,7 +378,9 @@ def read_hf_vocab(directory: Path) -> list[str]:
             raise CheckpointError(f"{path}: ids are not a permutation of 0..{len(mapping) - 1} (token {tok!r} -> {i})")
         tokens[i] = tok
     if tokens[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
-        raise CheckpointError(f"{path}: ids 0..{len(SPECIAL_TOKENS) - 1} must be the XLM special tokens {SPECIAL_TOKENS}")
+        raise CheckpointError(
+            f"{path}: ids 0..{len(SPECIAL_TOKENS) - 1} must be the XLM special tokens {SPECIAL_TOKENS}"
+        )
     return tokens
 
 
@@ -445,7 +453,13 @@ def import_hf(
     if outside:
         notes.append(outside_note(outside, len(merges), str(src / MERGES_FILE)))
     info = ModelInfo(cfg, lang2id, lower, {"imported_from": {"format": "huggingface", "path": str(src.resolve())}})
-    save_imported(Path(out), {k: v.float() for k, v in state.items()}, info, VocabFiles(tokens, merges, source=str(src)), overwrite)
+    save_imported(
+        Path(out),
+        {k: v.float() for k, v in state.items()},
+        info,
+        VocabFiles(tokens, merges, source=str(src)),
+        overwrite,
+    )
     return ImportReport(Path(out), cfg, lang2id, lower, notes)
 
 

@@ -115,7 +115,9 @@ def convert_fastbpe(
             raise CheckpointError(f"the checkpoint's dictionary ids are not 0..{len(dico_id2word) - 1}")
         dico = [dico_id2word[i] for i in range(len(dico_id2word))]
         if dico[:N_SPECIAL] != SPECIAL_TOKENS:
-            raise CheckpointError(f"the checkpoint's dictionary does not start with the XLM special tokens: {dico[:N_SPECIAL]}")
+            raise CheckpointError(
+                f"the checkpoint's dictionary does not start with the XLM special tokens: {dico[:N_SPECIAL]}"
+            )
         if dico[N_SPECIAL:] != words:
             if len(dico) - N_SPECIAL != len(words):
                 raise CheckpointError(
@@ -184,7 +186,9 @@ def original_config(params: Mapping[str, Any], state: Mapping[str, Tensor], sour
         ("use_memory", False, "product-key memory layers"),
     ):
         if bool(params.get(flag, ok)) != ok:
-            raise CheckpointError(f"{source}: the model uses {why} ({flag}={params.get(flag)}), which ours does not have")
+            raise CheckpointError(
+                f"{source}: the model uses {why} ({flag}={params.get(flag)}), which ours does not have"
+            )
     sizes = infer_sizes(state)
     n_langs = int(_param(params, "n_langs", sizes["n_langs"] or 1))
     use_lang_emb = bool(_param(params, "use_lang_emb", True))
@@ -203,12 +207,12 @@ def original_config(params: Mapping[str, Any], state: Mapping[str, Tensor], sour
         pad_index=int(_param(params, "pad_index", PAD_INDEX)),
     )
     if cfg.pad_index != PAD_INDEX:
-        raise CheckpointError(f"{source}: pad_index={cfg.pad_index}, but the XLM vocabulary layout has <pad> at {PAD_INDEX}")
+        raise CheckpointError(
+            f"{source}: pad_index={cfg.pad_index}, but the XLM vocabulary layout has <pad> at {PAD_INDEX}"
+        )
     n_words = params.get("n_words")
     if n_words is not None and int(n_words) != cfg.vocab_size:
-        raise CheckpointError(
-            f"{source}: params.n_words={n_words} but embeddings.weight has {cfg.vocab_size} rows"
-        )
+        raise CheckpointError(f"{source}: params.n_words={n_words} but embeddings.weight has {cfg.vocab_size} rows")
     emb_dim = params.get("emb_dim")
     if emb_dim is not None and int(emb_dim) != cfg.emb_dim:
         raise CheckpointError(f"{source}: params.emb_dim={emb_dim} but the embeddings have {cfg.emb_dim} columns")
@@ -241,7 +245,9 @@ def original_lang2id(params: Mapping[str, Any], n_langs: int, source: str) -> di
 def convert_original_part(ckpt: Mapping[str, Any], part: str, source: str) -> OriginalModel:
     """Convert the network ``part`` (``model``, ``encoder`` or ``decoder``) of a loaded checkpoint."""
     if part not in model_parts(ckpt):
-        raise CheckpointError(f"{source}: no {part!r} weights in the checkpoint (it has: {model_parts(ckpt) or 'none'})")
+        raise CheckpointError(
+            f"{source}: no {part!r} weights in the checkpoint (it has: {model_parts(ckpt) or 'none'})"
+        )
     raw = strip_module_prefix(ckpt[part])
     bad = [k for k, v in raw.items() if not isinstance(v, Tensor)]
     if bad:
@@ -266,7 +272,9 @@ class OriginalImportReport:
     notes: list[str]
 
 
-def translation_state(encoder: OriginalModel, decoder: OriginalModel, source: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def translation_state(
+    encoder: OriginalModel, decoder: OriginalModel, source: str
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """One state dict ``encoder.*`` / ``decoder.*`` and the model.json fields of a translation
     checkpoint (the layout that ``xlm.model.seq2seq.load_translator`` reads)."""
     if not decoder.is_decoder:
@@ -275,7 +283,9 @@ def translation_state(encoder: OriginalModel, decoder: OriginalModel, source: st
     if decoder.config != encoder.config.model_copy(update=same):
         enc, dec = encoder.config.model_dump(), decoder.config.model_dump()
         diff = {k: (enc[k], dec[k]) for k in enc if k != "n_layers" and enc[k] != dec[k]}
-        raise CheckpointError(f"{source}: encoder and decoder differ in more than their depth (encoder, decoder): {diff}")
+        raise CheckpointError(
+            f"{source}: encoder and decoder differ in more than their depth (encoder, decoder): {diff}"
+        )
     state = {f"encoder.{k}": v for k, v in encoder.state.items()}
     state.update({f"decoder.{k}": v for k, v in decoder.state.items()})
     extra = {"architecture": ENCODER_DECODER, "decoder_layers": decoder.config.n_layers, "share_embeddings": False}

@@ -68,7 +68,6 @@ def write_model_files(directory: Path, model: torch.nn.Module, info: ModelInfo, 
         shutil.copyfile(Path(vocab_dir) / name, directory / name)
 
 
-
 @dataclass
 class Pretrained:
     model: TransformerModel
@@ -103,6 +102,8 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     model = TransformerModel(info.config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{d / WEIGHTS}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+        raise CheckpointError(
+            f"{d / WEIGHTS}: weights do not match the model (missing {missing}, unexpected {unexpected})"
+        )
     model.to(device).eval()
     return Pretrained(model, info, vocab, d)

@@ -160,7 +160,9 @@ def init_from_pretrained(
 # --------------------------------------------------------------------------- checkpoints
 
 
-def model_info(cfg: ModelConfig, lang2id: dict[str, int], lowercase: bool, model: EncoderDecoder, **extra: Any) -> ModelInfo:
+def model_info(
+    cfg: ModelConfig, lang2id: dict[str, int], lowercase: bool, model: EncoderDecoder, **extra: Any
+) -> ModelInfo:
     """``model.json`` of a translation model: the encoder's sizes plus the decoder's."""
     return ModelInfo(
         cfg,
@@ -192,7 +194,9 @@ def load_translator(directory: str | Path, device: str | torch.device = "cpu") -
             f"{d} is a language model, not a translation model: train one from it with `xlm train-mt` "
             "(init.pretrained = this checkpoint)"
         )
-    model = EncoderDecoder(info.config, int(info.extra.get("decoder_layers", 0)), bool(info.extra.get("share_embeddings")))
+    model = EncoderDecoder(
+        info.config, int(info.extra.get("decoder_layers", 0)), bool(info.extra.get("share_embeddings"))
+    )
     try:
         model.load_state_dict(load_tensors(d / WEIGHTS))
     except RuntimeError as e:

@@ -33,7 +33,9 @@ class MaskingConfig(Settings):
     word_end: int = 0  # 0: vocab_size (XLM's layout; XLM-R's <mask> is the last id)
 
     @classmethod
-    def for_vocab(cls, vocab: Vocabulary, word_pred: float, mask_prob: float, random_prob: float, keep_prob: float) -> MaskingConfig:
+    def for_vocab(
+        cls, vocab: Vocabulary, word_pred: float, mask_prob: float, random_prob: float, keep_prob: float
+    ) -> MaskingConfig:
         """The vocabulary's mask id and ordinary-token range (XLM's: 5, [14, V))."""
         return cls(
             word_pred=word_pred, mask_prob=mask_prob, random_prob=random_prob, keep_prob=keep_prob,
@@ -83,7 +85,9 @@ def corrupt(tokens: Tensor, chosen: Tensor, cfg: MaskingConfig, gen: torch.Gener
     n = int(chosen.sum())
     targets = tokens[chosen]
     action = torch.rand(n, generator=gen, device=tokens.device)
-    random_tokens = torch.randint(cfg.n_special, cfg.word_end or cfg.vocab_size, (n,), generator=gen, device=tokens.device)
+    random_tokens = torch.randint(
+        cfg.n_special, cfg.word_end or cfg.vocab_size, (n,), generator=gen, device=tokens.device
+    )
     replaced = torch.where(
         action < cfg.mask_prob,
         torch.full_like(targets, cfg.mask_index),

@@ -163,9 +163,7 @@ def translation_loss(
     inputs, in_lengths = batch.tgt[:, :-1], batch.tgt_lengths - 1
     pred = length_mask(in_lengths, width)
     targets = batch.tgt[:, 1:][pred]
-    logits = model(
-        batch.src, batch.src_lengths, batch.src_langs, inputs, in_lengths, batch.tgt_langs, predict=pred
-    )
+    logits = model(batch.src, batch.src_lengths, batch.src_langs, inputs, in_lengths, batch.tgt_langs, predict=pred)
     loss = smoothed_cross_entropy(logits.float(), targets, label_smoothing, excluded=excluded)
     with torch.no_grad():
         correct = int((logits.argmax(-1) == targets).sum())

@@ -594,10 +594,13 @@ def translate_examples(
     texts = [e.text for e in data.examples] + [e.text_b for e in data.examples if e.text_b is not None]
     out, n_long = translate_text(tr, texts, data.lang, target, decode, device)
     if n_long:
-        log(f"{data.path}: {n_long} text(s) longer than {mt_checkpoint}'s positions: their first tokens were translated")
+        log(
+            f"{data.path}: {n_long} text(s) longer than {mt_checkpoint}'s positions: their first tokens were translated"
+        )
     first, second = iter(out[: len(data.examples)]), iter(out[len(data.examples) :])
     examples = [
-        Example(e.label, next(first), next(second) if e.text_b is not None else None, e.source, e.line) for e in data.examples
+        Example(e.label, next(first), next(second) if e.text_b is not None else None, e.source, e.line)
+        for e in data.examples
     ]
     return ExampleSet(target, data.path, examples, data.skipped)
 

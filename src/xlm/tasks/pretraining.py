@@ -74,7 +74,9 @@ class ObjectivesConfig(Config):
     # aligned a demo-size model fastest per CPU-minute (docs/results.md)
     xlco_layers: list[int] = [0]
     xlco_turns: Count = 6  # turns of XLCo in each round of the objectives (MLM, TLM, ... take one)
-    xlco_queue: NonNegativeInt = 0  # >0: keys from a momentum encoder, negatives also from a queue of this many keys per side
+    xlco_queue: NonNegativeInt = (
+        0  # >0: keys from a momentum encoder, negatives also from a queue of this many keys per side
+    )
     xlco_momentum: Probability = 0.999  # momentum encoder weights: m = momentum * m + (1 - momentum) * trained
 
     @field_validator("mlm", "clm", "xlco")

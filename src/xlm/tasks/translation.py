@@ -300,7 +300,10 @@ class MTTask:
         split = parts[0]
         directions = [tuple(parts[2].split("-"))] if len(parts) > 2 else eval_directions(self.cfg)
         for a, b in directions:
-            if self.prepared.has_para(split, a, b) and not raw_reference_path(self.prepared.directory, split, a, b).is_file():
+            if (
+                self.prepared.has_para(split, a, b)
+                and not raw_reference_path(self.prepared.directory, split, a, b).is_file()
+            ):
                 raise ConfigError(
                     f"train.stopping_metric {name!r} is BLEU against the raw {split} references, which "
                     f"{self.cfg.data.path} does not keep ({RAW_NOTE}): run `xlm prepare` again, or stop on "
@@ -369,7 +372,9 @@ class MTTask:
         self.model.eval()
         try:
             # one length limit per batch, from its longest sentence, as the original back-translates
-            decode = DecodeConfig(beam_size=1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False)
+            decode = DecodeConfig(
+                beam_size=1, max_len_a=obj.bt_max_len_a, max_len_b=obj.bt_max_len_b, sentence_limits=False
+            )
             tokens, lengths = generate(
                 self.model, batch.src, batch.src_lengths, self.lang2id[src], self.lang2id[tgt], decode,
                 self.prepared.vocab.specials,
@@ -384,7 +389,9 @@ class MTTask:
         data = step.batcher.data
         if step.kind == "mt":
             a, b = step.langs
-            batch = make_pair_batch(self._rows(data.src, ids), self._rows(data.tgt, ids), self.lang2id[a], self.lang2id[b])
+            batch = make_pair_batch(
+                self._rows(data.src, ids), self._rows(data.tgt, ids), self.lang2id[a], self.lang2id[b]
+            )
             return batch.to(self.device)
         rows = self._rows(data.src, ids)
         if step.kind == "ae":
@@ -453,8 +460,17 @@ class MTTask:
                 data = self.prepared.para(split, a, b)
                 name = f"{a}-{b}"
                 out = translate_and_score(
-                    self.model, data, self.lang2id[a], self.lang2id[b], b, self.tokenizer(), decode, self.device,
-                    ev.max_sentences, d.max_tokens, raw_reference_path(self.prepared.directory, split, a, b),
+                    self.model,
+                    data,
+                    self.lang2id[a],
+                    self.lang2id[b],
+                    b,
+                    self.tokenizer(),
+                    decode,
+                    self.device,
+                    ev.max_sentences,
+                    d.max_tokens,
+                    raw_reference_path(self.prepared.directory, split, a, b),
                 )
                 for key, value in out.scores().items():
                     metrics[f"{split}/{key}/{name}"] = value

@@ -119,7 +119,6 @@ def word_final_chars(lines: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-
 @dataclass
 class LearnReport:
     vocab_size: int

@@ -71,6 +71,7 @@ _ROMANIAN_TABLE = str.maketrans(
     }
 )  # fmt: skip
 
+
 def replace_unicode_punct(text: str) -> str:
     """Map CJK / full-width punctuation and digits to ASCII (table-driven)."""
     if "。" in text or "．" in text:

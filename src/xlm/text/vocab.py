@@ -98,7 +98,11 @@ def vocabulary_files(directory: str | Path) -> list[str]:
     what a checkpoint copies to be self-contained."""
     d = Path(directory)
     kind, _ = read_vocab_info(d)
-    info = {"bpe": [], "sentencepiece": [VOCAB_INFO_FILE, "sentencepiece.json"], "wordpiece": [VOCAB_INFO_FILE, "wordpiece.json"]}
+    info = {
+        "bpe": [],
+        "sentencepiece": [VOCAB_INFO_FILE, "sentencepiece.json"],
+        "wordpiece": [VOCAB_INFO_FILE, "wordpiece.json"],
+    }
     return [n for n in (VOCAB_FILE, MODEL_FILES[kind], *info[kind]) if (d / n).is_file()]
 
 

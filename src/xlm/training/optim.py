@@ -52,7 +52,9 @@ def no_decay_parameters(modules: list[nn.Module]) -> set[int]:
     return out
 
 
-def build_optimizer(modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[int, float] | None = None) -> torch.optim.AdamW:
+def build_optimizer(
+    modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[int, float] | None = None
+) -> torch.optim.AdamW:
     """Adam with decoupled weight decay (``weight_decay``; 0 is plain Adam, as the original
     XLM's ``adam_inverse_sqrt``), never applied to :func:`no_decay_parameters`. ``lr_scale``
     maps the index of a module in ``modules`` to a factor of the learning rate for its
@@ -81,7 +83,12 @@ def build_optimizer(modules: list[nn.Module], cfg: OptimConfig, lr_scale: dict[i
     # the fused kernel (CPU and CUDA) is several times faster than the multi-tensor one on CPU
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for g in groups for p in g["params"])
     return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None, foreach=None if fused else True
+        groups,
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.eps,
+        fused=fused or None,
+        foreach=None if fused else True,
     )
 
 

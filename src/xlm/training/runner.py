@@ -98,7 +98,9 @@ def resume_config(cls: type[C], given: dict[str, Any], source: str = "command li
     saved = read_saved_config(cls, Path(run_sections(cfg)[0].out_dir))
     if saved is None:
         return cfg
-    return validate_config(cls, _deep_merge(saved.model_dump(mode="json"), given), f"{source} on top of the saved config")
+    return validate_config(
+        cls, _deep_merge(saved.model_dump(mode="json"), given), f"{source} on top of the saved config"
+    )
 
 
 def load_run_config(cls: type[C], path: str | Path | None, overrides: list[str], resume: str | None) -> C:

@@ -331,7 +331,9 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # tensorboard is optional: pip install 'xlm[tensorboard]'
             if self.cfg.tensorboard:
-                status("note: train.tensorboard is on but tensorboard is not installed (pip install 'xlm[tensorboard]'): no TensorBoard logs")
+                status(
+                    "note: train.tensorboard is on but tensorboard is not installed (pip install 'xlm[tensorboard]'): no TensorBoard logs"
+                )
             return
         self.tb = SummaryWriter(str(self.out_dir / "tensorboard"))
 
