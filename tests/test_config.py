@@ -27,6 +27,16 @@ def test_unknown_field_is_named(tmp_path):
         load_config(Outer, p)
 
 
+def test_a_bad_override_is_blamed_on_the_command_line_not_the_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[train]\nlrr = 0.5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, p, ["train.stepz=3"])
+    lines = str(e.value).splitlines()
+    assert "train.lrr: unknown field" in lines[1] + lines[2]
+    assert any("train.stepz (command-line override): unknown field" in line for line in lines)
+
+
 def test_wrong_type_is_named():
     with pytest.raises(ConfigError, match=r"train\.steps"):
         load_config(Outer, None, ["train.steps=abc"])

@@ -77,10 +77,19 @@ def _bounds(cls: type[BaseModel], loc: tuple[Any, ...]) -> str:
     return f"{'(' if lo is None or lo_open else '['}{left}, {right}{')' if hi is None or hi_open else ']'}"
 
 
-def _format_validation_error(err: ValidationError, source: str, cls: type[BaseModel] | None = None) -> str:
+def _format_validation_error(
+    err: ValidationError,
+    source: str,
+    cls: type[BaseModel] | None = None,
+    overridden: frozenset[str] = frozenset(),
+) -> str:
+    """One line per bad field; a field set by a command-line override says so, since the
+    file named in the header is not where the mistake is."""
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if field in overridden:
+            field += " (command-line override)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -149,14 +158,17 @@ def read_config_data(path: str | Path | None = None, overrides: list[str] | None
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
     """Read a TOML file (optional), apply ``key=value`` overrides and validate into ``cls``."""
     source = str(path) if path is not None else "command-line overrides"
-    return validate_config(cls, read_config_data(path, overrides), source)
+    overridden = frozenset(".".join(parse_override(o)[0]) for o in overrides or [])
+    return validate_config(cls, read_config_data(path, overrides), source, overridden)
 
 
-def validate_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+def validate_config(
+    cls: type[C], data: dict[str, Any], source: str = "config", overridden: frozenset[str] = frozenset()
+) -> C:
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source, cls)) from None
+        raise ConfigError(_format_validation_error(e, source, cls, overridden)) from None
 
 
 def to_toml(config: Config) -> str:
