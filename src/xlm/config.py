@@ -158,7 +158,8 @@ def read_config_data(path: str | Path | None = None, overrides: list[str] | None
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
     """Read a TOML file (optional), apply ``key=value`` overrides and validate into ``cls``."""
     source = str(path) if path is not None else "command-line overrides"
-    overridden = frozenset(".".join(parse_override(o)[0]) for o in overrides or [])
+    # with a file named in the header, say which bad fields came from the command line instead
+    overridden = frozenset(".".join(parse_override(o)[0]) for o in overrides or []) if path is not None else frozenset()
     return validate_config(cls, read_config_data(path, overrides), source, overridden)
 
 
