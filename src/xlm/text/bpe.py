@@ -111,6 +111,32 @@ _RUST_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f
 _WORD_FINAL_RE = re.compile(f"([^{_RUST_WHITESPACE}])(?=[{_RUST_WHITESPACE}]|$)")
 
 
+@dataclass(frozen=True)
+class AlphaSample:
+    """The sentences a vocabulary is learned on: ``min(max_sentences, total lines)`` of them,
+    split over languages by :func:`sample_sizes` (q_i ∝ p_i^α; a language smaller than its
+    share is repeated). Calling it yields the same sentences, in the same order, every time."""
+
+    paths: dict[str, list[Path]]
+    counts: dict[str, int]
+    sizes: dict[str, int]
+    total: int
+    seed: int
+
+    @classmethod
+    def of(cls, sources: Mapping[str, Sequence[Path]], alpha: float, max_sentences: int, seed: int) -> AlphaSample:
+        paths = {lang: [Path(p) for p in ps] for lang, ps in sources.items()}
+        counts = {lang: sum(_count_lines(p) for p in ps) for lang, ps in paths.items()}
+        total = min(max_sentences, sum(counts.values()))
+        return cls(paths, counts, sample_sizes(counts, alpha, total), total, seed)
+
+    def __call__(self) -> Iterator[str]:
+        rng = np.random.default_rng(self.seed)
+        for lang in sorted(self.paths):
+            reps = sample_line_counts(self.counts[lang], self.sizes[lang], rng)
+            yield from iter_sampled(_iter_files(self.paths[lang]), reps)
+
+
 def word_final_chars(lines: Iterable[str]) -> list[str]:
     """The characters that end a word somewhere in ``lines``, sorted."""
     found: set[str] = set()
@@ -148,16 +174,8 @@ def learn_bpe(
     if vocab_size <= N_SPECIAL:
         raise DataError(f"vocab_size must exceed the {N_SPECIAL} special tokens, got {vocab_size}")
     t0 = time.perf_counter()
-    paths = {lang: [Path(p) for p in ps] for lang, ps in sources.items()}
-    counts = {lang: sum(_count_lines(p) for p in ps) for lang, ps in paths.items()}
-    total = min(max_sentences, sum(counts.values()))
-    sizes = sample_sizes(counts, alpha, total)
-
-    def sample() -> Iterator[str]:  # the same sentences every time it is called
-        rng = np.random.default_rng(seed)
-        for lang in sorted(paths):
-            reps = sample_line_counts(counts[lang], sizes[lang], rng)
-            yield from iter_sampled(_iter_files(paths[lang]), reps)
+    sample = AlphaSample.of(sources, alpha, max_sentences, seed)
+    counts, sizes, total = sample.counts, sample.sizes, sample.total
 
     tokens, merges = _train_bpe(sample, total, vocab_size, min_frequency)
     info = {

@@ -22,17 +22,11 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from xlm.errors import DataError
 from xlm.fileio import write_atomic
 from xlm.text.bpe import (
+    AlphaSample,
     LearnReport,
-    _count_lines,
-    _iter_files,
-    iter_sampled,
-    sample_line_counts,
-    sample_sizes,
 )
 from xlm.text.vocab import (
     SENTENCEPIECE_FILE,
@@ -93,16 +87,11 @@ def learn_sentencepiece(
     if vocab_size <= len(FAIRSEQ_HEAD) + 2:
         raise DataError(f"vocab_size must exceed the {len(FAIRSEQ_HEAD) + 1} special tokens by more, got {vocab_size}")
     t0 = time.perf_counter()
-    paths = {lang: [Path(p) for p in ps] for lang, ps in sources.items()}
-    counts = {lang: sum(_count_lines(p) for p in ps) for lang, ps in paths.items()}
-    total = min(max_sentences, sum(counts.values()))
-    sizes = sample_sizes(counts, alpha, total)
+    sampled = AlphaSample.of(sources, alpha, max_sentences, seed)
+    counts, sizes = sampled.counts, sampled.sizes
 
     def sample() -> Iterator[str]:
-        rng = np.random.default_rng(seed)
-        for lang in sorted(paths):
-            reps = sample_line_counts(counts[lang], sizes[lang], rng)
-            yield from (line for line in iter_sampled(_iter_files(paths[lang]), reps) if line.strip())
+        return (line for line in sampled() if line.strip())
 
     model = io.BytesIO()
     try:

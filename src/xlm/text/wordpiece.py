@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from xlm.errors import DataError
 from xlm.fileio import write_atomic
 from xlm.text.bpe import (
+    AlphaSample,
     LearnReport,
-    _count_lines,
-    _iter_files,
-    iter_sampled,
-    sample_line_counts,
-    sample_sizes,
     vocab_settings,
 )
 from xlm.text.vocab import (
@@ -67,16 +62,8 @@ def learn_wordpiece(
     if vocab_size <= len(specials):
         raise DataError(f"vocab_size must exceed the {len(specials)} special tokens, got {vocab_size}")
     t0 = time.perf_counter()
-    paths = {lang: [Path(p) for p in ps] for lang, ps in sources.items()}
-    counts = {lang: sum(_count_lines(p) for p in ps) for lang, ps in paths.items()}
-    total = min(max_sentences, sum(counts.values()))
-    sizes = sample_sizes(counts, alpha, total)
-
-    def sample() -> Iterator[str]:
-        rng = np.random.default_rng(seed)
-        for lang in sorted(paths):
-            reps = sample_line_counts(counts[lang], sizes[lang], rng)
-            yield from iter_sampled(_iter_files(paths[lang]), reps)
+    sample = AlphaSample.of(sources, alpha, max_sentences, seed)
+    counts, sizes, total = sample.counts, sample.sizes, sample.total
 
     # As for BPE (see learn_bpe): the trainer numbers the symbols it meets in a Rust HashMap's
     # order and breaks ties between equally frequent pairs by id, so two runs would differ.
