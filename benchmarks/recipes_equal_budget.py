@@ -19,29 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-XLM = [sys.executable, "-m", "xlm"]
-LANGS = ["en", "fr", "de", "es", "ru", "hi"]
-PAIRS = [f"en-{x}" for x in LANGS[1:]]
+from equal_budget import LANGS, PAIRS, ROOT, XLM, run  # benchmarks/ is the script's folder: on sys.path
+
 RECIPES = {  # config, tokenizer, objectives
     "xlm": ("configs/demo.toml", "bpe", [f"objectives.mlm={json.dumps(LANGS + PAIRS)}", "objectives.xlco=[]"]),
     "xlmr": ("configs/xlmr_demo.toml", "sentencepiece", []),
     "mbert": ("configs/mbert_demo.toml", "wordpiece", []),
 }
-
-
-def run(argv: list[str], log: Path) -> None:
-    with open(log, "a", encoding="utf-8") as f:
-        f.write("$ " + " ".join(argv) + "\n")
-        f.flush()
-        code = subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed (see {log})")
 
 
 def job(recipe: str, args: argparse.Namespace) -> dict:

@@ -18,6 +18,11 @@ DATA = RUN / "data"
 VOCAB_SIZE = 16000
 
 
+def rel(path: Path) -> str:
+    """``path`` as the demo prints it: relative to the repository."""
+    return str(path.relative_to(ROOT))
+
+
 def run(*argv: str) -> None:
     print("$ xlm " + " ".join(argv), flush=True)
     if xlm(list(argv)) != 0:
@@ -29,13 +34,11 @@ def prepare_data() -> Path:
     languages = sorted({f.lang for f in discover(CORPUS)})
     settings = PrepareOptions(vocab_size=VOCAB_SIZE).settings(languages)
     if same_settings(DATA, settings):
-        print(f"{DATA.relative_to(ROOT)} is up to date (delete it to prepare again)")
+        print(f"{rel(DATA)} is up to date (delete it to prepare again)")
         print(language_table(json.loads((DATA / "prepare.json").read_text(encoding="utf-8"))))
     else:
-        run(  # the demo owns its data folder: replace one prepared otherwise
-            "prepare", str(CORPUS.relative_to(ROOT)), str(DATA.relative_to(ROOT)), "--vocab-size", str(VOCAB_SIZE),
-            "--overwrite",
-        )  # fmt: skip
+        # the demo owns its data folder: replace one prepared otherwise
+        run("prepare", rel(CORPUS), rel(DATA), "--vocab-size", str(VOCAB_SIZE), "--overwrite")
     return DATA
 
 
@@ -48,9 +51,9 @@ def pretrain() -> Path:
     demo continues from its last checkpoint; a finished one is not trained again."""
     final = RUN / "final"
     if (final / "manifest.json").is_file():
-        print(f"{final.relative_to(ROOT)} exists: pretraining already done (delete {RUN.relative_to(ROOT)} to redo it)")
+        print(f"{rel(final)} exists: pretraining already done (delete {rel(RUN)} to redo it)")
     else:
-        run("pretrain", "--config", str(CONFIG.relative_to(ROOT)), "--resume")
+        run("pretrain", "--config", rel(CONFIG), "--resume")
     return RUN / "best" if (RUN / "best" / "manifest.json").is_file() else final
 
 
@@ -78,35 +81,13 @@ def perplexity_table() -> None:
 def evaluate(checkpoint: Path) -> None:
     """Cross-lingual retrieval on the held-out test pairs, word translation from the embedding table."""
     print("\n== cross-lingual sentence retrieval (test split, 500 pairs per language pair) ==")
-    run(
-        "evaluate",
-        "retrieval",
-        str(checkpoint.relative_to(ROOT)),
-        "--data",
-        str(DATA.relative_to(ROOT)),
-        "--split",
-        "test",
-        "--max-sentences",
-        "500",
-        "--json",
-        str((RUN / "retrieval.json").relative_to(ROOT)),
-        "--plot",
-        str((RUN / "plots" / "retrieval.png").relative_to(ROOT)),
-    )
+    run("evaluate", "retrieval", rel(checkpoint), "--data", rel(DATA), "--split", "test", "--max-sentences", "500",
+        "--json", rel(RUN / "retrieval.json"), "--plot", rel(RUN / "plots" / "retrieval.png"))  # fmt: skip
     dicts = sorted(DICTS.glob("en-*.txt"))
     if dicts:
         print("\n== word translation (words encoded alone, centered per language) ==")
-        args = [a for d in dicts for a in ("--dict", f"{d.stem}={d.relative_to(ROOT)}")]
-        run(
-            "evaluate",
-            "words",
-            str(checkpoint.relative_to(ROOT)),
-            *args,
-            "--data",
-            str(DATA.relative_to(ROOT)),
-            "--json",
-            str((RUN / "words.json").relative_to(ROOT)),
-        )
+        args = [a for d in dicts for a in ("--dict", f"{d.stem}={rel(d)}")]
+        run("evaluate", "words", rel(checkpoint), *args, "--data", rel(DATA), "--json", rel(RUN / "words.json"))
 
 
 def transfer_summary(accuracy: dict[str, float]) -> None:
@@ -153,15 +134,13 @@ def main() -> None:
     prepare_data()
     checkpoint = pretrain()
     perplexity_table()
-    run("plot", str(RUN.relative_to(ROOT)))
+    run("plot", rel(RUN))
     evaluate(checkpoint)
     from demo_classify import classification_step
 
     accuracy = classification_step(checkpoint)
     transfer_summary(accuracy)
-    print(
-        f"\ndemo done: model in {checkpoint.relative_to(ROOT)}, curves and charts in {(RUN / 'plots').relative_to(ROOT)}"
-    )
+    print(f"\ndemo done: model in {rel(checkpoint)}, curves and charts in {rel(RUN / 'plots')}")
 
 
 if __name__ == "__main__":
