@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,7 +20,7 @@ from corpus.config import (
 )
 from corpus.packages import Packages
 from corpus.readers import catalogs, handbook_pages, lohelp_paragraphs, read_mo
-from corpus.text import Pair, clean_text, looks_english, make_pair, template_key, text_ok
+from corpus.text import Pair, clean_text, dedup_pairs, looks_english, make_pair, template_key, text_ok
 from corpus.util import log
 
 # --------------------------------------------------------------------------------------
@@ -35,18 +36,59 @@ class Collected(NamedTuple):
     source_counts: dict[str, Counter]  # lang -> Counter(source tag) of kept pairs/lines
 
 
-def collect(pk: Packages) -> Collected:
-    raw: dict[str, list[Pair]] = {xx: [] for xx in PAIR_LANGS}
-    english_raw: list[str] = []  # English texts seen anywhere (for untranslated detection)
-    mono_raw: dict[str, list[tuple[str, str]]] = {lang: [] for lang in CORPUS_LANGS}
+@dataclass
+class _Gathered:
+    """What the readers found, in reading order, before filtering and deduplication."""
 
-    # Debian Administrator's Handbook
+    pairs: dict[str, list[Pair]] = field(default_factory=lambda: {xx: [] for xx in PAIR_LANGS})
+    english: list[str] = field(default_factory=list)  # English texts seen anywhere (for untranslated detection)
+    mono: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: {lang: [] for lang in CORPUS_LANGS})
+    ne: list[tuple[str, str, str]] = field(default_factory=list)  # Nepali catalogs: (msgid, msgstr, source)
+
+    def english_text(self, text: str, src: str) -> None:
+        self.english.append(text)
+        self.mono["en"].append((text, src))
+
+    def translation(self, en: str, xx: str, lang: str, src: str, gettext: bool = False) -> None:
+        """``xx`` as a monolingual line of ``lang``, and (en, xx) as a pair where it passes the filters."""
+        self.mono[lang].append((clean_text(xx, markup=True, mnemonics=True) if gettext else xx, src))
+        p = make_pair(en, xx, lang, src, gettext=gettext)
+        if p:
+            self.pairs[lang].append(p)
+
+
+def collect(pk: Packages) -> Collected:
+    got = _Gathered()
+    _read_handbook(pk, got)
+    lohelp = _read_lohelp(pk, got)
+    _read_catalogs(pk, got)
+    english = {e.casefold() for e in got.english if e}
+
+    # Deduplicate pairs: exact (en, xx), then short templates on the English side.
+    pairs: dict[str, list[Pair]] = {}
+    counts: dict[str, Counter] = {}
+    for xx in PAIR_LANGS:
+        pairs[xx] = dedup_pairs(got.pairs[xx], english)
+        counts[xx] = Counter(p.src for p in pairs[xx])
+        log(f"  en-{xx}: {len(pairs[xx])} pairs")
+
+    mono: dict[str, list[str]] = {}
+    for lang in CORPUS_LANGS:
+        mono[lang], counts[f"mono:{lang}"] = _dedup_mono(got.mono[lang], lang, english)
+        log(f"  mono {lang}: {len(mono[lang])} lines")
+
+    ne_lines, counts[f"mono:{LOWRES_LANG}"] = _nepali_lines(got.ne, english)
+    log(f"  mono ne: {len(ne_lines)} lines")
+    return Collected(pairs, mono, lohelp, ne_lines, counts)
+
+
+def _read_handbook(pk: Packages, got: _Gathered) -> None:
+    """The Debian Administrator's Handbook: paragraphs aligned by position within a page."""
     log("reading the Debian Administrator's Handbook")
     hb = pk.get(HANDBOOK_PKG)
     en_pages = handbook_pages(hb, "en")
     for para in (t for page in en_pages.values() for t in page):
-        english_raw.append(para)
-        mono_raw["en"].append((para, "handbook"))
+        got.english_text(para, "handbook")
     for xx in PAIR_LANGS:
         if xx not in HANDBOOK_DIRS:
             continue
@@ -58,14 +100,13 @@ def collect(pk: Packages) -> Collected:
                 skipped += 1
                 continue
             for e, x in zip(en_paras, xx_paras):
-                mono_raw[xx].append((x, "handbook"))
-                p = make_pair(e, x, xx, "handbook")
-                if p:
-                    raw[xx].append(p)
+                got.translation(e, x, xx, "handbook")
         if skipped:
             log(f"  {xx}: {skipped} handbook pages with a different paragraph count skipped")
 
-    # LibreOffice help
+
+def _read_lohelp(pk: Packages, got: _Gathered) -> dict[str, dict]:
+    """The LibreOffice help: paragraphs aligned by (file, id). Returns them per language."""
     log("reading the LibreOffice help")
     lohelp = {}
     for lang in CORPUS_LANGS:
@@ -73,21 +114,21 @@ def collect(pk: Packages) -> Collected:
         lohelp[lang] = lohelp_paragraphs(root, lang)
         pk.note(LOHELP_PKGS[lang], "corpus, classify")
         log(f"  {lang}: {len(lohelp[lang])} paragraphs")
-    for key, e in lohelp["en"].items():
-        english_raw.append(e)
-        mono_raw["en"].append((e, "lohelp"))
+    for e in lohelp["en"].values():
+        got.english_text(e, "lohelp")
     for xx in PAIR_LANGS:
         for key, x in lohelp[xx].items():
-            mono_raw[xx].append((x, "lohelp"))
             e = lohelp["en"].get(key)
-            if e is not None:
-                p = make_pair(e, x, xx, "lohelp")
-                if p:
-                    raw[xx].append(p)
+            if e is None:
+                got.mono[xx].append((x, "lohelp"))
+            else:
+                got.translation(e, x, xx, "lohelp")
+    return lohelp
 
-    # gettext catalogs
+
+def _read_catalogs(pk: Packages, got: _Gathered) -> None:
+    """gettext catalogs (LibreOffice UI and the desktop packages): English msgid -> msgstr."""
     log("reading gettext catalogs")
-    ne_raw: list[tuple[str, str, str]] = []  # (msgid, msgstr, src)
     sources = [(LO_L10N_PKGS[lang], "lo-ui", (lang,)) for lang in PAIR_LANGS + (LOWRES_LANG,)]
     sources += [(name, f"gettext:{name}", PAIR_LANGS + (LOWRES_LANG,)) for name in GETTEXT_PKGS]
     for name, tag, langs in sources:
@@ -99,63 +140,23 @@ def collect(pk: Packages) -> Collected:
             if not mos:
                 continue
             pk.note(name, "lowres" if lang == LOWRES_LANG else f"en-{lang}")
-            for mo in mos:
-                for msgid, msgstr in read_mo(mo):
-                    if lang == LOWRES_LANG:
-                        ne_raw.append((msgid, msgstr, tag))
-                        continue
-                    e = clean_text(msgid, markup=True, mnemonics=True)
-                    english_raw.append(e)
-                    mono_raw["en"].append((e, tag))
-                    mono_raw[lang].append((clean_text(msgstr, markup=True, mnemonics=True), tag))
-                    p = make_pair(msgid, msgstr, lang, tag, gettext=True)
-                    if p:
-                        raw[lang].append(p)
-
-    english = {e.casefold() for e in english_raw if e}
-
-    # Deduplicate pairs: exact (en, xx), then short templates on the English side.
-    pairs: dict[str, list[Pair]] = {}
-    counts: dict[str, Counter] = {}
-    for xx in PAIR_LANGS:
-        seen: set[tuple[str, str]] = set()
-        seen_tpl: set[tuple[str, str]] = set()
-        first_of_template: dict[str, str] = {}
-        kept = []
-        for p in raw[xx]:
-            if (p.en, p.xx) in seen or p.xx.casefold() in english:
-                continue
-            seen.add((p.en, p.xx))
-            if len(p.en.split()) <= SHORT_TEMPLATE_WORDS:
-                # short strings that differ only in numbers/placeholders/case/punctuation
-                # ("Column 1 width", "Column 2 width") are kept once
-                tk_en, tk_xx = template_key(p.en), template_key(p.xx)
-                if first_of_template.setdefault(tk_en, p.en) != p.en or (tk_en, tk_xx) in seen_tpl:
+            for msgid, msgstr in (m for mo in mos for m in read_mo(mo)):
+                if lang == LOWRES_LANG:
+                    got.ne.append((msgid, msgstr, tag))
                     continue
-                seen_tpl.add((tk_en, tk_xx))
-            kept.append(p)
-        pairs[xx] = kept
-        counts[xx] = Counter(p.src for p in kept)
-        log(f"  en-{xx}: {len(kept)} pairs")
+                got.english_text(clean_text(msgid, markup=True, mnemonics=True), tag)
+                got.translation(msgid, msgstr, lang, tag, gettext=True)
 
-    mono: dict[str, list[str]] = {}
-    for lang in CORPUS_LANGS:
-        mono[lang], c = _dedup_mono(mono_raw[lang], lang, english)
-        counts[f"mono:{lang}"] = c
-        log(f"  mono {lang}: {len(mono[lang])} lines")
 
-    # Nepali (monolingual; the English msgid is only used to detect untranslated strings)
-    ne_cands = []
-    for msgid, msgstr, tag in ne_raw:
+def _nepali_lines(ne: list[tuple[str, str, str]], english: set[str]) -> tuple[list[tuple[str, str]], Counter]:
+    """Nepali is monolingual: the English msgid only detects untranslated strings."""
+    cands = []
+    for msgid, msgstr, tag in ne:
         e = clean_text(msgid, markup=True, mnemonics=True)
         x = clean_text(msgstr, markup=True, mnemonics=True)
-        if e.casefold() == x.casefold():
-            continue
-        ne_cands.append((x, tag))
-    ne_lines, c = _dedup_mono(ne_cands, LOWRES_LANG, english)
-    counts[f"mono:{LOWRES_LANG}"] = c
-    log(f"  mono ne: {len(ne_lines)} lines")
-    return Collected(pairs, mono, lohelp, ne_lines, counts)
+        if e.casefold() != x.casefold():
+            cands.append((x, tag))
+    return _dedup_mono(cands, LOWRES_LANG, english)
 
 
 _HB_CACHE: dict[tuple[str, str], dict[str, list[str]]] = {}

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-from corpus.config import MAX_CHARS
+from corpus.config import MAX_CHARS, SHORT_TEMPLATE_WORDS
 
 # --------------------------------------------------------------------------------------
 # Text cleaning and filtering
@@ -247,3 +247,25 @@ def make_pair(en: str, xx: str, lang: str, src: str, gettext: bool = False) -> P
     if en.casefold() == xx.casefold() or looks_english(xx, lang):
         return None
     return Pair(en, xx, src)
+
+
+def dedup_pairs(cands: list[Pair], english: set[str]) -> list[Pair]:
+    """``cands`` in order, each (en, xx) once, without those whose xx side is a known English
+    string (``english``: casefolded). Short pairs (up to ``SHORT_TEMPLATE_WORDS`` English words)
+    that differ only in numbers, placeholders, case or punctuation ("Column 1 width",
+    "Column 2 width") are kept once: the first pair of each English template."""
+    seen: set[tuple[str, str]] = set()
+    seen_tpl: set[tuple[str, str]] = set()
+    first_of_template: dict[str, str] = {}
+    kept = []
+    for p in cands:
+        if (p.en, p.xx) in seen or p.xx.casefold() in english:
+            continue
+        seen.add((p.en, p.xx))
+        if len(p.en.split()) <= SHORT_TEMPLATE_WORDS:
+            tk_en, tk_xx = template_key(p.en), template_key(p.xx)
+            if first_of_template.setdefault(tk_en, p.en) != p.en or (tk_en, tk_xx) in seen_tpl:
+                continue
+            seen_tpl.add((tk_en, tk_xx))
+        kept.append(p)
+    return kept

@@ -29,10 +29,10 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from corpus.config import GETTEXT_PKGS, MAX_CHARS, SHORT_TEMPLATE_WORDS
+from corpus.config import GETTEXT_PKGS, MAX_CHARS
 from corpus.packages import Packages
 from corpus.readers import catalogs, read_mo
-from corpus.text import CODE_CHARS, PLACEHOLDER_RE, Pair, clean_text, template_key, text_ok
+from corpus.text import CODE_CHARS, PLACEHOLDER_RE, Pair, clean_text, dedup_pairs, text_ok
 from corpus.util import Hasher, file_stats, log, sample_keep_order, write_gz, write_text
 
 # language -> gettext locale directory
@@ -120,20 +120,7 @@ def collect(pk: Packages) -> tuple[dict[str, list[Pair]], dict[str, Counter]]:
     pairs: dict[str, list[Pair]] = {}
     counts: dict[str, Counter] = {}
     for lang, cands in raw.items():
-        seen: set[tuple[str, str]] = set()
-        seen_tpl: set[tuple[str, str]] = set()
-        first_of_template: dict[str, str] = {}
-        kept = []
-        for p in cands:
-            if (p.en, p.xx) in seen or p.xx.casefold() in english:
-                continue
-            seen.add((p.en, p.xx))
-            if len(p.en.split()) <= SHORT_TEMPLATE_WORDS:
-                tk_en, tk_xx = template_key(p.en), template_key(p.xx)
-                if first_of_template.setdefault(tk_en, p.en) != p.en or (tk_en, tk_xx) in seen_tpl:
-                    continue
-                seen_tpl.add((tk_en, tk_xx))
-            kept.append(p)
+        kept = dedup_pairs(cands, english)
         pairs[lang], counts[lang] = kept, Counter(p.src for p in kept)
         log(f"  en-{lang}: {len(kept)} pairs")
     return pairs, counts
