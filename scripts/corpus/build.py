@@ -53,18 +53,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from corpus.classify import build_classify
-from corpus.collect import collect
+from corpus.collect import Collected, collect
 from corpus.config import CORPUS_LANGS, PAIR_LANGS
 from corpus.dicts import build_dicts, dicts_readme
 from corpus.packages import Packages
 from corpus.reports import attribution_md, stats_md
 from corpus.split import draw_heldout
+from corpus.text import Pair
 from corpus.util import Hasher, file_stats, log, sample_keep_order, write_gz, write_text
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--cache",
@@ -91,86 +93,130 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cls-test", type=int, default=150, help="max classification test examples per class")
     ap.add_argument("--dict-min-count", type=int, default=5, help="min corpus train frequency of dictionary words")
     ap.add_argument("--dict-max-words", type=int, default=1500, help="max source words per dictionary")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+class Outputs:
+    """Writes the build's files and remembers them (for the statistics and the stale-file sweep)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.written: list[Path] = []
+
+    def gz(self, path: Path, lines: list[str]) -> None:
+        write_gz(path, lines)
+        self.written.append(path)
+
+    def text(self, path: Path, text: str) -> None:
+        write_text(path, text)
+        self.written.append(path)
+
+
+class HeldOut(NamedTuple):
+    pairs: dict[str, dict[str, list[Pair]]]  # xx -> split -> pairs
+    mono: dict[str, dict[str, list[str]]]  # lang -> split -> lines
+    ne: dict[str, list[str]]  # split -> Nepali lines
+    texts: set[str]  # every held-out text of any language: kept out of every train file
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     hasher = Hasher(args.seed)
-    out = args.out
+    out = Outputs(args.out)
     pk = Packages(args.cache, args.offline)
     col = collect(pk)
     english = {t.casefold() for t, _ in col.mono["en"]}
     english |= {p.en.casefold() for ps in col.pairs.values() for p in ps}
 
-    written: list[Path] = []
-
-    def emit(path: Path, lines: list[str]) -> None:
-        write_gz(path, lines)
-        written.append(path)
-
-    # --- classification first: its valid/test paragraphs are kept out of corpus train
+    # classification first: its valid/test paragraphs are kept out of corpus train
     log("building the classification task")
     cls = build_classify(col.lohelp, english, hasher, args)
-    cdir = out / "classify"
-    emit(cdir / "train.en.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["train"]])
-    emit(cdir / "valid.en.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["valid"]])
-    for lang in CORPUS_LANGS:
-        emit(cdir / f"test.{lang}.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["test"][lang]])
-
-    # --- held-out sets
+    write_classify(out, cls)
     log("drawing held-out sets")
-    held = draw_heldout(col.pairs, args.heldout, hasher, cls["heldout"])
-    mono_held: dict[str, dict[str, list[str]]] = {}
+    held = draw_all_heldout(col, cls["heldout"], hasher, args)
+    log("writing the corpus")
+    mono_train = write_corpus(out, col, held, hasher, args)
+    log("writing the low-resource set")
+    write_lowres(out, col, held, hasher, args)
+    log("building dictionaries")
+    dicts = build_dicts(pk, {lang: mono_train[lang] for lang in CORPUS_LANGS}, hasher, args)
+    for xx, d in dicts.items():
+        out.text(out.root / "dicts" / f"en-{xx}.txt", "".join(r + "\n" for r in d["rows"]))
+    out.text(out.root / "dicts" / "README.md", dicts_readme(dicts, args))
+    out.text(out.root / "ATTRIBUTION.md", attribution_md(pk, col.source_counts))
+    write_stats(out, cls["summary"], pk, args.seed)
+    remove_stale(out)
+    return size_check(out.root)
+
+
+def write_classify(out: Outputs, cls: dict) -> None:
+    cdir = out.root / "classify"
+    out.gz(cdir / "train.en.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["train"]])
+    out.gz(cdir / "valid.en.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["valid"]])
+    for lang in CORPUS_LANGS:
+        out.gz(cdir / f"test.{lang}.tsv.gz", [f"{lab}\t{t}" for lab, t in cls["test"][lang]])
+
+
+def draw_all_heldout(col: Collected, cls_heldout: set[str], hasher: Hasher, args) -> HeldOut:
+    """Valid/test pairs per language, monolingual valid/test lines (English drawn from the
+    English sides of the held-out pairs, xx their xx sides), Nepali valid/test lines."""
+    held = draw_heldout(col.pairs, args.heldout, hasher, cls_heldout)
+    mono: dict[str, dict[str, list[str]]] = {}
     for xx in PAIR_LANGS:
-        mono_held[xx] = {s: [p.xx for p in held[xx][s]] for s in ("valid", "test")}
-    mono_held["en"] = {}
+        mono[xx] = {s: [p.xx for p in held[xx][s]] for s in ("valid", "test")}
+    mono["en"] = {}
     for s in ("valid", "test"):
         en_pool = sorted({p.en for xx in PAIR_LANGS for p in held[xx][s]})
-        mono_held["en"][s] = sample_keep_order(
+        mono["en"][s] = sample_keep_order(
             sorted(en_pool, key=lambda e: hasher("mono-en", e)), args.heldout, hasher, f"mono-en-{s}"
         )
     ne_sorted = sorted(col.ne_lines, key=lambda t: (hasher("ne", t[0]), t[0]))
-    ne_held = {
+    ne = {
         "valid": [t for t, _ in ne_sorted[: args.heldout]],
         "test": [t for t, _ in ne_sorted[args.heldout : 2 * args.heldout]],
     }
-
-    H: set[str] = set(cls["heldout"])
+    texts: set[str] = set(cls_heldout)
     for xx in PAIR_LANGS:
         for s in ("valid", "test"):
             for p in held[xx][s]:
-                H.add(p.en)
-                H.add(p.xx)
+                texts.add(p.en)
+                texts.add(p.xx)
     for s in ("valid", "test"):
-        H.update(mono_held["en"][s])
-        H.update(ne_held[s])
+        texts.update(mono["en"][s])
+        texts.update(ne[s])
+    return HeldOut(held, mono, ne, texts)
 
-    # --- corpus
-    log("writing the corpus")
-    cdir = out / "corpus"
-    para_train = {}
+
+def write_corpus(out: Outputs, col: Collected, held: HeldOut, hasher: Hasher, args) -> dict[str, list[str]]:
+    """``corpus/``: parallel and monolingual train files (capped, held-out text removed) beside
+    the held-out sets. Returns the monolingual train lines per language."""
+    cdir = out.root / "corpus"
     for xx in PAIR_LANGS:
-        pool = [p for p in col.pairs[xx] if p.en not in H and p.xx not in H]
-        para_train[xx] = sample_keep_order(pool, args.para_cap, hasher, f"para-{xx}", key=lambda p: p.en + "\t" + p.xx)
-        for s, ps in (("train", para_train[xx]), ("valid", held[xx]["valid"]), ("test", held[xx]["test"])):
-            emit(cdir / f"{s}.en-{xx}.en.gz", [p.en for p in ps])
-            emit(cdir / f"{s}.en-{xx}.{xx}.gz", [p.xx for p in ps])
+        pool = [p for p in col.pairs[xx] if p.en not in held.texts and p.xx not in held.texts]
+        train = sample_keep_order(pool, args.para_cap, hasher, f"para-{xx}", key=lambda p: p.en + "\t" + p.xx)
+        for s, ps in (("train", train), ("valid", held.pairs[xx]["valid"]), ("test", held.pairs[xx]["test"])):
+            out.gz(cdir / f"{s}.en-{xx}.en.gz", [p.en for p in ps])
+            out.gz(cdir / f"{s}.en-{xx}.{xx}.gz", [p.xx for p in ps])
     mono_train = {}
     for lang in CORPUS_LANGS:
-        pool = [t for t, _ in col.mono[lang] if t not in H]
+        pool = [t for t, _ in col.mono[lang] if t not in held.texts]
         mono_train[lang] = sample_keep_order(pool, args.mono_cap, hasher, f"mono-{lang}")
-        emit(cdir / f"train.{lang}.gz", mono_train[lang])
-        emit(cdir / f"valid.{lang}.gz", mono_held[lang]["valid"])
-        emit(cdir / f"test.{lang}.gz", mono_held[lang]["test"])
+        out.gz(cdir / f"train.{lang}.gz", mono_train[lang])
+        out.gz(cdir / f"valid.{lang}.gz", held.mono[lang]["valid"])
+        out.gz(cdir / f"test.{lang}.gz", held.mono[lang]["test"])
+    return mono_train
 
-    # --- low-resource set
-    log("writing the low-resource set")
-    ldir = out / "lowres"
-    ne_train = [t for t, _ in col.ne_lines if t not in H]
+
+def write_lowres(out: Outputs, col: Collected, held: HeldOut, hasher: Hasher, args) -> None:
+    """``lowres/``: Nepali, with Hindi and English train text of ``--lowres-ratio`` times its characters."""
+    ldir = out.root / "lowres"
+    ne_train = [t for t, _ in col.ne_lines if t not in held.texts]
     ne_chars = sum(len(t) for t in ne_train)
-    emit(ldir / "train.ne.gz", ne_train)
-    emit(ldir / "valid.ne.gz", ne_held["valid"])
-    emit(ldir / "test.ne.gz", ne_held["test"])
+    out.gz(ldir / "train.ne.gz", ne_train)
+    out.gz(ldir / "valid.ne.gz", held.ne["valid"])
+    out.gz(ldir / "test.ne.gz", held.ne["test"])
     for lang in ("hi", "en"):
-        pool = [t for t, _ in col.mono[lang] if t not in H]
+        pool = [t for t, _ in col.mono[lang] if t not in held.texts]
         ranked = sorted(range(len(pool)), key=lambda i: (hasher(f"lowres-{lang}", pool[i]), i))
         keep, total = [], 0
         for i in ranked:
@@ -178,47 +224,39 @@ def main(argv: list[str] | None = None) -> int:
                 break
             keep.append(i)
             total += len(pool[i])
-        emit(ldir / f"train.{lang}.gz", [pool[i] for i in sorted(keep)])
+        out.gz(ldir / f"train.{lang}.gz", [pool[i] for i in sorted(keep)])
 
-    # --- dictionaries
-    log("building dictionaries")
-    ddir = out / "dicts"
-    dicts = build_dicts(pk, {lang: mono_train[lang] for lang in CORPUS_LANGS}, hasher, args)
-    for xx, d in dicts.items():
-        path = ddir / f"en-{xx}.txt"
-        write_text(path, "".join(r + "\n" for r in d["rows"]))
-        written.append(path)
-    readme = dicts_readme(dicts, args)
-    write_text(ddir / "README.md", readme)
-    written.append(ddir / "README.md")
 
-    # --- attribution and statistics
-    write_text(out / "ATTRIBUTION.md", attribution_md(pk, col.source_counts))
-    written.append(out / "ATTRIBUTION.md")
-    stats = {p.relative_to(out).as_posix(): file_stats(p) for p in sorted(written)}
+def write_stats(out: Outputs, cls_summary: dict, pk: Packages, seed: int) -> None:
+    """``corpus/stats.json`` and ``corpus/STATS.md``: counts of every file written so far."""
+    stats = {p.relative_to(out.root).as_posix(): file_stats(p) for p in sorted(out.written)}
     stats_doc = {
-        "seed": args.seed,
+        "seed": seed,
         "files": stats,
-        "classify": cls["summary"],
+        "classify": cls_summary,
         "packages": {n: i["version"] for n, i in sorted(pk.info.items()) if i["used_for"]},
     }
-    write_text(
-        out / "corpus" / "stats.json", json.dumps(stats_doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    out.text(
+        out.root / "corpus" / "stats.json", json.dumps(stats_doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     )
-    write_text(out / "corpus" / "STATS.md", stats_md(stats, cls["summary"]))
-    written += [out / "corpus" / "stats.json", out / "corpus" / "STATS.md"]
+    out.text(out.root / "corpus" / "STATS.md", stats_md(stats, cls_summary))
 
-    # remove stale outputs of earlier runs
-    keep = {p.resolve() for p in written}
+
+def remove_stale(out: Outputs) -> None:
+    """Remove the outputs of earlier builds that this one did not write."""
+    keep = {p.resolve() for p in out.written}
     for sub in ("corpus", "lowres", "classify", "dicts"):
-        for p in sorted((out / sub).glob("*")):
+        for p in sorted((out.root / sub).glob("*")):
             if p.is_file() and p.resolve() not in keep and p.suffix in (".gz", ".txt", ".md", ".json", ".tmp"):
                 log(f"  removing stale {p}")
                 p.unlink()
 
-    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    biggest = max((p for p in out.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    log(f"done: {total / 1e6:.2f} MB under {out}; largest file {biggest} ({biggest.stat().st_size / 1e6:.2f} MB)")
+
+def size_check(root: Path) -> int:
+    """1 (and a warning) when the output is over its size budget: 25 MB in all, 4 MB a file."""
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    biggest = max((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    log(f"done: {total / 1e6:.2f} MB under {root}; largest file {biggest} ({biggest.stat().st_size / 1e6:.2f} MB)")
     if total > 25e6 or biggest.stat().st_size > 4e6:
         log("WARNING: size budget exceeded (25 MB total, 4 MB per file)")
         return 1
