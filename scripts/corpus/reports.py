@@ -88,54 +88,65 @@ def copyright_summary(root: Path, name: str, hint: str = "") -> tuple[str, list[
     return main, names, holders
 
 
+ATTRIBUTION_HEAD = [
+    "# Attribution of the shipped data",
+    "",
+    "Everything under `data/` was derived by `scripts/build_corpus.py` from the Debian",
+    "(bookworm) binary packages listed below; no text was written or translated by the",
+    "xlm authors.  The derived files are redistributed under the licences of their",
+    "sources (each package's `/usr/share/doc/PACKAGE/copyright` has the full terms;",
+    "the main licence and copyright holders are quoted here).",
+    "",
+    "## What was done to the text",
+    "",
+    '- HTML (Handbook, LibreOffice help): paragraph-level blocks (`<div class="para">`;',
+    "  `<p>`/`<h*>` with `par_`/`hd_` ids) were extracted, tags removed, entities decoded,",
+    "  whitespace collapsed.  Handbook paragraphs are aligned by position within a page,",
+    "  LibreOffice help paragraphs by (file, id).",
+    "- gettext catalogs (`.mo`): English msgid paired with its msgstr (contexts and",
+    "  plural forms dropped); markup and keyboard mnemonics (`_`, `~`, `(_X)`) removed;",
+    "  `%PRODUCTNAME` replaced by `LibreOffice`.",
+    "- Lines were dropped when too short, longer than 1000 characters, mostly markup,",
+    "  placeholders or code, in the wrong script, untranslated, or short near-duplicate",
+    "  templates; text was deduplicated and split into train/valid/test, then",
+    "  subsampled to keep the shipped data small.",
+    "- Dictionaries: FreeDict headwords and translations, lower-cased, single words only,",
+    "  kept only where both words occur at least 5 times in the corpus training text.",
+    "",
+    "The shipped files mix text from several of the sources below; each part remains",
+    "under the licence of its source (no further restriction is added).  The Handbook is",
+    "used under its GPL-2+ / CC-BY-SA-3.0 terms, LibreOffice text under MPL-2.0, the",
+    "gettext catalogs under their packages' (mostly GPL/LGPL) licences.",
+    "",
+    "## Packages",
+    "",
+    "| package | version | used for | main licence | copyright (Files: *) |",
+    "|---|---|---|---|---|",
+]
+
+ATTRIBUTION_TAIL = [
+    "",
+    "Sources: Debian Administrator's Handbook by Raphaël Hertzog and Roland Mas and its",
+    "translators (https://debian-handbook.info, GPL-2+ or CC-BY-SA-3.0); LibreOffice help",
+    "and user interface translations by The Document Foundation and the LibreOffice",
+    "community (MPL-2.0); GNOME, GTK, GLib, GIMP, Gnumeric, Pidgin, dpkg, APT and other",
+    "projects' translation teams (GPL/LGPL as listed); FreeDict (https://freedict.org).",
+    "",
+    "## `data/xnli15/`",
+    "",
+    "The XNLI-15 additions (zh, ja, th, ar, el, bg, tr, vi) are built by",
+    "`scripts/build_xnli15.py` from the gettext catalogs of the desktop packages listed",
+    "above except Inkscape and GIMP (42 packages): the same packages, licences and",
+    "copyright holders.  Package versions and per-package counts: `data/xnli15/README.md`.",
+    "",
+]
+
+
 def attribution_md(pk: Packages, counts: dict[str, Counter]) -> str:
-    lines = [
-        "# Attribution of the shipped data",
-        "",
-        "Everything under `data/` was derived by `scripts/build_corpus.py` from the Debian",
-        "(bookworm) binary packages listed below; no text was written or translated by the",
-        "xlm authors.  The derived files are redistributed under the licences of their",
-        "sources (each package's `/usr/share/doc/PACKAGE/copyright` has the full terms;",
-        "the main licence and copyright holders are quoted here).",
-        "",
-        "## What was done to the text",
-        "",
-        '- HTML (Handbook, LibreOffice help): paragraph-level blocks (`<div class="para">`;',
-        "  `<p>`/`<h*>` with `par_`/`hd_` ids) were extracted, tags removed, entities decoded,",
-        "  whitespace collapsed.  Handbook paragraphs are aligned by position within a page,",
-        "  LibreOffice help paragraphs by (file, id).",
-        "- gettext catalogs (`.mo`): English msgid paired with its msgstr (contexts and",
-        "  plural forms dropped); markup and keyboard mnemonics (`_`, `~`, `(_X)`) removed;",
-        "  `%PRODUCTNAME` replaced by `LibreOffice`.",
-        "- Lines were dropped when too short, longer than 1000 characters, mostly markup,",
-        "  placeholders or code, in the wrong script, untranslated, or short near-duplicate",
-        "  templates; text was deduplicated and split into train/valid/test, then",
-        "  subsampled to keep the shipped data small.",
-        "- Dictionaries: FreeDict headwords and translations, lower-cased, single words only,",
-        "  kept only where both words occur at least 5 times in the corpus training text.",
-        "",
-        "The shipped files mix text from several of the sources below; each part remains",
-        "under the licence of its source (no further restriction is added).  The Handbook is",
-        "used under its GPL-2+ / CC-BY-SA-3.0 terms, LibreOffice text under MPL-2.0, the",
-        "gettext catalogs under their packages' (mostly GPL/LGPL) licences.",
-        "",
-        "## Packages",
-        "",
-        "| package | version | used for | main licence | copyright (Files: *) |",
-        "|---|---|---|---|---|",
-    ]
-    details = []
-    for name in sorted(pk.info):
-        info = pk.info[name]
-        if not info["used_for"]:
-            continue
-        hint = name.replace("dict-freedict-", "") if name.startswith("dict-freedict-") else ""
-        main, names, holders = copyright_summary(info["root"], name, hint)
-        used = ", ".join(sorted(info["used_for"]))
-        holder = "; ".join(holders[:3]) + (" …" if len(holders) > 3 else "")
-        lines.append(f"| `{name}` | {info['version']} | {used} | {main} | {holder} |")
-        if len(names) > 1:
-            details.append(f"- `{name}`: licences named in its copyright file: {', '.join(names)}")
+    """ATTRIBUTION.md: what was done to the text, one row a used package (version, use,
+    licence, copyright holders), the kept pairs and lines per source."""
+    rows, details = package_rows(pk)
+    lines = ATTRIBUTION_HEAD + rows
     lines += [
         "",
         "## Other licences named in the copyright files",
@@ -144,9 +155,32 @@ def attribution_md(pk: Packages, counts: dict[str, Counter]) -> str:
         "for completeness:",
         "",
     ] + details
+    return "\n".join(lines + source_table(counts) + ATTRIBUTION_TAIL)
+
+
+def package_rows(pk: Packages) -> tuple[list[str], list[str]]:
+    """One table row a package that was used, and a line for each whose copyright file names
+    several licences."""
+    rows, details = [], []
+    for name in sorted(pk.info):
+        info = pk.info[name]
+        if not info["used_for"]:
+            continue
+        hint = name.replace("dict-freedict-", "") if name.startswith("dict-freedict-") else ""
+        main, names, holders = copyright_summary(info["root"], name, hint)
+        used = ", ".join(sorted(info["used_for"]))
+        holder = "; ".join(holders[:3]) + (" …" if len(holders) > 3 else "")
+        rows.append(f"| `{name}` | {info['version']} | {used} | {main} | {holder} |")
+        if len(names) > 1:
+            details.append(f"- `{name}`: licences named in its copyright file: {', '.join(names)}")
+    return rows, details
+
+
+def source_table(counts: dict[str, Counter]) -> list[str]:
+    """Kept pairs and monolingual lines per source and language."""
     cols = [xx for xx in PAIR_LANGS] + [f"mono:{lang}" for lang in CORPUS_LANGS + (LOWRES_LANG,)]
     tags = sorted({t for key in cols for t in counts.get(key, {})}, key=lambda t: (t.startswith("gettext:"), t))
-    lines += [
+    lines = [
         "",
         "## Contribution of each source",
         "",
@@ -158,23 +192,7 @@ def attribution_md(pk: Packages, counts: dict[str, Counter]) -> str:
     ]
     for t in tags:
         lines.append(f"| {t} | " + " | ".join(str(counts.get(c, {}).get(t, 0)) for c in cols) + " |")
-    lines += [
-        "",
-        "Sources: Debian Administrator's Handbook by Raphaël Hertzog and Roland Mas and its",
-        "translators (https://debian-handbook.info, GPL-2+ or CC-BY-SA-3.0); LibreOffice help",
-        "and user interface translations by The Document Foundation and the LibreOffice",
-        "community (MPL-2.0); GNOME, GTK, GLib, GIMP, Gnumeric, Pidgin, dpkg, APT and other",
-        "projects' translation teams (GPL/LGPL as listed); FreeDict (https://freedict.org).",
-        "",
-        "## `data/xnli15/`",
-        "",
-        "The XNLI-15 additions (zh, ja, th, ar, el, bg, tr, vi) are built by",
-        "`scripts/build_xnli15.py` from the gettext catalogs of the desktop packages listed",
-        "above except Inkscape and GIMP (42 packages): the same packages, licences and",
-        "copyright holders.  Package versions and per-package counts: `data/xnli15/README.md`.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def stats_md(stats: dict, cls_summary: dict) -> str:
