@@ -41,6 +41,7 @@ def files(tmp_path):
     return hyp, ref
 
 
+@pytest.mark.slow  # runs the sacrebleu command
 @pytest.mark.parametrize(
     "tokenize,lowercase,options",
     [("13a", False, ()), ("none", False, ("-tok", "none")), ("13a", True, ("-lc",))],
@@ -62,6 +63,7 @@ def test_detokenized_and_tokenized_bleu_differ_as_expected():
     assert corpus_bleu(["a b c d"], ["a b c d"], "none").score == pytest.approx(100.0)
 
 
+@pytest.mark.slow  # runs the sacrebleu command
 def test_cli_hyp_ref_json(files, tmp_path, capsys):
     hyp, ref = files
     out = tmp_path / "bleu.json"

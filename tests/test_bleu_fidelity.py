@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_prepared
 from sacrebleu.metrics import BLEU
 from sacremoses import MosesTokenizer
 
@@ -28,13 +27,13 @@ from xlm.model.transformer import ModelConfig
 from xlm.tasks.translation import MTConfig, MTTask, run_mt_training
 from xlm.text.bpe import BPETokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+@pytest.fixture
+def eight_pairs(make_tiny_prepared, tmp_path) -> Path:
+    """A tiny corpus with eight sentences (en-fr pairs) in each split."""
+    return make_tiny_prepared(tmp_path / "data", n_train=8, n_valid=8, seed=3)
 
 
 # --------------------------------------------------------------------------- multi-bleu.perl
@@ -143,8 +142,8 @@ def _tiny_translator(max_positions: int = 256) -> EncoderDecoder:
     return EncoderDecoder(cfg).eval()
 
 
-def test_whole_sources_up_to_the_model_positions_and_the_longer_ones_counted(tmp_path, monkeypatch):
-    data = make_tiny_prepared(tmp_path / "data", n_train=8, n_valid=8, seed=3)
+def test_whole_sources_up_to_the_model_positions_and_the_longer_ones_counted(eight_pairs, tmp_path, monkeypatch):
+    data = eight_pairs
     prepared = PreparedData.open(data)
     pairs = prepared.para("valid", "en", "fr")
     lengths = pairs.src.lengths
@@ -171,8 +170,8 @@ def test_whole_sources_up_to_the_model_positions_and_the_longer_ones_counted(tmp
     assert f"longer than the model's {limit} positions" in out.long_note("valid en-fr")
 
 
-def test_raw_references_must_align(tmp_path):
-    data = make_tiny_prepared(tmp_path / "data", n_train=8, n_valid=8, seed=3)
+def test_raw_references_must_align(eight_pairs, tmp_path):
+    data = eight_pairs
     pairs = PreparedData.open(data).para("valid", "en", "fr")
     ref = tmp_path / "ref.fr"
     ref.write_text("one line\n")
@@ -195,8 +194,8 @@ def _mt_overrides(data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_training_time_bleu_equals_evaluate_bleu_on_the_same_checkpoint(tmp_path):
-    data = make_tiny_prepared(tmp_path / "data", n_train=8, n_valid=8, seed=3)
+def test_training_time_bleu_equals_evaluate_bleu_on_the_same_checkpoint(eight_pairs, tmp_path):
+    data = eight_pairs
     # raw references beside the binarized data (as `xlm prepare` keeps them): any aligned text
     refs = PreparedData.open(data).para("valid", "en", "fr").tgt
     tok = BPETokenizer.from_dir(data)
@@ -242,8 +241,8 @@ def test_decode_setting_round_trip_and_default():
     assert cfg.override(beam_size=None, max_len_b=7) == cfg.model_copy(update={"max_len_b": 7})
 
 
-def test_stopping_on_raw_bleu_without_raw_references_is_a_clear_error(tmp_path):
-    data = make_tiny_prepared(tmp_path / "data", n_train=8, n_valid=8, seed=3)
+def test_stopping_on_raw_bleu_without_raw_references_is_a_clear_error(eight_pairs, tmp_path):
+    data = eight_pairs
     cfg = load_config(MTConfig, None, _mt_overrides(data, tmp_path / "run", 'train.stopping_metric="valid/bleu"'))
     with pytest.raises(ConfigError, match=r"'valid/bleu' is BLEU against the raw valid references.*'valid/bleu_norm'"):
         MTTask(cfg, 0, log=lambda *a: None)
@@ -251,8 +250,8 @@ def test_stopping_on_raw_bleu_without_raw_references_is_a_clear_error(tmp_path):
     MTTask(ok, 0, log=lambda *a: None)
 
 
-def test_evaluation_notes_missing_raw_references_once(tmp_path):
-    data = make_tiny_prepared(tmp_path / "data", n_train=8, n_valid=8, seed=3)
+def test_evaluation_notes_missing_raw_references_once(eight_pairs, tmp_path):
+    data = eight_pairs
     cfg = load_config(MTConfig, None, _mt_overrides(data, tmp_path / "run", "eval.save_hypotheses=false"))
     notes: list[str] = []
     task = MTTask(cfg, 0, log=notes.append)

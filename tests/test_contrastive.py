@@ -87,26 +87,17 @@ def test_two_processes_give_the_loss_and_gradients_of_one_process_on_the_whole_b
 
 
 @pytest.fixture
-def xlco_cfg(tiny_config_overrides):
+def xlco_cfg(pretrain_config):
     """Factory: ``xlco_cfg(data, out, steps, extra=())``, a tiny MLM+TLM+XLCo run's config."""
-
-    def make(data, out, steps, extra=()):
-        xlco = ['objectives.xlco=["en-fr"]', "objectives.xlco_batch_size=8", "objectives.xlco_turns=1"]
-        return load_config(PretrainConfig, None, [*tiny_config_overrides(data, out, steps), *xlco, *extra])
-
-    return make
+    xlco = ['objectives.xlco=["en-fr"]', "objectives.xlco_batch_size=8", "objectives.xlco_turns=1"]
+    return lambda data, out, steps, extra=(): pretrain_config(data, out, steps, *xlco, *extra)
 
 
-def test_xlco_trains_alongside_mlm_tlm_and_resumes_exactly(tiny_data, tmp_path, xlco_cfg, train_losses):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run_training(xlco_cfg(tiny_data, straight, 6))
-    run_training(xlco_cfg(tiny_data, split, 3))
-    run_training(xlco_cfg(tiny_data, split, 6), resume="latest")
-    a, b = train_losses(straight), train_losses(split)
+def test_xlco_trains_alongside_mlm_tlm_and_resumes_exactly(tiny_data, xlco_cfg, straight_and_resumed):
+    runs = straight_and_resumed(lambda out, steps: xlco_cfg(tiny_data, out, steps), 6)
+    a, b = runs.straight_losses, runs.split_losses
     assert a == b and any("loss/xlco/en-fr" in v for v in a.values())
-    wa = load_file(str(straight / "checkpoints/step-00000006/model.safetensors"))
-    wb = load_file(str(split / "checkpoints/step-00000006/model.safetensors"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert runs.same_tensors("checkpoints/step-00000006/model.safetensors")
 
 
 def test_xlco_lowers_its_loss_and_reports_validation_retrieval(tiny_data, tmp_path, xlco_cfg):
@@ -254,19 +245,14 @@ def test_momentum_weights_follow_the_online_weights_by_the_ema_formula(tiny_data
 
 
 def test_xlco_with_a_queue_resumes_exactly_and_keeps_the_momentum_encoder_out_of_the_model(
-    tiny_data, tmp_path, xlco_cfg, train_losses
+    tiny_data, xlco_cfg, straight_and_resumed
 ):
-    straight, split = tmp_path / "straight", tmp_path / "split"
     q = ["objectives.xlco_queue=12", "objectives.xlco_momentum=0.9"]  # wraps at the 2nd XLCo step
-    run_training(xlco_cfg(tiny_data, straight, 6, q))
-    run_training(xlco_cfg(tiny_data, split, 3, q))
-    run_training(xlco_cfg(tiny_data, split, 6, q), resume="latest")
-    a, b = train_losses(straight), train_losses(split)
+    runs = straight_and_resumed(lambda out, steps: xlco_cfg(tiny_data, out, steps, q), 6)
+    straight, a, b = runs.straight, runs.straight_losses, runs.split_losses
     assert a == b and [s for s, v in a.items() if "loss/xlco/en-fr" in v] == [3, 6]  # mlm, tlm, xlco turns
     for name in ("model", "xlco_momentum"):
-        wa = load_file(str(straight / f"checkpoints/step-00000006/{name}.safetensors"))
-        wb = load_file(str(split / f"checkpoints/step-00000006/{name}.safetensors"))
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+        assert runs.same_tensors(f"checkpoints/step-00000006/{name}.safetensors"), name
     m = load_file(str(straight / "checkpoints/step-00000006/xlco_momentum.safetensors"))
     assert int(m["filled"]) == 12 and int(m["ptr"]) == 4  # 2 XLCo steps of 8 pairs: wrapped once
     final = load_file(str(straight / "final/model.safetensors"))

@@ -52,11 +52,9 @@ def test_torchrun_pretrain_writes_from_rank_zero_only(tiny_data, tmp_path, tiny_
     assert steps == [1, 2, 3, 4]  # one writer: no duplicated lines
 
 
-def test_torchrun_train_mt_with_denoising_and_back_translation(tiny_data, tmp_path):
+def test_torchrun_train_mt_with_denoising_and_back_translation(tiny_data, tmp_path, mt_overrides):
     """Every MT step kind (supervised, denoising, back-translation) under DDP: each step
     touches a different part of the encoder-decoder, which DDP must accept."""
-    from test_mt import mt_overrides
-
     out = tmp_path / "mt"
     objectives = ['objectives.mt=["en-fr"]', 'objectives.ae=["en","fr"]', 'objectives.bt=["en-fr-en"]']
     r = torchrun(["-m", "xlm", "train-mt", *mt_overrides(tiny_data, out, objectives, steps=4)])

@@ -221,32 +221,20 @@ def _sentences(rng: np.random.Generator, n: int, n_words: int) -> list[list[int]
     return [rng.integers(0, n_words, size=int(rng.integers(3, 9))).tolist() for _ in range(n)]
 
 
-def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys, tiny_corpus):
-    rng = np.random.default_rng(6)
-    sents = _sentences(rng, 24, tiny_corpus.n_words)
+@pytest.fixture(scope="module")
+def fr_sentences(tiny_corpus) -> list[list[int]]:
+    """24 random sentences of word numbers (the same for every test)."""
+    return _sentences(np.random.default_rng(6), 24, tiny_corpus.n_words)
+
+
+def test_cli_embed_gives_the_encoder_vectors_and_bf16_is_close(checkpoint, tmp_path, tiny_corpus, fr_sentences):
+    sents = fr_sentences
     text = tmp_path / "fr.txt"
     text.write_text("".join(" ".join(f"f{w}" for w in s) + "\n" for s in sents), encoding="utf-8")
+    embed = ["embed", str(checkpoint), "--lang", "fr", "--input", str(text), "--pooling", "mean", "--layers", "-1",
+             "--no-center"]  # fmt: skip
     out = tmp_path / "vec.npy"
-    assert (
-        main(
-            [
-                "embed",
-                str(checkpoint),
-                "--lang",
-                "fr",
-                "--input",
-                str(text),
-                "--output",
-                str(out),
-                "--pooling",
-                "mean",
-                "--layers",
-                "-1",
-                "--no-center",
-            ]
-        )
-        == 0
-    )
+    assert main([*embed, "--output", str(out)]) == 0
     vecs = np.load(out, allow_pickle=False)
     assert vecs.shape == (24, 32) and vecs.dtype == np.float32
     pre = load_pretrained(checkpoint)
@@ -255,31 +243,13 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys, t
     )
     np.testing.assert_allclose(vecs, direct, atol=1e-5)  # text -> normalize -> BPE -> the same ids
     out16 = tmp_path / "vec16.npy"
-    assert (
-        main(
-            [
-                "embed",
-                str(checkpoint),
-                "--lang",
-                "fr",
-                "--input",
-                str(text),
-                "--output",
-                str(out16),
-                "--pooling",
-                "mean",
-                "--layers",
-                "-1",
-                "--precision",
-                "bf16",
-                "--no-center",
-            ]
-        )
-        == 0
-    )
+    assert main([*embed, "--output", str(out16), "--precision", "bf16"]) == 0
     vecs16 = np.load(out16, allow_pickle=False)
     assert vecs16.dtype == np.float32 and not np.array_equal(vecs16, vecs) and np.abs(vecs16 - vecs).max() < 0.1
 
+
+def test_cli_evaluate_retrieval(checkpoint, bpe_data, tmp_path, capsys, fr_sentences):
+    sents = fr_sentences
     tsv = tmp_path / "en-fr.tsv"
     tsv.write_text("".join(" ".join(f"e{w}" for w in s) + "\t" + " ".join(f"f{w}" for w in s) + "\n" for s in sents))
     js, png = tmp_path / "ret.json", tmp_path / "ret.png"
@@ -298,6 +268,8 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys, t
     assert main(["evaluate", "retrieval", str(checkpoint), "--pairs", f"en-fr={bad}"]) == 1
     assert "bad.tsv:2" in capsys.readouterr().err
 
+
+def test_cli_evaluate_words(checkpoint, bpe_data, tmp_path, capsys, tiny_corpus):
     dic = tmp_path / "en-fr.dict"
     dic.write_text("".join(f"e{i} f{i}\n" for i in range(tiny_corpus.n_words)) + "e1\tf2\n")
     sim = tmp_path / "sim.tsv"
@@ -314,6 +286,8 @@ def test_cli_embed_retrieval_words_ppl(checkpoint, bpe_data, tmp_path, capsys, t
     assert m["en-fr/n_queries"] == tiny_corpus.n_words and m["en-fr/target_vocab"] == tiny_corpus.n_words
     assert png.stat().st_size > 1000
 
+
+def test_cli_evaluate_ppl(checkpoint, bpe_data, tmp_path):
     js, png = tmp_path / "ppl.json", tmp_path / "ppl.png"
     argv = ["evaluate", "ppl", str(checkpoint), "--data", str(bpe_data), "--split", "test", "--langs", "en,fr",
             "--objective", "both", "--bptt", "32", "--json", str(js), "--plot", str(png)]  # fmt: skip

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from task_stubs import NoEvalNoStateTask
 from torch import nn
 
 from xlm.config import load_config
@@ -58,7 +59,7 @@ class _Counting(nn.Module):
         self.w = nn.Parameter(torch.zeros(1, 1))
 
 
-class _AccumulationTask:
+class _AccumulationTask(NoEvalNoStateTask):
     """Micro-batch ``i`` predicts ``n_pred[i]`` tokens with values ``x``: its loss is their
     mean of ``w * x``, so its gradient is the mean of its ``x``."""
 
@@ -75,15 +76,6 @@ class _AccumulationTask:
     def train_batch(self, micro_step):
         x = self.values[micro_step % len(self.values)]
         return StepOutput((self.model.w[0, 0] * x).mean(), "mlm/en", len(x), n_pred=len(x))
-
-    def evaluate(self):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def write_model_files(self, directory):
         pass

@@ -87,14 +87,14 @@ def test_weight_schedules():
             parse_schedule(bad)
 
 
-def test_config_errors_name_the_field(tiny_data, tmp_path):
+def test_config_errors_name_the_field(tiny_data, tmp_path, mt_config):
     with pytest.raises(ConfigError, match=r"objectives\.bt.*a-b-a"):
         load_config(MTConfig, None, ['objectives.bt=["en-fr-de"]'])
     with pytest.raises(ConfigError, match=r"objectives\.mt.*must differ"):
         load_config(MTConfig, None, ['objectives.mt=["en-en"]'])
     with pytest.raises(ConfigError, match=r"objectives\.ae_weight"):
         load_config(MTConfig, None, ['objectives.ae=["en"]', 'objectives.ae_weight="0:1,10"'])
-    cfg = load_config(MTConfig, None, mt_overrides(tiny_data, tmp_path, ['objectives.mt=["en-de"]']))
+    cfg = mt_config(tiny_data, tmp_path, ['objectives.mt=["en-de"]'])
     with pytest.raises(ConfigError, match="'de' is not one of"):
         MTTask(cfg, 0)
 
@@ -102,28 +102,10 @@ def test_config_errors_name_the_field(tiny_data, tmp_path):
 # --------------------------------------------------------------------------- pretrained initialisation
 
 
-def mt_overrides(data: Path, out: Path, extra=(), steps: int = 6) -> list[str]:
-    return [
-        f'data.path="{data}"',
-        "data.max_tokens=300",
-        "data.max_len=30",
-        "model.emb_dim=32",
-        "model.n_layers=2",
-        "model.n_heads=2",
-        "model.max_positions=64",
-        f"train.max_steps={steps}",
-        f'train.out_dir="{out}"',
-        "train.eval_every=0",
-        "train.save_every=3",
-        "train.log_every=1",
-        "train.progress=false",
-        "train.eval_at_start=false",
-        'eval.splits=["valid"]',
-        "eval.max_sentences=8",
-        "optim.warmup_steps=2",
-        "optim.lr=0.001",
-        *extra,
-    ]
+@pytest.fixture
+def mt_config(mt_overrides):
+    """Factory: ``mt_config(data, out, extra=(), steps=6)``, the MTConfig of a tiny translation run."""
+    return lambda data, out, extra=(), steps=6: load_config(MTConfig, None, mt_overrides(data, out, extra, steps))
 
 
 def fake_pretrained(data: Path, out: Path) -> Path:
@@ -137,10 +119,10 @@ def fake_pretrained(data: Path, out: Path) -> Path:
 
 
 @pytest.mark.parametrize("share", [False, True])
-def test_init_from_pretrained_reports_loaded_and_new_weights(tiny_data, tmp_path, capsys, share):
+def test_init_from_pretrained_reports_loaded_and_new_weights(tiny_data, tmp_path, capsys, share, mt_config):
     pre = fake_pretrained(tiny_data, tmp_path / "pretrained")
     extra = ['objectives.mt=["en-fr"]', f'init.pretrained="{pre}"', f"model.share_embeddings={str(share).lower()}"]
-    task = MTTask(load_config(MTConfig, None, mt_overrides(tiny_data, tmp_path / "run", extra)), 0)
+    task = MTTask(mt_config(tiny_data, tmp_path / "run", extra), 0)
     report = task.report
     assert report is not None
     printed = capsys.readouterr().out
@@ -161,9 +143,9 @@ def test_init_from_pretrained_reports_loaded_and_new_weights(tiny_data, tmp_path
     assert (task.model.encoder.embeddings.weight is task.model.decoder.embeddings.weight) == share
 
 
-def test_shared_embeddings_survive_a_checkpoint(tiny_data, tmp_path):
+def test_shared_embeddings_survive_a_checkpoint(tiny_data, tmp_path, mt_config):
     extra = ['objectives.mt=["en-fr"]', "model.share_embeddings=true"]
-    cfg = load_config(MTConfig, None, mt_overrides(tiny_data, tmp_path / "run", extra))
+    cfg = mt_config(tiny_data, tmp_path / "run", extra)
     task = MTTask(cfg, 0)
     folder = save_checkpoint(tmp_path / "ckpt", task.write_model_files)
     loaded = load_translator(folder)
@@ -192,7 +174,7 @@ def handful_of_pairs(make_tiny_prepared, tmp_path) -> Path:
     return data
 
 
-def test_tiny_model_learns_a_handful_of_pairs(handful_of_pairs, tmp_path, capsys):
+def test_tiny_model_learns_a_handful_of_pairs(handful_of_pairs, tmp_path, capsys, mt_config):
     data = handful_of_pairs
     run = tmp_path / "run"
     extra = [
@@ -207,7 +189,7 @@ def test_tiny_model_learns_a_handful_of_pairs(handful_of_pairs, tmp_path, capsys
         'train.stopping_metric="valid/bleu_norm/en-fr"',  # binarized test data: no raw references
         'train.stopping_mode="max"',
     ]
-    metrics = run_mt_training(load_config(MTConfig, None, mt_overrides(data, run, extra, steps=100)))
+    metrics = run_mt_training(mt_config(data, run, extra, steps=100))
     assert metrics["valid/bleu_norm/en-fr"] > 90 and metrics["valid/bleu_tok/en-fr"] > 90
     assert "valid/bleu/en-fr" not in metrics  # BLEU against raw references needs the raw text
     assert metrics["valid/ppl/en-fr"] < 1.5
@@ -221,7 +203,7 @@ def test_tiny_model_learns_a_handful_of_pairs(handful_of_pairs, tmp_path, capsys
     assert "en-fr" in capsys.readouterr().out
 
 
-def test_resume_reproduces_the_same_losses(tiny_data, tmp_path, train_losses):
+def test_resume_reproduces_the_same_losses(tiny_data, mt_config, straight_and_resumed):
     extra = [
         'objectives.mt=["en-fr"]',
         'objectives.ae=["en","fr"]',
@@ -229,60 +211,36 @@ def test_resume_reproduces_the_same_losses(tiny_data, tmp_path, train_losses):
         'objectives.ae_weight="0:1,4:0.5"',
         "eval.max_sentences=4",
     ]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, straight, extra, steps=8)))
-    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, split, extra, steps=4)))
-    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, split, extra, steps=8)), resume="latest")
-    a, b = train_losses(straight), train_losses(split)
+    runs = straight_and_resumed(lambda out, steps: mt_config(tiny_data, out, extra, steps=steps), 8, run_mt_training)
+    a, b = runs.straight_losses, runs.split_losses
     assert sorted(a) == list(range(1, 9)) and a == b
     assert {k for v in a.values() for k in v} == {"loss/mt/en-fr", "loss/ae/en", "loss/ae/fr", "loss/bt/en-fr-en"}
-    wa = load_translator(straight / "final").model.state_dict()
-    wb = load_translator(split / "final").model.state_dict()
+    wa = load_translator(runs.straight / "final").model.state_dict()
+    wb = load_translator(runs.split / "final").model.state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-EN = ["The cat sat on the mat.", "Mr. Smith's dog barked!", "It rains in London, doesn't it?", "A small test."]
-FR = [
-    "Le chat est sur le tapis.",
-    "Le chien de M. Smith aboie !",
-    "Il pleut à Londres, n'est-ce pas ?",
-    "Un petit test.",
-]
-
-
-def test_raw_text_end_to_end_prepare_train_translate(tmp_path, capsys):
+def test_raw_text_end_to_end_prepare_train_translate(tmp_path, capsys, memorised_pairs):
     """Raw text -> `xlm prepare` -> `xlm train-mt` -> `xlm translate` (normalize + BPE in,
     detokenized text out) and `xlm evaluate bleu --hyp --ref`, on four memorised pairs."""
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for split in ("train", "valid", "test"):
-        for lang, lines in (("en", EN), ("fr", FR)):
-            (raw / f"{split}.{lang}").write_text("\n".join(lines * (20 if split == "train" else 1)) + "\n")
-            (raw / f"{split}.en-fr.{lang}").write_text("\n".join(lines) + "\n")
-    data, run = tmp_path / "data", tmp_path / "run"
-    assert main(["prepare", str(raw), str(data), "--vocab-size", "200", "--workers", "1"]) == 0
-    extra = ['objectives.mt=["en-fr"]', "model.dropout=0.0", "optim.lr=0.003", "optim.warmup_steps=10"]
-    overrides = mt_overrides(data, run, [*extra, "train.save_every=0"], steps=80)
-    assert main(["train-mt", *overrides]) == 0
-    source, output = tmp_path / "in.en", tmp_path / "out.fr"
-    source.write_text("\n".join([EN[0], "", EN[2]]) + "\n")
+    run = memorised_pairs.train(tmp_path, "--vocab-size", "200")
     capsys.readouterr()
-    args = ["--src", "en", "--tgt", "fr", "--input", str(source), "--output", str(output), "--beam", "2"]
-    assert main(["translate", str(run / "final"), *args]) == 0
-    assert output.read_text().split("\n") == [FR[0], "", FR[2], ""]
-    assert main(["translate", str(run / "final"), *args, "--precision", "bf16"]) == 0  # memorised: same words in bf16
-    assert output.read_text().split("\n") == [FR[0], "", FR[2], ""]
+    output = memorised_pairs.translate(run / "final", tmp_path)
+    assert output.read_text().split("\n") == memorised_pairs.expected
+    memorised_pairs.translate(run / "final", tmp_path, "--precision", "bf16")  # memorised: same words in bf16
+    assert output.read_text().split("\n") == memorised_pairs.expected
+    fr = memorised_pairs.fr
     ref = tmp_path / "ref.fr"
-    ref.write_text("\n".join([FR[0], "", FR[2]]) + "\n")
+    ref.write_text("\n".join([fr[0], "", fr[2]]) + "\n")
     assert main(["evaluate", "bleu", "--hyp", str(output), "--ref", str(ref), "--json", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["hyp/bleu"] == pytest.approx(100.0)
 
 
-def test_load_pretrained_refuses_a_translation_checkpoint_clearly(tiny_data, tmp_path):
+def test_load_pretrained_refuses_a_translation_checkpoint_clearly(tiny_data, tmp_path, mt_config):
     from xlm.errors import CheckpointError
     from xlm.model.pretrained import load_pretrained
 
     run = tmp_path / "mt"
-    run_mt_training(load_config(MTConfig, None, mt_overrides(tiny_data, run, ['objectives.mt=["en-fr"]'], steps=2)))
+    run_mt_training(mt_config(tiny_data, run, ['objectives.mt=["en-fr"]'], steps=2))
     with pytest.raises(CheckpointError, match="is a translation model"):
         load_pretrained(run / "final")

@@ -73,6 +73,7 @@ def test_discover_errors(tmp_path: Path) -> None:
         discover(tmp_path / "nope")
 
 
+@pytest.mark.slow  # two normalization processes
 def test_cli_end_to_end(raw: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     rc = main(["prepare", str(raw), str(out), "--vocab-size", "300", "--workers", "2"])
@@ -175,6 +176,7 @@ def test_unaligned_parallel_fails_before_writing(raw: Path, tmp_path: Path) -> N
     assert not out.exists()
 
 
+@pytest.mark.slow  # two normalization processes
 def test_invalid_utf8_reports_file_and_line(raw: Path, tmp_path: Path, capsys) -> None:
     _write(raw / "valid.en", b"fine\nstill fine\nbad \xc3\x28 byte\n")
     rc = main(["prepare", str(raw), str(tmp_path / "out"), "--vocab-size", "100", "--workers", "2"])

@@ -1,37 +1,24 @@
 """Checkpoints resume exactly: N steps straight == N/2 steps + resume + N/2 steps."""
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from xlm.checkpoint_io import verify_checkpoint
-from xlm.config import ConfigError, load_config
-from xlm.tasks.pretraining import PretrainConfig, run_training
+from xlm.config import ConfigError
+from xlm.tasks.pretraining import run_training
 
 
 @pytest.fixture
-def cfg(tiny_config_overrides):
+def cfg(pretrain_config):
     """Factory: ``cfg(data, out, steps, extra=())``, a tiny MLM+TLM+CLM run's config."""
-
-    def make(data, out, steps, extra=()):
-        return load_config(
-            PretrainConfig, None, [*tiny_config_overrides(data, out, steps), 'objectives.clm=["fr"]', *extra]
-        )
-
-    return make
+    return lambda data, out, steps, extra=(): pretrain_config(data, out, steps, 'objectives.clm=["fr"]', *extra)
 
 
-def test_resume_is_exact(tiny_data, tmp_path, cfg, train_losses):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run_training(cfg(tiny_data, straight, 6))
-    run_training(cfg(tiny_data, split, 3))
-    run_training(cfg(tiny_data, split, 6), resume="latest")
-    a, b = train_losses(straight), train_losses(split)
+def test_resume_is_exact(tiny_data, cfg, straight_and_resumed):
+    runs = straight_and_resumed(lambda out, steps: cfg(tiny_data, out, steps), 6)
+    a, b = runs.straight_losses, runs.split_losses
     assert sorted(a) == list(range(1, 7)) and a == b
     assert {k.split("/")[1] for v in a.values() for k in v} >= {"mlm", "tlm", "clm"}
-    wa = load_file(str(straight / "checkpoints/step-00000006/model.safetensors"))
-    wb = load_file(str(split / "checkpoints/step-00000006/model.safetensors"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert runs.same_tensors("checkpoints/step-00000006/model.safetensors")
 
 
 def test_resume_falls_back_to_newest_intact_checkpoint(tiny_data, tmp_path, capsys, cfg):

@@ -110,6 +110,7 @@ def _write_gz(path: Path, lines: list[str]) -> None:
     path.write_bytes(gzip.compress("".join(x + "\n" for x in lines).encode("utf-8")))
 
 
+@pytest.mark.slow  # two normalization processes load the segmenters
 def test_prepare_multi_script_corpus(tmp_path: Path, capsys) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -9,23 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import tiny_config_overrides, with_bpe_merges
 
 from xlm.cli import main
 from xlm.config import load_config
 from xlm.data.classification import read_examples
 from xlm.model.classifier import load_classifier
 from xlm.tasks.classification import classifier_accuracy, translate_test
-from xlm.tasks.pretraining import PretrainConfig, run_training
+from xlm.tasks.pretraining import run_training
 from xlm.tasks.translation import MTConfig, run_mt_training
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def raw_set(path: Path, prefix: str, n: int, seed: int, pairs: bool = False) -> Path:
@@ -43,14 +36,12 @@ def raw_set(path: Path, prefix: str, n: int, seed: int, pairs: bool = False) -> 
 
 
 @pytest.fixture(scope="module")
-def models(tiny_data, tmp_path_factory):
+def models(tiny_data, tmp_path_factory, with_bpe_merges, pretrain_config):
     """A pretrained en/fr model whose vocabulary encodes raw text, an English classifier
     fine-tuned from it, and a (barely trained) fr->en translation model from it."""
     root = tmp_path_factory.mktemp("translate_test")
     data = with_bpe_merges(tiny_data, root / "data")
-    run_training(
-        load_config(PretrainConfig, None, tiny_config_overrides(data, root / "pre", steps=4) + ["train.threads=1"])
-    )
+    run_training(pretrain_config(data, root / "pre", 4, "train.threads=1"))
     pretrained = root / "pre" / "final"
     mt = [
         f'data.path="{data}"', "data.max_tokens=300", "data.max_len=30", 'objectives.mt=["fr-en"]',

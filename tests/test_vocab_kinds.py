@@ -355,39 +355,11 @@ def test_wordpiece_vocab_txt_disagreeing_with_vocab_json(sources, tmp_path):
         WordPieceTokenizer.from_dir(tmp_path)
 
 
-EN = ["The cat sat on the mat.", "Mr. Smith's dog barked!", "It rains in London, doesn't it?", "A small test."]
-FR = [
-    "Le chat est sur le tapis.",
-    "Le chien de M. Smith aboie !",
-    "Il pleut à Londres, n'est-ce pas ?",
-    "Un petit test.",
-]
-
-
 @pytest.mark.slow
-def test_sentencepiece_machine_translation_end_to_end(tmp_path, capsys):
+def test_sentencepiece_machine_translation_end_to_end(tmp_path, capsys, memorised_pairs):
     """Raw text -> prepare (SentencePiece) -> train-mt -> translate: <s> ... </s> rows in and
     out, decoded back to the raw text of four memorised pairs."""
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for split in ("train", "valid", "test"):
-        for lang, lines in (("en", EN), ("fr", FR)):
-            (raw / f"{split}.{lang}").write_text("\n".join(lines * (20 if split == "train" else 1)) + "\n")
-            (raw / f"{split}.en-fr.{lang}").write_text("\n".join(lines) + "\n")
-    data, run = tmp_path / "data", tmp_path / "run"
-    args = ["prepare", str(raw), str(data), "--vocab-size", "120", "--workers", "1", "--tokenizer", "sentencepiece"]
-    assert main(args) == 0
-    overrides = [
-        f'data.path="{data}"', "data.max_tokens=300", "data.max_len=30", "model.emb_dim=32", "model.n_layers=2",
-        "model.n_heads=2", "model.max_positions=64", "model.dropout=0.0", "train.max_steps=80", f'train.out_dir="{run}"',
-        "train.eval_every=0", "train.save_every=0", "train.log_every=1", "train.progress=false",
-        "train.eval_at_start=false", 'eval.splits=["valid"]', "eval.max_sentences=8", "optim.warmup_steps=10",
-        "optim.lr=0.003", 'objectives.mt=["en-fr"]',
-    ]  # fmt: skip
-    assert main(["train-mt", *overrides]) == 0
-    source, output = tmp_path / "in.en", tmp_path / "out.fr"
-    source.write_text("\n".join([EN[0], "", EN[2]]) + "\n")
+    run = memorised_pairs.train(tmp_path, "--vocab-size", "120", "--tokenizer", "sentencepiece")
     capsys.readouterr()
-    args = ["--src", "en", "--tgt", "fr", "--input", str(source), "--output", str(output), "--beam", "2"]
-    assert main(["translate", str(run / "final"), *args]) == 0
-    assert output.read_text().split("\n") == [FR[0], "", FR[2], ""]
+    output = memorised_pairs.translate(run / "final", tmp_path)
+    assert output.read_text().split("\n") == memorised_pairs.expected
