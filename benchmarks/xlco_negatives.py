@@ -114,7 +114,7 @@ def evaluate(v: Variant) -> float:
     return p1
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="a prepared data directory (xlm prepare)")
     ap.add_argument("overrides", nargs="*", help="key=value settings of the pretraining config")
@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write both curves here")
-    args = ap.parse_intermixed_args(argv)
+    return ap.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     pairs = args.pairs.split(",") if args.pairs else find_pairs(Path(args.data))
@@ -144,25 +148,38 @@ def main(argv: list[str] | None = None) -> int:
         build("in-batch", [*base, "objectives.xlco_queue=0"], args.init, args.seed),
         build(f"queue{args.queue}", [*base, f"objectives.xlco_queue={args.queue}"], args.init, args.seed),
     ]
-    budget = 60.0 * args.minutes
     print(
         f"# torch {torch.__version__}, {torch.get_num_threads()} threads; pairs {','.join(pairs)}; batch {args.batch}; "
         f"momentum {args.momentum}; {args.minutes} CPU-min each; init {args.init or 'random'}"
     )
+    train_interleaved(variants, 60.0 * args.minutes, args.chunk, args.eval_every)
+    print_summary(variants, args.minutes)
+    if args.json:
+        Path(args.json).write_text(json.dumps({v.name: v.curve for v in variants}, indent=1))
+    return 0
+
+
+def train_interleaved(variants: list[Variant], budget: float, chunk: int, eval_every: float) -> None:
+    """Each variant trains ``chunk`` steps in turn until it has used ``budget`` CPU-seconds,
+    evaluated at the start, every ``eval_every`` CPU-seconds and at the end."""
     for v in variants:
         evaluate(v)
-        v.next_eval = args.eval_every
+        v.next_eval = eval_every
     while any(v.cpu_s < budget for v in variants):
         for v in variants:
             if v.cpu_s >= budget:
                 continue
-            train_chunk(v, args.chunk)
+            train_chunk(v, chunk)
             if v.cpu_s >= v.next_eval or v.cpu_s >= budget:
                 evaluate(v)
                 while v.next_eval <= v.cpu_s:
-                    v.next_eval += args.eval_every
+                    v.next_eval += eval_every
+
+
+def print_summary(variants: list[Variant], minutes: float) -> None:
+    """P@1 at each CPU-minute, and each variant's final figure and gain per CPU-minute."""
     print("\n# valid/xlco/p@1 reached at each CPU-minute (the first evaluation at or after it, within a chunk)")
-    marks = list(range(1, int(args.minutes) + 1)) or [args.minutes]
+    marks = list(range(1, int(minutes) + 1)) or [minutes]
     print("CPU-min  " + "  ".join(f"{v.name:>12s}" for v in variants))
     for m in marks:
         row = []
@@ -175,9 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         per_min = (p1 - p0) / max(s1 / 60.0, 1e-9)
         print(f"{v.name:9s} final p@1 {p1:.4f} after {s1 / 60:.2f} CPU-min, {n1} steps "
               f"({1000 * s1 / max(n1, 1):.0f} CPU-ms/step): {per_min:+.4f} p@1 per CPU-minute")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps({v.name: v.curve for v in variants}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
