@@ -243,15 +243,17 @@ def binarize(
     normalize: Normalize | None = None,
     errors: Errors = "strict",
     chunk_lines: int = DEFAULT_CHUNK_LINES,
+    source: str | None = None,
 ) -> BinarizeStats:
     """Binarize one text file to ``prefix.{bin,idx.npy,json}``.
 
     The text is expected already normalized (Moses-tokenized) unless ``normalize`` is given.
+    ``source`` is the file recorded as the origin (default: ``text_path``).
     """
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(tokenizer.vocab))
-    stats = BinarizeStats(str(text_path), lang)
+    stats = BinarizeStats(source or str(text_path), lang)
     writer = _Writer(prefix, dtype, tokenizer.vocab.specials.end)
     try:
         for chunk in _chunks(iter_lines(text_path, errors), chunk_lines):
@@ -291,8 +293,10 @@ def binarize_parallel(
     normalize_tgt: Normalize | None = None,
     errors: Errors = "strict",
     chunk_lines: int = DEFAULT_CHUNK_LINES,
+    sources: tuple[str, str] | None = None,
 ) -> tuple[BinarizeStats, BinarizeStats]:
-    """Binarize two aligned files in lockstep; a pair with an empty side is dropped from both."""
+    """Binarize two aligned files in lockstep; a pair with an empty side is dropped from both.
+    ``sources`` are the files recorded as the origins (default: the two paths)."""
     n_src, n_tgt = count_lines(src_path), count_lines(tgt_path)
     if n_src != n_tgt:
         raise DataError(f"parallel files are not aligned: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}")
@@ -300,7 +304,8 @@ def binarize_parallel(
     for p in (src_prefix, tgt_prefix):
         p.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(tokenizer.vocab))
-    stats = (BinarizeStats(str(src_path), src_lang), BinarizeStats(str(tgt_path), tgt_lang))
+    src_source, tgt_source = sources or (str(src_path), str(tgt_path))
+    stats = (BinarizeStats(src_source, src_lang), BinarizeStats(tgt_source, tgt_lang))
     end = tokenizer.vocab.specials.end
     writers = [_Writer(src_prefix, dtype, end)]
     try:

@@ -548,8 +548,6 @@ def _run(
     stats = _binarize_files(files, tok, out_dir, tokenizer, chunk_lines=opts.chunk_lines * 5)
     timings["binarize_s"] = time.perf_counter() - t0
     raw_refs = keep_raw_references(_pairs(files), tok, out_dir, opts.max_lines)
-    for f in files:  # record where each file came from, not the temporary normalized copy
-        stats[f.name].source = str(f.path)
 
     info: dict[str, Any] = {
         "format": PREPARE_FORMAT,
@@ -613,11 +611,13 @@ def _binarize_files(
     stats: dict[str, BinarizeStats] = {}
     for f in files:
         if f.pair is None:
-            stats[f.name] = binarize(tok[f.name], out_dir / f.name, tokenizer, f.lang, chunk_lines=chunk_lines)
+            stats[f.name] = binarize(
+                tok[f.name], out_dir / f.name, tokenizer, f.lang, chunk_lines=chunk_lines, source=str(f.path)
+            )
     for a, b in _pairs(files):
         sa, sb = binarize_parallel(
             tok[a.name], tok[b.name], out_dir / a.name, out_dir / b.name, tokenizer, a.lang, b.lang,
-            chunk_lines=chunk_lines,
+            chunk_lines=chunk_lines, sources=(str(a.path), str(b.path)),
         )  # fmt: skip
         stats[a.name], stats[b.name] = sa, sb
     return stats
