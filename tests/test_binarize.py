@@ -191,7 +191,7 @@ def test_interrupted_publish_never_pairs_old_metadata_with_new_data(
             raise OSError("disk full")
         real_replace(a, b)
 
-    monkeypatch.setattr(binarize_mod.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)  # as xlm.fileio.move_into_place calls it
     with pytest.raises(OSError, match="disk full"):
         binarize(_write(tmp_path / "new.txt", ["a mat"] * 9), tmp_path / "o", tokenizer, "en")
     with pytest.raises(DataError):  # new .bin, old .idx.npy: must not be accepted

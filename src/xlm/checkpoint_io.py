@@ -20,7 +20,6 @@ training checkpoint holds beyond weights (optimizer, sampler, RNG) is ``xlm.trai
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -155,10 +154,7 @@ def verify_checkpoint(directory: Path) -> dict[str, Any]:
     mpath = directory / MANIFEST
     if not mpath.is_file():
         raise CheckpointError(f"{directory}: not a checkpoint (no {MANIFEST}; incomplete or not written by xlm)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{mpath}: corrupt manifest: {e}") from None
+    manifest = fileio.read_json(mpath, CheckpointError, "corrupt manifest")
     if manifest.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{mpath}: unknown checkpoint format {manifest.get('format')!r}")
     if manifest.get("version", 0) > FORMAT_VERSION:
@@ -185,11 +181,9 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return fileio.read_json(path, CheckpointError, "not valid JSON")
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON: {e}") from None
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -72,26 +72,39 @@ def resolve_target(path: str | Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (through symbolic links) to write; when the block
-    ends without error the file is flushed and renamed over ``path``, else it is removed."""
+def temporary_sibling(path: str | Path) -> Path:
+    """A new empty file beside ``path`` (through symbolic links), to be written and then moved
+    over ``path`` by :func:`move_into_place` (or removed by the caller)."""
     target = resolve_target(path)
     if target.is_dir():
         raise IsADirectoryError(f"{path}: is a folder, not a file")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    tmp = Path(tmp_name)
+    return Path(tmp_name)
+
+
+def move_into_place(tmp: Path, path: str | Path) -> None:
+    """Flush the written temporary file ``tmp`` to disk and rename it over ``path`` (through
+    symbolic links): a replaced file keeps its permissions, a new one gets the usual ones."""
+    target = resolve_target(path)
+    try:
+        os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
+    except FileNotFoundError:
+        usual_permissions(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (through symbolic links) to write; when the block
+    ends without error the file is flushed and renamed over ``path``, else it is removed."""
+    tmp = temporary_sibling(path)
     try:
         yield tmp
-        try:
-            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))  # a replaced file keeps its permissions
-        except FileNotFoundError:
-            usual_permissions(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        move_into_place(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -136,18 +149,33 @@ def finite_json(data: Any, where: str = "") -> tuple[Any, list[str]]:
     return data, []
 
 
-def json_text(data: Any, indent: int | None = 2, name: str = "JSON") -> str:
-    """JSON text of ``data`` (sorted keys); non-finite numbers become null, with a note on stderr."""
+def json_text(
+    data: Any, indent: int | None = 2, name: str = "JSON", sort_keys: bool = True, ensure_ascii: bool = True
+) -> str:
+    """JSON text of ``data`` (sorted keys unless ``sort_keys`` is False; with ``ensure_ascii``
+    False, non-ASCII characters as they are); non-finite numbers become null, with a note on stderr."""
     clean, bad = finite_json(data)
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         print(f"note: {name}: {shown} not a finite number (NaN or infinite), written as null", file=sys.stderr)
-    return json.dumps(clean, indent=indent, sort_keys=True, allow_nan=False) + "\n"
+    return json.dumps(clean, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=False) + "\n"
 
 
-def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
-    """Write ``data`` as JSON atomically (``-`` or ``/dev/stdout``: standard output)."""
-    return write_atomic(path, json_text(data, indent, "standard output" if is_stdout(path) else str(path)))
+def write_json(
+    path: str | Path, data: Any, indent: int | None = 2, sort_keys: bool = True, ensure_ascii: bool = True
+) -> Path:
+    """Write ``data`` as JSON atomically (``-`` or ``/dev/stdout``: standard output); see :func:`json_text`."""
+    name = "standard output" if is_stdout(path) else str(path)
+    return write_atomic(path, json_text(data, indent, name, sort_keys, ensure_ascii))
+
+
+def read_json(path: str | Path, error: type[Exception], problem: str = "unreadable") -> Any:
+    """The JSON value in the file ``path``; a file that is not UTF-8 JSON raises ``error`` with
+    the one-line message ``"{path}: {problem}: {reason}"``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: {problem}: {e}") from None
 
 
 def write_figure(fig: Any, path: str | Path, **savefig: Any) -> Path:

@@ -10,6 +10,12 @@ from pathlib import Path
 from xlm.commands.options import count, non_negative, non_negative_int
 from xlm.fileio import status
 
+# the options whose PrepareOptions field has the same name
+SAME_NAMES = (
+    "vocab_size", "langs", "bpe_sentences", "lowercase", "max_lines", "workers", "seed",
+    "keep_tmp", "cache_mb", "tokenizer", "sp_model_type", "overwrite",
+)  # fmt: skip
+
 
 def _langs(text: str) -> list[str]:
     langs = [x.strip() for x in text.split(",") if x.strip()]
@@ -73,22 +79,11 @@ def run(args: argparse.Namespace) -> int:
     from xlm.data.prepare import PrepareOptions, language_table, prepare
 
     opts = PrepareOptions(
-        vocab_size=args.vocab_size,
-        langs=args.langs,
+        **{name: getattr(args, name) for name in SAME_NAMES},
         alpha=args.alpha if args.alpha is not None else (0.3 if args.tokenizer == "sentencepiece" else 0.5),
-        bpe_sentences=args.bpe_sentences,
-        lowercase=args.lowercase,
-        max_lines=args.max_lines,
         vocab_dir=args.vocab,
-        workers=args.workers,
-        seed=args.seed,
         errors="strict" if args.invalid_utf8 == "error" else "replace",
-        keep_tmp=args.keep_tmp,
-        cache_mb=args.cache_mb,
         allow_langs=args.allow_lang,
-        tokenizer=args.tokenizer,
-        sp_model_type=args.sp_model_type,
-        overwrite=args.overwrite,
     )
     result = prepare(args.raw_dir, args.out_dir, opts, log=status)
     info = result.info

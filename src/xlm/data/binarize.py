@@ -4,11 +4,11 @@ Streaming with bounded memory: lines are encoded chunk by chunk and the token id
 sentence bounds are appended to temporary files in the destination directory; at the end
 the bounds are copied into the ``.idx.npy`` through a memory map.
 
-Crash safety: all outputs are first written under temporary names (``.P.bin.tmp-…``) and
-renamed with :func:`os.replace` only when everything succeeded; on failure they are
-removed. The metadata file ``P.json`` is written last and the readers require it, so it is
-the commit marker: an interrupted run never leaves a ``P.json`` next to partial data (an
-older ``P.json`` is deleted before the new data is moved in).
+Crash safety: all outputs are first written to temporary siblings (``.P.bin.….tmp``, see
+:func:`xlm.fileio.temporary_sibling`) and moved into place only when everything succeeded;
+on failure they are removed. The metadata file ``P.json`` is written last and the readers
+require it, so it is the commit marker: an interrupted run never leaves a ``P.json`` next to
+partial data (an older ``P.json`` is deleted before the new data is moved in).
 
 Input policy:
 
@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import json
-import os
-import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +35,7 @@ import numpy as np
 
 from xlm.data.dataset import FORMAT_NAME, FORMAT_VERSION, token_dtype
 from xlm.errors import DataError
+from xlm.fileio import json_text, move_into_place, temporary_sibling
 from xlm.text.tokenizer import Tokenizer
 
 Errors = Literal["strict", "replace"]
@@ -129,16 +127,14 @@ class BinarizeStats:
 
 
 class _Writer:
-    """Appends sentences to temporary files next to ``prefix``; :meth:`publish` renames them."""
+    """Appends sentences to temporary files next to ``prefix``; :func:`_publish` moves them in place."""
 
     def __init__(self, prefix: Path, dtype: np.dtype, end_index: int) -> None:
         self.prefix = prefix
         self.dtype = dtype
-        tag = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp_bin = prefix.parent / f".{prefix.name}.bin.{tag}"
-        self.tmp_bounds = prefix.parent / f".{prefix.name}.bounds.{tag}"
-        self.tmp_idx = prefix.parent / f".{prefix.name}.idx.{tag}.npy"
-        self.tmp_json = prefix.parent / f".{prefix.name}.json.{tag}"
+        bin_path, idx_path, json_path = self.final_paths()
+        self.tmp_bin, self.tmp_idx, self.tmp_json = (temporary_sibling(p) for p in (bin_path, idx_path, json_path))
+        self.tmp_bounds = temporary_sibling(Path(f"{prefix}.bounds"))  # scratch: removed by finish()
         self.n_sentences = 0
         self.end = end_index  # the separator: XLM's </s>, or the vocabulary's end token
         self.pos = 1  # the stream starts with </s>
@@ -176,7 +172,8 @@ class _Writer:
         out.flush()
         del out
         self.tmp_bounds.unlink()
-        self.tmp_json.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        text = json_text(meta, name=str(self.final_paths()[2]), sort_keys=False, ensure_ascii=False)
+        self.tmp_json.write_text(text, encoding="utf-8")
 
     def final_paths(self) -> tuple[Path, Path, Path]:
         p = self.prefix
@@ -195,10 +192,10 @@ def _publish(writers: Sequence[_Writer]) -> None:
         w.final_paths()[2].unlink(missing_ok=True)
     for w in writers:
         bin_path, idx_path, _ = w.final_paths()
-        os.replace(w.tmp_bin, bin_path)
-        os.replace(w.tmp_idx, idx_path)
+        move_into_place(w.tmp_bin, bin_path)
+        move_into_place(w.tmp_idx, idx_path)
     for w in writers:
-        os.replace(w.tmp_json, w.final_paths()[2])
+        move_into_place(w.tmp_json, w.final_paths()[2])
 
 
 def _meta(stats: BinarizeStats, tokenizer: Tokenizer, dtype: np.dtype, extra: dict[str, Any]) -> dict[str, Any]:
@@ -246,15 +243,17 @@ def binarize(
     normalize: Normalize | None = None,
     errors: Errors = "strict",
     chunk_lines: int = DEFAULT_CHUNK_LINES,
+    source: str | None = None,
 ) -> BinarizeStats:
     """Binarize one text file to ``prefix.{bin,idx.npy,json}``.
 
     The text is expected already normalized (Moses-tokenized) unless ``normalize`` is given.
+    ``source`` is the file recorded as the origin (default: ``text_path``).
     """
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(tokenizer.vocab))
-    stats = BinarizeStats(str(text_path), lang)
+    stats = BinarizeStats(source or str(text_path), lang)
     writer = _Writer(prefix, dtype, tokenizer.vocab.specials.end)
     try:
         for chunk in _chunks(iter_lines(text_path, errors), chunk_lines):
@@ -294,8 +293,10 @@ def binarize_parallel(
     normalize_tgt: Normalize | None = None,
     errors: Errors = "strict",
     chunk_lines: int = DEFAULT_CHUNK_LINES,
+    sources: tuple[str, str] | None = None,
 ) -> tuple[BinarizeStats, BinarizeStats]:
-    """Binarize two aligned files in lockstep; a pair with an empty side is dropped from both."""
+    """Binarize two aligned files in lockstep; a pair with an empty side is dropped from both.
+    ``sources`` are the files recorded as the origins (default: the two paths)."""
     n_src, n_tgt = count_lines(src_path), count_lines(tgt_path)
     if n_src != n_tgt:
         raise DataError(f"parallel files are not aligned: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}")
@@ -303,7 +304,8 @@ def binarize_parallel(
     for p in (src_prefix, tgt_prefix):
         p.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(tokenizer.vocab))
-    stats = (BinarizeStats(str(src_path), src_lang), BinarizeStats(str(tgt_path), tgt_lang))
+    src_source, tgt_source = sources or (str(src_path), str(tgt_path))
+    stats = (BinarizeStats(src_source, src_lang), BinarizeStats(tgt_source, tgt_lang))
     end = tokenizer.vocab.specials.end
     writers = [_Writer(src_prefix, dtype, end)]
     try:

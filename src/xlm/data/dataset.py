@@ -20,7 +20,6 @@ same number of sentences, line ``i`` of one the translation of line ``i`` of the
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import weakref
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from xlm.errors import DataError
+from xlm.fileio import read_json
 from xlm.text.vocab import Specials, Vocabulary
 
 FORMAT_NAME = "xlm-binarized"
@@ -151,10 +151,7 @@ class MonolingualData:
         for p in (meta_path, bin_path, idx_path):
             if not p.is_file():
                 raise DataError(f"{p}: binarized file not found (run `xlm prepare` first)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{meta_path}: unreadable metadata: {e}") from None
+        meta = read_json(meta_path, DataError, "unreadable metadata")
         if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
             raise DataError(f"{meta_path}: not an {FORMAT_NAME} v{FORMAT_VERSION} file")
         if vocab_hash is not None and meta.get("vocab_hash") != vocab_hash:
@@ -400,10 +397,7 @@ class PreparedData:
         info_path = d / PREPARE_FILE
         if not info_path.is_file():  # written last by `xlm prepare`: the directory's commit marker
             raise DataError(f"{info_path} not found: {d} is not a finished `xlm prepare` output (run it again)")
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{info_path}: unreadable: {e}") from None
+        info = read_json(info_path, DataError)
         if not isinstance(info, dict):
             raise DataError(f"{info_path}: expected a JSON object")
         vocab = Vocabulary.from_dir(d)

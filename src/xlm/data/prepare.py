@@ -21,7 +21,6 @@ lines, which are only decoded (those tokenizers normalize inside); the sampling 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -35,17 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from xlm.config import Count, NonNegative, NonNegativeInt, Settings
 from xlm.data.binarize import BinarizeStats, Errors, binarize, binarize_parallel, count_lines, open_binary
 from xlm.data.dataset import PREPARE_FILE
 from xlm.errors import DataError
-from xlm.fileio import replace_directory, write_atomic
+from xlm.fileio import replace_directory, write_atomic, write_json
 from xlm.text.bpe import BPE_INFO_FILE, learn_bpe, vocab_settings
 from xlm.text.languages import check_languages
 from xlm.text.normalize import Normalizer, normalize_raw_lines
 from xlm.text.segment import segmenter_versions
-from xlm.text.sentencepiece import SP_INFO_FILE, SP_MODEL_TYPES, learn_sentencepiece
+from xlm.text.sentencepiece import SP_INFO_FILE, SpModelType, learn_sentencepiece
 from xlm.text.tokenizer import Tokenizer, load_tokenizer, vocab_kind
-from xlm.text.vocab import KINDS, MODEL_FILES, VOCAB_FILE, VOCAB_INFO_FILE, vocabulary_files
+from xlm.text.vocab import MODEL_FILES, VOCAB_FILE, VOCAB_INFO_FILE, Kind, vocabulary_files
 from xlm.text.wordpiece import WP_INFO_FILE, learn_wordpiece
 
 SPLITS = ("train", "valid", "test")
@@ -79,24 +81,25 @@ class RawFile:
         return f"{self.split}.{self.pair[0]}-{self.pair[1]}.{self.lang}"
 
 
-@dataclass
-class PrepareOptions:
-    vocab_size: int | None = None  # required unless vocab_dir is given
+class PrepareOptions(Settings):
+    """How ``xlm prepare`` runs; :meth:`settings` are those that decide its output."""
+
+    vocab_size: Count | None = None  # required unless vocab_dir is given
     langs: list[str] | None = None  # default: every language found
-    alpha: float = 0.5
-    bpe_sentences: int = 1_000_000
+    alpha: NonNegative = 0.5
+    bpe_sentences: Count = 1_000_000
     lowercase: bool = False
-    max_lines: int | None = None  # per file, for quick runs
+    max_lines: Count | None = None  # per file, for quick runs
     vocab_dir: Path | None = None  # reuse this vocabulary instead of learning one
-    workers: int = 2
-    seed: int = 0
-    chunk_lines: int = 2_000
-    cache_mb: int = 128  # normalized lines kept to skip repeated lines (0: no cache)
+    workers: Count = 2
+    seed: NonNegativeInt = 0
+    chunk_lines: Count = 2_000
+    cache_mb: NonNegativeInt = 128  # normalized lines kept to skip repeated lines (0: no cache)
     errors: Errors = "strict"
     keep_tmp: bool = False
-    allow_langs: list[str] = field(default_factory=list)  # codes accepted although not ISO 639-1
-    tokenizer: str = "bpe"  # the kind of vocabulary to learn: bpe (XLM), sentencepiece (XLM-R), wordpiece (mBERT)
-    sp_model_type: str = "unigram"  # sentencepiece: unigram or bpe
+    allow_langs: list[str] = Field(default_factory=list)  # codes accepted although not ISO 639-1
+    tokenizer: Kind = "bpe"  # the kind of vocabulary to learn: bpe (XLM), sentencepiece (XLM-R), wordpiece (mBERT)
+    sp_model_type: SpModelType = "unigram"  # sentencepiece: unigram or bpe
     overwrite: bool = False  # replace a folder that holds another preparation
 
     def settings(self, languages: list[str]) -> dict[str, Any]:
@@ -475,17 +478,11 @@ def prepare(
     place when complete: a failure or an interrupt leaves ``out_dir`` as it was. A folder that
     already holds this very preparation (same settings, same input bytes) is left untouched."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    if opts.vocab_dir is None and (opts.vocab_size is None or opts.vocab_size <= 0):
+    if opts.vocab_dir is None and opts.vocab_size is None:
         raise DataError("give --vocab-size N to learn a vocabulary, or --vocab DIR to reuse one")
-    if opts.workers < 1:
-        raise DataError(f"--workers must be >= 1, got {opts.workers}")
     if opts.vocab_dir is not None:  # the reused vocabulary decides the kind (and so the normalization)
         load_tokenizer(opts.vocab_dir)  # a broken vocabulary is an error before anything is written
-        opts = dataclasses.replace(opts, tokenizer=vocab_kind(opts.vocab_dir))
-    if opts.tokenizer not in KINDS:
-        raise DataError(f"--tokenizer must be one of {', '.join(KINDS)}, got {opts.tokenizer!r}")
-    if opts.tokenizer == "sentencepiece" and opts.sp_model_type not in SP_MODEL_TYPES:
-        raise DataError(f"--sp-model-type must be one of {', '.join(SP_MODEL_TYPES)}, got {opts.sp_model_type!r}")
+        opts = opts.model_copy(update={"tokenizer": vocab_kind(opts.vocab_dir)})
     if opts.tokenizer == "sentencepiece" and opts.lowercase:
         raise DataError("--lowercase: a SentencePiece vocabulary keeps case and accents (XLM-R's); drop the option")
     t_start = time.perf_counter()
@@ -518,7 +515,7 @@ def prepare(
         info["raw_dir"] = str(raw_dir)
         info["fingerprint"] = print_
         info["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
-        write_atomic(tmp_out / PREPARE_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        write_json(tmp_out / PREPARE_FILE, info, sort_keys=False, ensure_ascii=False)
         result.append((info, stats))
 
     replace_directory(out_dir, fill)
@@ -551,8 +548,6 @@ def _run(
     stats = _binarize_files(files, tok, out_dir, tokenizer, chunk_lines=opts.chunk_lines * 5)
     timings["binarize_s"] = time.perf_counter() - t0
     raw_refs = keep_raw_references(_pairs(files), tok, out_dir, opts.max_lines)
-    for f in files:  # record where each file came from, not the temporary normalized copy
-        stats[f.name].source = str(f.path)
 
     info: dict[str, Any] = {
         "format": PREPARE_FORMAT,
@@ -616,11 +611,13 @@ def _binarize_files(
     stats: dict[str, BinarizeStats] = {}
     for f in files:
         if f.pair is None:
-            stats[f.name] = binarize(tok[f.name], out_dir / f.name, tokenizer, f.lang, chunk_lines=chunk_lines)
+            stats[f.name] = binarize(
+                tok[f.name], out_dir / f.name, tokenizer, f.lang, chunk_lines=chunk_lines, source=str(f.path)
+            )
     for a, b in _pairs(files):
         sa, sb = binarize_parallel(
             tok[a.name], tok[b.name], out_dir / a.name, out_dir / b.name, tokenizer, a.lang, b.lang,
-            chunk_lines=chunk_lines,
+            chunk_lines=chunk_lines, sources=(str(a.path), str(b.path)),
         )  # fmt: skip
         stats[a.name], stats[b.name] = sa, sb
     return stats

@@ -6,7 +6,6 @@ directory, and the atomic writing of an imported checkpoint with its vocabulary 
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import re
 import shutil
@@ -26,7 +25,7 @@ from xlm.fileio import write_json
 from xlm.model.pretrained import MODEL_JSON, WEIGHTS, ModelInfo
 from xlm.model.transformer import ModelConfig, TransformerModel
 from xlm.text.bpe import write_merges
-from xlm.text.vocab import VOCAB_FILE, write_vocab_info
+from xlm.text.vocab import write_vocab_info, write_vocab_json
 
 SAFE_GLOBALS: list[Any] = [argparse.Namespace]
 
@@ -227,8 +226,7 @@ class VocabFiles:
     source: str = ""  # where the tokens were read, for error messages
 
     def write(self, directory: Path) -> None:
-        mapping = {t: i for i, t in enumerate(self.tokens)}
-        (directory / VOCAB_FILE).write_text(json.dumps(mapping, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        write_vocab_json(directory, self.tokens)
         if self.kind == "bpe":
             write_merges(directory, self.merges)
         else:

@@ -3,7 +3,6 @@ saved in / loaded from a checkpoint directory (see ``xlm.checkpoint_io``)."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from xlm.checkpoint_io import load_tensors, read_json, state_dict_for_saving, ve
 from xlm.errors import CheckpointError
 from xlm.fileio import write_json
 from xlm.model.transformer import ModelConfig, TransformerModel
-from xlm.text.vocab import VOCAB_FILE, Vocabulary, vocabulary_files
+from xlm.text.vocab import VOCAB_FILE, Vocabulary, copy_vocabulary
 
 MODEL_JSON = "model.json"
 ENCODER_DECODER = "encoder-decoder"  # model.json "architecture" of a translation model
@@ -64,8 +63,7 @@ def write_model_files(directory: Path, model: torch.nn.Module, info: ModelInfo, 
     into ``directory`` (no manifest)."""
     save_file(state_dict_for_saving(model), str(directory / WEIGHTS))
     write_json(directory / MODEL_JSON, info.to_json())
-    for name in vocabulary_files(vocab_dir):
-        shutil.copyfile(Path(vocab_dir) / name, directory / name)
+    copy_vocabulary(vocab_dir, directory)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from sacremoses import MosesDetokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from xlm.errors import DataError
-from xlm.fileio import write_atomic
+from xlm.fileio import read_json, write_atomic, write_json
 from xlm.text.segment import join_thai
 from xlm.text.vocab import (
     END_OF_WORD,
@@ -37,8 +37,8 @@ from xlm.text.vocab import (
     SPECIAL_TOKENS,
     UNK_INDEX,
     UNK_WORD,
-    VOCAB_FILE,
     Vocabulary,
+    write_vocab_json,
 )
 
 BPE_INFO_FILE = "bpe.json"
@@ -226,13 +226,12 @@ def write_vocabulary(
     d.mkdir(parents=True, exist_ok=True)
     if list(tokens[:N_SPECIAL]) != SPECIAL_TOKENS:
         raise DataError("the vocabulary must start with the XLM special tokens")
-    mapping = {t: i for i, t in enumerate(tokens)}
-    if len(mapping) != len(tokens):
+    if len(set(tokens)) != len(tokens):
         raise DataError("duplicate tokens in the vocabulary")
     write_merges(d, merges)
-    write_atomic(d / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
+    write_vocab_json(d, tokens)
     if info is not None:
-        write_atomic(d / BPE_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        write_json(d / BPE_INFO_FILE, info, sort_keys=False, ensure_ascii=False)
 
 
 def write_merges(directory: str | Path, merges: Sequence[tuple[str, str]]) -> None:
@@ -349,10 +348,7 @@ def vocab_settings(directory: str | Path) -> dict[str, Any]:
     for name in (PREPARE_INFO_FILE, BPE_INFO_FILE, "sentencepiece.json", "wordpiece.json"):
         p = d / name
         if p.is_file():
-            try:
-                info = json.loads(p.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise DataError(f"{p}: unreadable: {e}") from None
+            info = read_json(p, DataError)
             if isinstance(info, dict) and info.get("lowercase_and_remove_accent") is not None:
                 return info
     return {}

@@ -17,13 +17,13 @@ encoding, and by ``XLMRobertaTokenizer``; nothing else is done to the text.
 from __future__ import annotations
 
 import io
-import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 from xlm.errors import DataError
-from xlm.fileio import write_atomic
+from xlm.fileio import write_atomic, write_json
 from xlm.text.bpe import (
     AlphaSample,
     LearnReport,
@@ -35,10 +35,12 @@ from xlm.text.vocab import (
     VOCAB_INFO_FILE,
     Vocabulary,
     write_vocab_info,
+    write_vocab_json,
 )
 
 SP_INFO_FILE = "sentencepiece.json"
-SP_MODEL_TYPES = ("unigram", "bpe")
+SpModelType = Literal["unigram", "bpe"]
+SP_MODEL_TYPES: tuple[str, ...] = get_args(SpModelType)
 FAIRSEQ_HEAD = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3; SentencePiece's own 0..2 are <unk> <s> </s>
 N_SP_CONTROL = 3  # SentencePiece pieces 0..2 (<unk>, <s>, </s>) are not copied: pieces i >= 3 go to i + 1
 
@@ -80,23 +82,43 @@ def learn_sentencepiece(
     :func:`xlm.text.bpe.learn_bpe` samples them, and write the files of the module docstring.
     ``vocab_size`` counts every id (``<pad>`` and ``<mask>`` included); a small corpus may
     give fewer (``hard_vocab_limit`` is off)."""
-    import sentencepiece as spm
-
     if model_type not in SP_MODEL_TYPES:
         raise DataError(f"--sp-model-type must be one of {', '.join(SP_MODEL_TYPES)}, got {model_type!r}")
     if vocab_size <= len(FAIRSEQ_HEAD) + 2:
         raise DataError(f"vocab_size must exceed the {len(FAIRSEQ_HEAD) + 1} special tokens by more, got {vocab_size}")
     t0 = time.perf_counter()
-    sampled = AlphaSample.of(sources, alpha, max_sentences, seed)
-    counts, sizes = sampled.counts, sampled.sizes
+    sample = AlphaSample.of(sources, alpha, max_sentences, seed)
+    counts, sizes = sample.counts, sample.sizes
+    model = _train_sentencepiece(sample, vocab_size, model_type, character_coverage)
+    info = {
+        "kind": "sentencepiece",
+        "model_type": model_type,
+        "vocab_size_requested": vocab_size,
+        "alpha": alpha,
+        "max_sentences": max_sentences,
+        "seed": seed,
+        "character_coverage": character_coverage,
+        "normalization": "sentencepiece nmt_nfkc (no Moses pre-tokenization, no lowercasing)",
+        "lowercase_and_remove_accent": False,
+        "line_counts": counts,
+        "sample_sizes": sizes,
+    }
+    n = write_sentencepiece_vocabulary(out_dir, model, info)
+    return LearnReport(n, 0, counts, sizes, time.perf_counter() - t0)
 
-    def sample() -> Iterator[str]:
-        return (line for line in sampled() if line.strip())
+
+def _train_sentencepiece(
+    sample: Callable[[], Iterator[str]], vocab_size: int, model_type: str, character_coverage: float
+) -> bytes:
+    """The bytes of a SentencePiece model learned on the non-blank sentences ``sample()``
+    yields, in XLM-R's layout (``<unk>`` ``<s>`` ``</s>`` at 0..2; ``<pad>`` and ``<mask>``
+    are added by :func:`vocab_tokens`, hence ``vocab_size - 2`` pieces)."""
+    import sentencepiece as spm
 
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sample(),
+            sentence_iterator=(line for line in sample() if line.strip()),
             model_writer=model,
             vocab_size=vocab_size - 2,  # + <pad> and <mask>
             model_type=model_type,
@@ -115,21 +137,7 @@ def learn_sentencepiece(
         )
     except RuntimeError as e:
         raise DataError(f"SentencePiece could not learn a {model_type} vocabulary of {vocab_size}: {e}") from None
-    info = {
-        "kind": "sentencepiece",
-        "model_type": model_type,
-        "vocab_size_requested": vocab_size,
-        "alpha": alpha,
-        "max_sentences": max_sentences,
-        "seed": seed,
-        "character_coverage": character_coverage,
-        "normalization": "sentencepiece nmt_nfkc (no Moses pre-tokenization, no lowercasing)",
-        "lowercase_and_remove_accent": False,
-        "line_counts": counts,
-        "sample_sizes": sizes,
-    }
-    n = write_sentencepiece_vocabulary(out_dir, model.getvalue(), info)
-    return LearnReport(n, 0, counts, sizes, time.perf_counter() - t0)
+    return model.getvalue()
 
 
 def write_sentencepiece_vocabulary(out_dir: str | Path, model: bytes, info: dict | None = None) -> int:
@@ -139,15 +147,13 @@ def write_sentencepiece_vocabulary(out_dir: str | Path, model: bytes, info: dict
     out = Path(out_dir)
     sp = _processor(model, out / SENTENCEPIECE_FILE)
     tokens = vocab_tokens(sp)
-    mapping = {t: i for i, t in enumerate(tokens)}
-    if len(mapping) != len(tokens):
+    if len(set(tokens)) != len(tokens):
         raise DataError(f"{out / SENTENCEPIECE_FILE}: a piece collides with a special token (<pad> or <mask>)")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / SENTENCEPIECE_FILE, model)
-    write_atomic(out / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
+    write_vocab_json(out, tokens)
     if info is not None:
-        info = {**info, "vocab_size": len(tokens)}
-        write_atomic(out / SP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        write_json(out / SP_INFO_FILE, {**info, "vocab_size": len(tokens)}, sort_keys=False, ensure_ascii=False)
     write_vocab_info(out, "sentencepiece", dict(SENTENCEPIECE_SPECIAL_TOKENS))
     return len(tokens)
 

@@ -17,14 +17,15 @@ Three kinds, told apart by ``vocab_info.json`` (``{"kind": ..., "specials": {"st
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from xlm.errors import DataError
-from xlm.fileio import write_atomic
+from xlm.fileio import read_json, write_json
 
 BOS_WORD, EOS_WORD, PAD_WORD, UNK_WORD = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_WORDS = [f"<special{i}>" for i in range(10)]
@@ -106,15 +107,18 @@ def vocabulary_files(directory: str | Path) -> list[str]:
     return [n for n in (VOCAB_FILE, MODEL_FILES[kind], *info[kind]) if (d / n).is_file()]
 
 
+def copy_vocabulary(source: str | Path, directory: str | Path) -> None:
+    """Copy the files of the vocabulary in ``source`` (:func:`vocabulary_files`) into ``directory``."""
+    for name in vocabulary_files(source):
+        shutil.copyfile(Path(source) / name, Path(directory) / name)
+
+
 def read_vocab_info(directory: str | Path) -> tuple[str, dict[str, str]]:
     """``(kind, {role: token})`` from ``vocab_info.json``; XLM's BPE layout when there is none."""
     p = Path(directory) / VOCAB_INFO_FILE
     if not p.is_file():
         return "bpe", dict(XLM_SPECIAL_TOKENS)
-    try:
-        info = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{p}: unreadable: {e}") from None
+    info = read_json(p, DataError)
     kind = info.get("kind") if isinstance(info, dict) else None
     if kind not in KINDS:
         raise DataError(f"{p}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -125,7 +129,14 @@ def read_vocab_info(directory: str | Path) -> tuple[str, dict[str, str]]:
 
 
 def write_vocab_info(directory: str | Path, kind: str, tokens: dict[str, str]) -> None:
-    write_atomic(Path(directory) / VOCAB_INFO_FILE, json.dumps({"kind": kind, "specials": tokens}, indent=2) + "\n")
+    """``vocab_info.json``: the kind and the token of each special role (in the order given)."""
+    write_json(Path(directory) / VOCAB_INFO_FILE, {"kind": kind, "specials": tokens}, sort_keys=False)
+
+
+def write_vocab_json(directory: str | Path, tokens: Sequence[str]) -> None:
+    """``vocab.json``: token -> id in the order of ``tokens`` (the one writer of it, for every kind)."""
+    mapping = {t: i for i, t in enumerate(tokens)}
+    write_json(Path(directory) / VOCAB_FILE, mapping, indent=0, sort_keys=False, ensure_ascii=False)
 
 
 @dataclass
@@ -180,10 +191,7 @@ class Vocabulary:
             raise DataError(f"{vp}: vocabulary file not found")
         if not mp.is_file():
             raise DataError(f"{mp}: {'merges' if kind == 'bpe' else kind + ' model'} file not found")
-        try:
-            mapping = json.loads(vp.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{vp}: not a JSON vocabulary: {e}") from None
+        mapping = read_json(vp, DataError, "not a JSON vocabulary")
         if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
             raise DataError(f"{vp}: expected a JSON object mapping tokens to integer ids")
         has_info = info_path.is_file()

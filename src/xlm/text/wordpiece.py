@@ -10,15 +10,14 @@ Special tokens: ``[PAD]``=0, ``[UNK]``=1, ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from xlm.errors import DataError
-from xlm.fileio import write_atomic
+from xlm.fileio import write_atomic, write_json
 from xlm.text.bpe import (
     AlphaSample,
     LearnReport,
@@ -31,6 +30,7 @@ from xlm.text.vocab import (
     WORDPIECE_SPECIAL_TOKENS,
     Vocabulary,
     write_vocab_info,
+    write_vocab_json,
 )
 
 WP_INFO_FILE = "wordpiece.json"
@@ -65,31 +65,7 @@ def learn_wordpiece(
     sample = AlphaSample.of(sources, alpha, max_sentences, seed)
     counts, sizes, total = sample.counts, sample.sizes, sample.total
 
-    # As for BPE (see learn_bpe): the trainer numbers the symbols it meets in a Rust HashMap's
-    # order and breaks ties between equally frequent pairs by id, so two runs would differ.
-    # Declaring every initial and ``##`` continuation symbol up front, sorted, fixes the ids.
-    probe = _pipeline(Tokenizer(models.WordPiece(unk_token=WORDPIECE_SPECIAL_TOKENS["unk"])), lowercase)
-    firsts: set[str] = set()
-    rests: set[str] = set()
-    for line in sample():
-        for word, _ in probe.pre_tokenizer.pre_tokenize_str(probe.normalizer.normalize_str(line)):
-            if len(word) <= MAX_WORD_CHARS:
-                firsts.add(word[0])
-                rests.update(word[1:])
-    alphabet = sorted(firsts) + [PREFIX + c for c in sorted(rests)]
-    tok = _pipeline(Tokenizer(models.WordPiece(unk_token=WORDPIECE_SPECIAL_TOKENS["unk"])), lowercase)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=0,
-        special_tokens=specials + alphabet,
-        continuing_subword_prefix=PREFIX,
-        show_progress=False,
-    )
-    tok.train_from_iterator(sample(), trainer, length=total)
-    learned = sorted((i, t) for t, i in tok.get_vocab(with_added_tokens=True).items())
-    tokens = [t for _, t in learned]
-    if tokens[: len(specials)] != specials or [i for i, _ in learned] != list(range(len(tokens))):
-        raise DataError("the WordPiece trainer did not put the special tokens first")  # not expected
+    tokens = _train_wordpiece(sample, total, vocab_size, specials, lowercase)
     info = {
         "kind": "wordpiece",
         "vocab_size": len(tokens),
@@ -107,17 +83,54 @@ def learn_wordpiece(
     return LearnReport(len(tokens), 0, counts, sizes, time.perf_counter() - t0)
 
 
+def _initial_alphabet(sample: Callable[[], Iterator[str]], lowercase: bool) -> list[str]:
+    """Every character that starts a word of ``sample()`` (sorted), then every one that
+    continues a word, as a ``##`` symbol (sorted); words longer than BERT's limit aside."""
+    probe = _pipeline(Tokenizer(models.WordPiece(unk_token=WORDPIECE_SPECIAL_TOKENS["unk"])), lowercase)
+    firsts: set[str] = set()
+    rests: set[str] = set()
+    for line in sample():
+        for word, _ in probe.pre_tokenizer.pre_tokenize_str(probe.normalizer.normalize_str(line)):
+            if len(word) <= MAX_WORD_CHARS:
+                firsts.add(word[0])
+                rests.update(word[1:])
+    return sorted(firsts) + [PREFIX + c for c in sorted(rests)]
+
+
+def _train_wordpiece(
+    sample: Callable[[], Iterator[str]], total: int, vocab_size: int, specials: list[str], lowercase: bool
+) -> list[str]:
+    """The tokens (id order, ``specials`` first) of a WordPiece learned by the ``tokenizers``
+    trainer on the ``total`` sentences ``sample()`` yields."""
+    # As for BPE (see _train_bpe): the trainer numbers the symbols it meets in a Rust HashMap's
+    # order and breaks ties between equally frequent pairs by id, so two runs would differ.
+    # Declaring every initial and ``##`` continuation symbol up front, sorted, fixes the ids.
+    tok = _pipeline(Tokenizer(models.WordPiece(unk_token=WORDPIECE_SPECIAL_TOKENS["unk"])), lowercase)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=0,
+        special_tokens=specials + _initial_alphabet(sample, lowercase),
+        continuing_subword_prefix=PREFIX,
+        show_progress=False,
+    )
+    tok.train_from_iterator(sample(), trainer, length=total)
+    learned = sorted((i, t) for t, i in tok.get_vocab(with_added_tokens=True).items())
+    tokens = [t for _, t in learned]
+    if tokens[: len(specials)] != specials or [i for i, _ in learned] != list(range(len(tokens))):
+        raise DataError("the WordPiece trainer did not put the special tokens first")  # not expected
+    return tokens
+
+
 def write_wordpiece(out_dir: str | Path, tokens: Sequence[str], info: dict | None = None) -> None:
     """``vocab.txt`` + ``vocab.json`` (+ ``wordpiece.json``) + ``vocab_info.json`` for ``tokens`` (id order)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mapping = {t: i for i, t in enumerate(tokens)}
-    if len(mapping) != len(tokens) or any(not t or any(c.isspace() for c in t) for t in tokens):
+    if len(set(tokens)) != len(tokens) or any(not t or any(c.isspace() for c in t) for t in tokens):
         raise DataError("WordPiece tokens must be unique, non-empty and without whitespace")
     write_atomic(out / WORDPIECE_FILE, "".join(f"{t}\n" for t in tokens))
-    write_atomic(out / VOCAB_FILE, json.dumps(mapping, ensure_ascii=False, indent=0) + "\n")
+    write_vocab_json(out, tokens)
     if info is not None:
-        write_atomic(out / WP_INFO_FILE, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        write_json(out / WP_INFO_FILE, info, sort_keys=False, ensure_ascii=False)
     write_vocab_info(out, "wordpiece", dict(WORDPIECE_SPECIAL_TOKENS))
 
 
