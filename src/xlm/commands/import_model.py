@@ -7,63 +7,68 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class _Source(NamedTuple):
+    """One source format of ``xlm import``: its input argument, and the texts of its ``--help``."""
+
+    argument: str
+    argument_help: str
+    help: str
+    description: str
+
+
+SOURCES = {
+    "hf": _Source(
+        "directory", "Hugging Face model directory",
+        "a local Hugging Face XLM, XLM-R or BERT directory (config.json, weights, tokenizer files)",
+        "Convert a local directory written by transformers' save_pretrained: model_type 'xlm' "
+        "(XLMWithLMHeadModel; vocab.json + merges.txt), 'xlm-roberta' (XLMRobertaForMaskedLM / XLMRobertaModel; "
+        "sentencepiece.bpe.model) or 'bert' (BertForMaskedLM / BertModel; vocab.txt).",
+    ),
+    "original": _Source(
+        "checkpoint", "original checkpoint (.pth)",
+        "a checkpoint of the original XLM code (.pth) with its fastBPE vocabulary and codes",
+        "Convert an original XLM checkpoint. It is read without running code from the file "
+        "(torch.load weights_only=True); a file that needs more is refused unless --trust-pickle.",
+    ),
+    "fairseq": _Source(
+        "directory", "directory with model.pt, dict.txt and sentencepiece.bpe.model",
+        "fairseq's XLM-R release: a directory with model.pt, dict.txt and sentencepiece.bpe.model",
+        "Convert an XLM-R model in fairseq's layout. model.pt is read without running code from the "
+        "file (tensors, containers and the argparse.Namespace of its options only); a file that needs more is "
+        "refused unless --trust-pickle.",
+    ),
+}  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="make a checkpoint of ours from a Hugging Face or original XLM model")
     kinds = p.add_subparsers(dest="source", metavar="SOURCE")
-    _add_hf(kinds)
-    _add_original(kinds)
-    _add_fairseq(kinds)
+    hf = _source_parser(kinds, "hf", run_hf)
+    hf.add_argument("--langs", help="comma-separated languages in id order, when the directory does not name them")
+    original = _source_parser(kinds, "original", run_original)
+    _add_original_options(original)
+    fairseq = _source_parser(kinds, "fairseq", run_fairseq)
+    for parser, pickled in ((hf, "pytorch_model.bin files"), (original, "files"), (fairseq, "files")):
+        _add_output_options(parser, pickled)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def _source_parser(
-    kinds: argparse._SubParsersAction,
-    name: str,
-    source: tuple[str, str],
-    run: Callable[[argparse.Namespace], int],
-    **texts: str,
+    kinds: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int]
 ) -> argparse.ArgumentParser:
-    """The parser of ``xlm import NAME`` (``texts``: its help and description), which ``run``
-    runs: the ``source`` argument (name, help), then OUT."""
-    p = kinds.add_parser(name, **texts)
-    p.add_argument(source[0], type=Path, help=source[1])
+    """The parser of ``xlm import NAME`` (see ``SOURCES``), which ``run`` runs: its input, then OUT."""
+    source = SOURCES[name]
+    p = kinds.add_parser(name, help=source.help, description=source.description)
+    p.add_argument(source.argument, type=Path, help=source.argument_help)
     p.add_argument("out", type=Path, help="checkpoint directory to create")
     p.set_defaults(func=run)
     return p
 
 
-def _add_output_options(p: argparse.ArgumentParser, pickled: str = "files") -> None:
-    """``--trust-pickle`` (for ``pickled``) and ``--overwrite``, last in every source's options."""
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help=f"allow {pickled} that need arbitrary unpickling (runs code from the file)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
-
-
-def _add_hf(kinds: argparse._SubParsersAction) -> None:
-    p = _source_parser(
-        kinds, "hf", ("directory", "Hugging Face model directory"), run_hf,
-        help="a local Hugging Face XLM, XLM-R or BERT directory (config.json, weights, tokenizer files)",
-        description="Convert a local directory written by transformers' save_pretrained: model_type 'xlm' "
-        "(XLMWithLMHeadModel; vocab.json + merges.txt), 'xlm-roberta' (XLMRobertaForMaskedLM / XLMRobertaModel; "
-        "sentencepiece.bpe.model) or 'bert' (BertForMaskedLM / BertModel; vocab.txt).",
-    )  # fmt: skip
-    p.add_argument("--langs", help="comma-separated languages in id order, when the directory does not name them")
-    _add_output_options(p, "pytorch_model.bin files")
-
-
-def _add_original(kinds: argparse._SubParsersAction) -> None:
-    p = _source_parser(
-        kinds, "original", ("checkpoint", "original checkpoint (.pth)"), run_original,
-        help="a checkpoint of the original XLM code (.pth) with its fastBPE vocabulary and codes",
-        description="Convert an original XLM checkpoint. It is read without running code from the file "
-        "(torch.load weights_only=True); a file that needs more is refused unless --trust-pickle.",
-    )  # fmt: skip
+def _add_original_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", type=Path, required=True, help="fastBPE vocabulary ('token count' lines)")
     p.add_argument("--codes", type=Path, required=True, help="fastBPE codes ('a b count' lines)")
     p.add_argument(
@@ -78,18 +83,16 @@ def _add_original(kinds: argparse._SubParsersAction) -> None:
         action="store_true",
         help="of a translation checkpoint (encoder + decoder), import only the encoder, as a language model",
     )
-    _add_output_options(p)
 
 
-def _add_fairseq(kinds: argparse._SubParsersAction) -> None:
-    p = _source_parser(
-        kinds, "fairseq", ("directory", "directory with model.pt, dict.txt and sentencepiece.bpe.model"), run_fairseq,
-        help="fairseq's XLM-R release: a directory with model.pt, dict.txt and sentencepiece.bpe.model",
-        description="Convert an XLM-R model in fairseq's layout. model.pt is read without running code from the "
-        "file (tensors, containers and the argparse.Namespace of its options only); a file that needs more is "
-        "refused unless --trust-pickle.",
-    )  # fmt: skip
-    _add_output_options(p)
+def _add_output_options(p: argparse.ArgumentParser, pickled: str) -> None:
+    """``--trust-pickle`` (for ``pickled``) and ``--overwrite``, last in every source's options."""
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help=f"allow {pickled} that need arbitrary unpickling (runs code from the file)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
 
 
 def _describe(cfg, lang2id: dict[str, int], lower: bool) -> str:
