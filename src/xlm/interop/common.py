@@ -96,6 +96,24 @@ def check_sizes(cfg: ModelConfig, state: Mapping[str, Tensor], source: str) -> N
         )
 
 
+# Options of the original XLM (and of transformers' XLMConfig) whose other value our network
+# cannot represent: (option, the value ours needs, what the other value means).
+XLM_FEATURES: tuple[tuple[str, bool, str], ...] = (
+    ("asm", False, "an adaptive softmax output layer"),
+    ("gelu_activation", True, "ReLU instead of GELU"),
+)
+
+
+def check_features(options: Mapping[str, Any], features: tuple[tuple[str, bool, str], ...], source: str) -> None:
+    """Refuse a model whose ``options`` (a missing one has the value ours needs) give one of
+    ``features`` (see :data:`XLM_FEATURES`) the other value."""
+    for flag, ok, why in features:
+        if bool(options.get(flag, ok)) != ok:
+            raise CheckpointError(
+                f"{source}: the model uses {why} ({flag}={options.get(flag)}), which ours does not support"
+            )
+
+
 def strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     """Remove the ``module.`` that DataParallel/DistributedDataParallel put before every name."""
     if state and all(k.startswith("module.") for k in state):
@@ -170,6 +188,24 @@ def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: cannot read the checkpoint: {_reason(e)}") from None
+
+
+# --------------------------------------------------------------------------- vocabularies
+
+
+def merges_outside_vocab(tokens: list[str], merges: list[tuple[str, str]]) -> int:
+    """Merges whose pieces or result (``a + b``; word-final when ``b`` ends with ``</w>``) are
+    not tokens of the vocabulary."""
+    known = set(tokens)
+    return sum(1 for a, b in merges if a not in known or b not in known or a + b not in known)
+
+
+def outside_note(outside: int, total: int, where: str) -> str:
+    return (
+        f"{outside} of {total} merges in {where} use or produce pieces outside the vocabulary: transformers' "
+        "XLMTokenizer applies them (a final piece outside the vocabulary becomes <unk>), but xlm's "
+        "tokenizer (xlm.text.bpe.BPETokenizer) cannot load such merges yet"
+    )
 
 
 # --------------------------------------------------------------------------- writing ours

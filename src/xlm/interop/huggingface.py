@@ -31,15 +31,18 @@ from xlm.checkpoint_io import read_json, state_dict_for_saving
 from xlm.errors import CheckpointError
 from xlm.fileio import replace_directory, write_json
 from xlm.interop.common import (
+    XLM_FEATURES,
     VocabFiles,
+    check_features,
     check_output_dir,
     check_sizes,
+    merges_outside_vocab,
+    outside_note,
     safe_torch_load,
     save_imported,
 )
 from xlm.interop.encoders import MODEL_TYPES, export_encoder, import_encoder
 from xlm.interop.layout import from_xlm_layout, to_xlm_layout
-from xlm.interop.original import merges_outside_vocab, outside_note
 from xlm.model.pretrained import ENCODER_DECODER, MODEL_JSON, ModelInfo, load_pretrained
 from xlm.model.transformer import ModelConfig
 from xlm.text.bpe import read_merges
@@ -303,15 +306,7 @@ def model_config_from_hf(config: Mapping[str, Any], source: str) -> ModelConfig:
     if config.get("model_type") != "xlm":
         known = ", ".join(repr(t) for t in ("xlm", *MODEL_TYPES))
         raise CheckpointError(f"{source}: model_type is {config.get('model_type')!r}, not one of {known}")
-    for flag, ok, why in (
-        ("asm", False, "an adaptive softmax output layer"),
-        ("gelu_activation", True, "ReLU instead of GELU"),
-        ("is_encoder", True, "a decoder"),
-    ):
-        if bool(config.get(flag, ok)) != ok:
-            raise CheckpointError(
-                f"{source}: the model uses {why} ({flag}={config.get(flag)}), which ours does not support"
-            )
+    check_features(config, (*XLM_FEATURES, ("is_encoder", True, "a decoder")), source)
     eps = float(config.get("layer_norm_eps", LAYER_NORM_EPS))
     if not math.isclose(eps, LAYER_NORM_EPS, rel_tol=1e-6):
         raise CheckpointError(f"{source}: layer_norm_eps={eps}, ours is fixed at {LAYER_NORM_EPS}")
@@ -367,11 +362,7 @@ def hf_lang2id(
 def read_hf_vocab(directory: Path) -> list[str]:
     """Tokens of ``vocab.json`` in id order (ids must be 0..n-1)."""
     path = directory / VOCAB_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing (the tokenizer files vocab.json and merges.txt are needed)")
-    mapping = read_json(path)
-    if not isinstance(mapping, dict):
-        raise CheckpointError(f"{path}: expected a JSON object token -> id")
+    mapping = read_json_object(path, "the tokenizer files vocab.json and merges.txt are needed", "token -> id")
     tokens = [""] * len(mapping)
     for tok, i in mapping.items():
         if not isinstance(i, int) or not 0 <= i < len(mapping) or tokens[i]:
@@ -464,10 +455,15 @@ def import_hf(
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
-    path = directory / HF_CONFIG
+    return read_json_object(directory / HF_CONFIG, "not a Hugging Face model directory")
+
+
+def read_json_object(path: Path, if_missing: str, holding: str = "") -> dict[str, Any]:
+    """The JSON object of a file a model directory needs; errors say ``if_missing`` (why it is
+    needed) for a missing file and ``holding`` (what the object maps) for another value."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing (not a Hugging Face model directory)")
-    config = read_json(path)
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return config
+        raise CheckpointError(f"{path}: missing ({if_missing})")
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object" + (f" {holding}" if holding else ""))
+    return data

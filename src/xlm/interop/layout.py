@@ -69,6 +69,27 @@ def to_xlm_layout(state: Mapping[str, Tensor], include_tied: bool = False) -> di
     return {k: v.contiguous() for k, v in out.items()}
 
 
+class _Taken:
+    """The tensors of a state dict, taken by name, so that a missing one and those left over
+    can be named."""
+
+    def __init__(self, state: Mapping[str, Tensor], source: str):
+        self.src, self.source = dict(state), source
+        self.used: set[str] = set()
+
+    def __call__(self, name: str) -> Tensor:
+        if name not in self.src:
+            raise CheckpointError(f"{self.source}: weight {name!r} is missing")
+        self.used.add(name)
+        return self.src[name]
+
+    def check_all_used(self) -> None:
+        unused = sorted(set(self.src) - self.used)
+        if unused:
+            shown = ", ".join(unused[:8]) + (f", ... ({len(unused)} in all)" if len(unused) > 8 else "")
+            raise CheckpointError(f"{self.source}: weights that our model has no place for: {shown}")
+
+
 def from_xlm_layout(state: Mapping[str, Tensor], source: str) -> tuple[dict[str, Tensor], bool]:
     """Original / Hugging Face names -> our state dict; returns ``(state, is_decoder)``.
 
@@ -76,63 +97,63 @@ def from_xlm_layout(state: Mapping[str, Tensor], source: str) -> tuple[dict[str,
     feature our model lacks, e.g. product-key memory layers). ``pred_layer.proj.weight``
     must equal ``embeddings.weight`` (our output layer is tied); a missing output bias
     becomes zeros."""
-    src = dict(state)
-    used: set[str] = set()
+    take = _Taken(state, source)
+    out = _xlm_embeddings(take)
+    n_layers = count_layers(take.src, "attentions")
+    is_decoder = bool(_layer_indices(take.src, "encoder_attn"))
+    for i in range(n_layers):
+        out.update(_xlm_block(take, i, is_decoder))
+    take.check_all_used()
+    return {k: v.contiguous() for k, v in out.items()}, is_decoder
 
-    def take(name: str) -> Tensor:
-        if name not in src:
-            raise CheckpointError(f"{source}: weight {name!r} is missing")
-        used.add(name)
-        return src[name]
 
+def _xlm_embeddings(take: _Taken) -> dict[str, Tensor]:
+    """Our embeddings and output bias, from the original names; the output projection must be
+    the embeddings (tied)."""
     out: dict[str, Tensor] = {
         "embeddings.weight": take("embeddings.weight"),
         "position_embeddings.weight": take("position_embeddings.weight"),
         "norm_emb.weight": take("layer_norm_emb.weight"),
         "norm_emb.bias": take("layer_norm_emb.bias"),
     }
-    if "lang_embeddings.weight" in src:
+    if "lang_embeddings.weight" in take.src:
         out["lang_embeddings.weight"] = take("lang_embeddings.weight")
     emb = out["embeddings.weight"]
-    if "pred_layer.proj.weight" in src:
+    if "pred_layer.proj.weight" in take.src:
         proj = take("pred_layer.proj.weight")
         if proj.shape != emb.shape or not torch.equal(proj, emb):
             raise CheckpointError(
-                f"{source}: the output projection pred_layer.proj.weight is not tied to embeddings.weight; "
+                f"{take.source}: the output projection pred_layer.proj.weight is not tied to embeddings.weight; "
                 "this model (share_inout_emb=False) cannot be represented by ours, whose output layer is tied"
             )
-    if "pred_layer.proj.bias" in src:
+    if "pred_layer.proj.bias" in take.src:
         out["pred_bias"] = take("pred_layer.proj.bias")
     else:
         out["pred_bias"] = torch.zeros(emb.shape[0], dtype=emb.dtype)
+    return out
 
-    n_layers = count_layers(src, "attentions")
-    is_decoder = bool(_layer_indices(src, "encoder_attn"))
-    for i in range(n_layers):
-        p = f"layers.{i}"
-        for kind in ("weight", "bias"):
-            a = f"attentions.{i}"
-            out[f"{p}.attn.qkv.{kind}"] = torch.cat(
-                [take(f"{a}.q_lin.{kind}"), take(f"{a}.k_lin.{kind}"), take(f"{a}.v_lin.{kind}")], dim=0
-            )
-            out[f"{p}.attn.out.{kind}"] = take(f"{a}.out_lin.{kind}")
-            out[f"{p}.norm1.{kind}"] = take(f"layer_norm1.{i}.{kind}")
-            out[f"{p}.ffn.lin1.{kind}"] = take(f"ffns.{i}.lin1.{kind}")
-            out[f"{p}.ffn.lin2.{kind}"] = take(f"ffns.{i}.lin2.{kind}")
-            out[f"{p}.norm2.{kind}"] = take(f"layer_norm2.{i}.{kind}")
-            if is_decoder:
-                e = f"encoder_attn.{i}"
-                out[f"{p}.cross_attn.q.{kind}"] = take(f"{e}.q_lin.{kind}")
-                out[f"{p}.cross_attn.kv.{kind}"] = torch.cat(
-                    [take(f"{e}.k_lin.{kind}"), take(f"{e}.v_lin.{kind}")], dim=0
-                )
-                out[f"{p}.cross_attn.out.{kind}"] = take(f"{e}.out_lin.{kind}")
-                out[f"{p}.norm_cross.{kind}"] = take(f"layer_norm15.{i}.{kind}")
-    unused = sorted(set(src) - used)
-    if unused:
-        shown = ", ".join(unused[:8]) + (f", ... ({len(unused)} in all)" if len(unused) > 8 else "")
-        raise CheckpointError(f"{source}: weights that our model has no place for: {shown}")
-    return {k: v.contiguous() for k, v in out.items()}, is_decoder
+
+def _xlm_block(take: _Taken, i: int, is_decoder: bool) -> dict[str, Tensor]:
+    """Our block ``i`` (q/k/v fused), from the original names (cross-attention for a decoder)."""
+    out: dict[str, Tensor] = {}
+    p = f"layers.{i}"
+    for kind in ("weight", "bias"):
+        a = f"attentions.{i}"
+        out[f"{p}.attn.qkv.{kind}"] = torch.cat(
+            [take(f"{a}.q_lin.{kind}"), take(f"{a}.k_lin.{kind}"), take(f"{a}.v_lin.{kind}")], dim=0
+        )
+        out[f"{p}.attn.out.{kind}"] = take(f"{a}.out_lin.{kind}")
+        out[f"{p}.norm1.{kind}"] = take(f"layer_norm1.{i}.{kind}")
+        out[f"{p}.ffn.lin1.{kind}"] = take(f"ffns.{i}.lin1.{kind}")
+        out[f"{p}.ffn.lin2.{kind}"] = take(f"ffns.{i}.lin2.{kind}")
+        out[f"{p}.norm2.{kind}"] = take(f"layer_norm2.{i}.{kind}")
+        if is_decoder:
+            e = f"encoder_attn.{i}"
+            out[f"{p}.cross_attn.q.{kind}"] = take(f"{e}.q_lin.{kind}")
+            out[f"{p}.cross_attn.kv.{kind}"] = torch.cat([take(f"{e}.k_lin.{kind}"), take(f"{e}.v_lin.{kind}")], dim=0)
+            out[f"{p}.cross_attn.out.{kind}"] = take(f"{e}.out_lin.{kind}")
+            out[f"{p}.norm_cross.{kind}"] = take(f"layer_norm15.{i}.{kind}")
+    return out
 
 
 # --------------------------------------------------------------------------- BERT-family encoders

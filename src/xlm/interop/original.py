@@ -25,10 +25,14 @@ from torch import Tensor
 
 from xlm.errors import CheckpointError, DataError
 from xlm.interop.common import (
+    XLM_FEATURES,
     VocabFiles,
+    check_features,
     check_output_dir,
     check_sizes,
     infer_sizes,
+    merges_outside_vocab,
+    outside_note,
     safe_torch_load,
     save_imported,
     strip_module_prefix,
@@ -141,21 +145,6 @@ def convert_fastbpe(
     return ConvertedVocab(tokens, merges, outside, notes)
 
 
-def merges_outside_vocab(tokens: list[str], merges: list[tuple[str, str]]) -> int:
-    """Merges whose pieces or result (``a + b``; word-final when ``b`` ends with ``</w>``) are
-    not tokens of the vocabulary."""
-    known = set(tokens)
-    return sum(1 for a, b in merges if a not in known or b not in known or a + b not in known)
-
-
-def outside_note(outside: int, total: int, where: str) -> str:
-    return (
-        f"{outside} of {total} merges in {where} use or produce pieces outside the vocabulary: transformers' "
-        "XLMTokenizer applies them (a final piece outside the vocabulary becomes <unk>), but xlm's "
-        "tokenizer (xlm.text.bpe.BPETokenizer) cannot load such merges yet"
-    )
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -180,15 +169,7 @@ def _param(params: Mapping[str, Any], name: str, default: Any) -> Any:
 
 def original_config(params: Mapping[str, Any], state: Mapping[str, Tensor], source: str) -> ModelConfig:
     """Our ModelConfig from the original ``params`` and the (converted) weights' sizes."""
-    for flag, ok, why in (
-        ("asm", False, "an adaptive softmax output layer"),
-        ("gelu_activation", True, "ReLU instead of GELU"),
-        ("use_memory", False, "product-key memory layers"),
-    ):
-        if bool(params.get(flag, ok)) != ok:
-            raise CheckpointError(
-                f"{source}: the model uses {why} ({flag}={params.get(flag)}), which ours does not have"
-            )
+    check_features(params, (*XLM_FEATURES, ("use_memory", False, "product-key memory layers")), source)
     sizes = infer_sizes(state)
     n_langs = int(_param(params, "n_langs", sizes["n_langs"] or 1))
     use_lang_emb = bool(_param(params, "use_lang_emb", True))

@@ -76,11 +76,23 @@ def output_limits(src_lengths: Tensor, a: float, b: int, max_positions: int) -> 
     return torch.tensor([max_output_length(n.view(1), a, b, max_positions) for n in src_lengths], dtype=torch.long)
 
 
+def _encode_source(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, src_lang: int) -> Tensor:
+    """The encoder's states of a batch of sources, all of language ``src_lang``."""
+    return model.encode(src, src_lengths, torch.full((src.shape[0],), src_lang, device=src.device))
+
+
 def _next_logits(
-    model: EncoderDecoder, inputs: Tensor, lang: Tensor, memory: Tensor, memory_lengths: Tensor, cache: KVCache | None
+    model: EncoderDecoder,
+    seqs: Tensor,
+    t: int,
+    lang: Tensor,
+    memory: Tensor,
+    memory_lengths: Tensor,
+    cache: KVCache | None,
 ) -> Tensor:
-    """Log-probabilities ``(B, V)`` of the next token: ``inputs`` is the newest token ``(B, 1)``
-    with a cache, else the whole prefix ``(B, t)``."""
+    """Log-probabilities ``(B, V)`` of token ``t`` after the prefixes ``seqs[:, :t]``: the
+    decoder reads the newest token alone with a cache, else the whole prefix."""
+    inputs = seqs[:, t - 1 : t] if cache is not None else seqs[:, :t]
     h = model.decoder(inputs, langs=lang, causal=True, memory=memory, memory_lengths=memory_lengths, cache=cache)
     return F.log_softmax(model.decoder.predict(h[:, -1]).float(), dim=-1)
 
@@ -103,7 +115,7 @@ def greedy_decode(
     with the vocabulary's ``specials`` (XLM: ``</s> w .. </s>``), padded with its pad id."""
     bs, device = src.shape[0], src.device
     limit = torch.full((bs,), max_len, dtype=torch.long, device=device) if limits is None else limits.to(device)
-    memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
+    memory = _encode_source(model, src, src_lengths, src_lang)
     start, end = specials.start, specials.end
     out = torch.full((bs, max_len), specials.pad, dtype=torch.long, device=device)
     out[:, 0] = start
@@ -112,8 +124,8 @@ def greedy_decode(
     mem_len = src_lengths
     cache = KVCache() if use_cache else None
     for t in range(1, max_len):
-        inputs = out[active, t - 1 : t] if cache is not None else out[active, :t]
-        logp = _next_logits(model, inputs, torch.full((len(active),), tgt_lang, device=device), memory, mem_len, cache)
+        lang = torch.full((len(active),), tgt_lang, device=device)
+        logp = _next_logits(model, out[active], t, lang, memory, mem_len, cache)
         word = torch.where(limit[active] - 1 <= t, end, logp.argmax(-1))  # no room left: </s>
         out[active, t] = word
         finished = word == end
@@ -182,7 +194,7 @@ def beam_search(
     that of sentence ``i`` at most ``limits[i]`` tokens long (default: ``max_len``)."""
     bs, n, device = src.shape[0], beam_size, src.device
     limit = [max_len] * bs if limits is None else [int(x) for x in limits.tolist()]
-    memory = model.encode(src, src_lengths, torch.full((bs,), src_lang, device=device))
+    memory = _encode_source(model, src, src_lengths, src_lang)
     memory, mem_len = memory.repeat_interleave(n, dim=0), src_lengths.repeat_interleave(n)  # n rows a sentence
     lang = torch.full((bs * n,), tgt_lang, device=device)
     start, end, pad = specials.start, specials.end, specials.pad
@@ -191,8 +203,7 @@ def beam_search(
     done = [False] * bs
     cache = KVCache() if use_cache else None
     for t in range(1, max_len):
-        inputs = seqs[:, t - 1 : t] if cache is not None else seqs[:, :t]
-        logp = _next_logits(model, inputs, lang, memory, mem_len, cache)  # (B*n, V)
+        logp = _next_logits(model, seqs, t, lang, memory, mem_len, cache)  # (B*n, V)
         ending = [b for b in range(bs) if not done[b] and t >= limit[b] - 1]
         if ending:  # no room left: every running hypothesis of these sentences ends here
             final = (scores.view(-1) + logp[:, end]).tolist()
@@ -201,18 +212,7 @@ def beam_search(
                 done[b] = True
             if all(done):
                 break
-        vocab = logp.shape[-1]
-        top_scores, top_ids = (scores.view(-1, 1) + logp).view(bs, n * vocab).topk(min(2 * n, n * vocab), dim=1)
-        top_scores_l, top_ids_l = top_scores.tolist(), top_ids.tolist()
-        next_beams: list[tuple[float, int, int]] = []
-        for b in range(bs):
-            beam: list[tuple[float, int, int]] = []
-            if not done[b]:
-                beam = _next_beam(finished[b], top_scores_l[b], top_ids_l[b], b * n, n, vocab, seqs[:, 1:t], end)
-                done[b] = not beam or finished[b].is_done(beam[0][0], t)
-            if done[b]:
-                beam = []
-            next_beams += beam + [(-float("inf") if not done[b] else 0.0, pad, b * n)] * (n - len(beam))
+        next_beams = _select_beams(finished, done, scores, logp, seqs[:, 1:t], t, specials)
         if all(done):
             break
         next_scores, next_words, next_rows = zip(*next_beams)
@@ -225,6 +225,29 @@ def beam_search(
     best = [np.asarray([start, *f.best(), end], dtype=np.int64) for f in finished]
     tokens, lengths = pad_rows(best, pad)
     return tokens.to(device), lengths.to(device)
+
+
+def _select_beams(
+    finished: list[_Finished], done: list[bool], scores: Tensor, logp: Tensor, words: Tensor, t: int, specials: Specials
+) -> list[tuple[float, int, int]]:
+    """The next running hypotheses ``(score, word, row)`` of every sentence, ``n`` each in row
+    order, from the running ones (``scores`` ``(bs, n)``, ``words`` every row's words so far)
+    and the step's log-probabilities ``logp`` ``(bs * n, V)``. A sentence found done here is
+    marked in ``done``; a sentence that is done gets ``n`` placeholder rows."""
+    bs, n = scores.shape
+    vocab = logp.shape[-1]
+    top_scores, top_ids = (scores.view(-1, 1) + logp).view(bs, n * vocab).topk(min(2 * n, n * vocab), dim=1)
+    top_scores_l, top_ids_l = top_scores.tolist(), top_ids.tolist()
+    next_beams: list[tuple[float, int, int]] = []
+    for b in range(bs):
+        beam: list[tuple[float, int, int]] = []
+        if not done[b]:
+            beam = _next_beam(finished[b], top_scores_l[b], top_ids_l[b], b * n, n, vocab, words, specials.end)
+            done[b] = not beam or finished[b].is_done(beam[0][0], t)
+        if done[b]:
+            beam = []
+        next_beams += beam + [(-float("inf") if not done[b] else 0.0, specials.pad, b * n)] * (n - len(beam))
+    return next_beams
 
 
 def _initial_beams(bs: int, n: int, max_len: int, specials: Specials, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -165,6 +165,26 @@ class KVCache:
                 store[k] = (a.index_select(0, index), b.index_select(0, index))
 
 
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    out: nn.Module,
+    packing: Packing | None,
+) -> Tensor:
+    """Scaled dot-product attention over ``(B, H, T, Dh)`` heads, the heads merged (into the
+    packed ``(N, H * Dh)`` layout with ``packing``, else ``(B, T, H * Dh)``) and projected by
+    ``out``."""
+    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+    if packing is not None:
+        return out(packing.pack_heads(heads))
+    bs, h, qlen, dh = heads.shape
+    return out(heads.transpose(1, 2).reshape(bs, qlen, h * dh))
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused q/k/v projection."""
 
@@ -207,12 +227,7 @@ class SelfAttention(nn.Module):
                 attn_mask = allowed if attn_mask is None else attn_mask & allowed
             causal = False
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=causal and attn_mask is None
-        )
-        if packing is not None:
-            return self.out(packing.pack_heads(out))
-        return self.out(out.transpose(1, 2).reshape(bs, qlen, dim))
+        return attend(q, k, v, attn_mask, causal and attn_mask is None, p, self.out, packing)
 
 
 class CrossAttention(nn.Module):
@@ -248,10 +263,7 @@ class CrossAttention(nn.Module):
             if cache is not None:
                 cache.cross_kv[layer] = (k, v)
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=memory_mask, dropout_p=p)
-        if packing is not None:
-            return self.out(packing.pack_heads(out))
-        return self.out(out.transpose(1, 2).reshape(bs, qlen, dim))
+        return attend(q, k, v, memory_mask, False, p, self.out, packing)
 
 
 class FeedForward(nn.Module):

@@ -122,6 +122,14 @@ class _StreamObjective(Objective):
         return Source(entry, data.n_tokens, sampler, (lang,))
 
 
+def masked_lm_step(ctx: ObjectiveContext, model: nn.Module, batch: Batch, device: torch.device) -> ObjectiveLoss:
+    """MLM on a CPU batch of streams (MLM) or of concatenated pairs (TLM), masked as the
+    context says."""
+    batch = apply_masking(batch, ctx.masking, ctx.mask_gen, ctx.freq_weights)
+    out = mlm_loss(model, batch.to(device))
+    return ObjectiveLoss(out.loss, batch.n_tokens, out.n_pred)
+
+
 @register
 class MLMObjective(_StreamObjective):
     """Masked LM on the monolingual streams of the languages listed under ``mlm``."""
@@ -134,10 +142,7 @@ class MLMObjective(_StreamObjective):
         return [e for e in settings.mlm if "-" not in e]
 
     def loss(self, model: nn.Module, source: Source, device: torch.device) -> ObjectiveLoss:
-        batch = source.sampler.next_batch()
-        batch = apply_masking(batch, self.ctx.masking, self.ctx.mask_gen, self.ctx.freq_weights)
-        out = mlm_loss(model, batch.to(device))
-        return ObjectiveLoss(out.loss, batch.n_tokens, out.n_pred)
+        return masked_lm_step(self.ctx, model, source.sampler.next_batch(), device)
 
 
 def pair_batch(ctx: ObjectiveContext, source: Source, ids: np.ndarray) -> Batch:
@@ -163,10 +168,7 @@ class TLMObjective(Objective):
         return pair_source(self.ctx, entry, self.ctx.data.tlm_max_tokens, self.ctx.seed + 104729 * (index + 1))
 
     def loss(self, model: nn.Module, source: Source, device: torch.device) -> ObjectiveLoss:
-        batch = pair_batch(self.ctx, source, source.sampler.next_ids())
-        batch = apply_masking(batch, self.ctx.masking, self.ctx.mask_gen, self.ctx.freq_weights)
-        out = mlm_loss(model, batch.to(device))
-        return ObjectiveLoss(out.loss, batch.n_tokens, out.n_pred)
+        return masked_lm_step(self.ctx, model, pair_batch(self.ctx, source, source.sampler.next_ids()), device)
 
 
 @register

@@ -138,7 +138,7 @@ class FinetuneConfig(Config):
     pooling: Literal["first", "mean"] = "mean"  # the head reads the mean of the states or the first (</s>)
     layer: int = -1  # the encoder layer the head reads: 0 = embeddings, -1 = last (layers above it are unused)
     center: bool = True  # subtract each language's mean pooled vector (batch mean in training, set mean in tests)
-    freeze_embeddings: bool = True  # word, position and language embeddings (and their LayerNorm) kept
+    freeze_embeddings: bool = True  # word, position, language and token-type embeddings (and their LayerNorm) kept
     freeze_layers: NonNegativeInt = 0  # the lowest N Transformer blocks kept as pretrained
     # XLCo kept as an auxiliary loss: pairs of translations from an `xlm prepare` directory
     # (its train split), contrasted at the pooled state the head reads, in the same forward pass
@@ -231,6 +231,27 @@ def encode_sets(
 # --------------------------------------------------------------------------- the task
 
 
+def frozen_modules(encoder: TransformerModel, ft: FinetuneConfig) -> list[nn.Module]:
+    """The parts of ``encoder`` that fine-tuning keeps as pretrained: the lowest
+    ``freeze_layers`` blocks; with ``freeze_embeddings`` the embedding layer (word, position,
+    language and token-type embeddings, and their LayerNorm); and the blocks above the layer
+    the head reads (unused)."""
+    n_layers = len(encoder.layers)
+    if not 0 <= ft.freeze_layers <= n_layers:
+        raise ConfigError(f"finetune.freeze_layers={ft.freeze_layers}: the model has {n_layers} layers")
+    if not -(n_layers + 1) <= ft.layer <= n_layers:
+        raise ConfigError(f"finetune.layer={ft.layer}: the model has layers 0 (embeddings) .. {n_layers}")
+    frozen: list[nn.Module] = list(encoder.layers[: ft.freeze_layers])
+    if ft.freeze_embeddings:
+        embedding_layer = (
+            encoder.embeddings, encoder.position_embeddings, encoder.lang_embeddings,
+            encoder.token_type_embeddings, encoder.norm_emb,
+        )  # fmt: skip
+        frozen += [m for m in embedding_layer if m is not None]
+    read = ft.layer + n_layers + 1 if ft.layer < 0 else ft.layer
+    return frozen + list(encoder.layers[read:])
+
+
 class ClassifyTask:
     """Implements the trainer's Task protocol: batches of the training sets by a token budget,
     shuffled each epoch; evaluation = accuracy on each valid language and their mean."""
@@ -256,25 +277,9 @@ class ClassifyTask:
         # find_unused_parameters) fails on the second step when a trainable weight gets no gradient
         self.encoder.pred_bias.requires_grad_(False)
         ft = cfg.finetune
-        if not 0 <= ft.freeze_layers <= len(self.encoder.layers):
-            raise ConfigError(
-                f"finetune.freeze_layers={ft.freeze_layers}: the model has {len(self.encoder.layers)} layers"
-            )
-        frozen: list[nn.Module] = list(self.encoder.layers[: ft.freeze_layers])
-        if ft.freeze_embeddings:
-            enc = self.encoder
-            frozen += [
-                m for m in (enc.embeddings, enc.position_embeddings, enc.lang_embeddings, enc.norm_emb) if m is not None
-            ]
-        for m in frozen:
+        for m in frozen_modules(self.encoder, ft):
             m.requires_grad_(False)
-        n_layers = len(self.encoder.layers)
-        if not -(n_layers + 1) <= ft.layer <= n_layers:
-            raise ConfigError(f"finetune.layer={ft.layer}: the model has layers 0 (embeddings) .. {n_layers}")
         self.head = ClassifierHead(pretrained.info.config.emb_dim, len(labels), ft.dropout, ft.pooling, ft.layer)
-        read = ft.layer + n_layers + 1 if ft.layer < 0 else ft.layer
-        for block in self.encoder.layers[read:]:  # above the layer the head reads: unused, kept as they are
-            block.requires_grad_(False)
         self.forward_encoder: nn.Module = self.encoder
         self.forward_head: nn.Module = self.head
         self.device = torch.device("cpu")
@@ -480,11 +485,8 @@ class FinetuneResult:
     is_main: bool = True  # False on the other processes of a torchrun job: they report nothing
 
 
-def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = status) -> FinetuneResult:
-    """Fine-tune ``cfg.checkpoint`` (or a fresh model of its shape) on the training files,
-    keep the best epoch by valid accuracy, and measure accuracy on every test file. Runs
-    through :func:`~xlm.training.runner.run_task` (used-folder check, resume, devices); the
-    test sets are evaluated by its end hook, so an interrupted run never reaches them."""
+def check_finetune_config(cfg: ClassifyConfig) -> None:
+    """What a fine-tuning run needs from its config, checked before anything is loaded."""
     if not cfg.checkpoint:
         raise ConfigError("checkpoint: give the directory of a pretrained model")
     if not cfg.data.train:
@@ -494,88 +496,133 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = stat
     if cfg.optim.lr < 0 or cfg.finetune.head_lr < 0:
         raise ConfigError("optim.lr and finetune.head_lr must be >= 0 (0: automatic)")
     check_output_paths([cfg.output.json_file or None, cfg.output.plot_file or None])
-    tcfg = cfg.train
-    sets: dict[str, Any] = {}
-    result: list[FinetuneResult] = []
 
-    def make_task(env: DistEnv) -> ClassifyTask:
-        seed_everything(tcfg.seed)  # the same head (and fresh encoder) on every process
+
+@dataclass
+class AutoSettings:
+    """The settings that 0 in the config leaves to the model's size and the data's: passes over
+    the training data and the learning rates of the encoder and the head."""
+
+    epochs: int
+    lr: float
+    head_lr: float
+    notes: list[str]  # each setting, and why it was chosen when it was
+
+    @classmethod
+    def resolve(cls, cfg: ClassifyConfig, per_epoch: int, emb_dim: int) -> AutoSettings:
+        ft = cfg.finetune
+        epochs = ft.epochs or auto_epochs(per_epoch, ft.min_updates)
+        lr = cfg.optim.lr or auto_learning_rate(emb_dim)
+        head_lr = ft.head_lr or AUTO_HEAD_LR_SCALE * lr
+        notes = [
+            f"encoder lr {lr:g}" + ("" if cfg.optim.lr else f" (auto: {emb_dim}-dim model)"),
+            f"head lr {head_lr:g}" + ("" if ft.head_lr else " (auto)"),
+            f"{epochs} epochs" + ("" if ft.epochs else f" (auto: at least {ft.min_updates} updates)"),
+        ]
+        return cls(epochs, lr, head_lr, notes)
+
+
+def load_best_epoch(task: ClassifyTask, out: Path, trainer: Trainer) -> Path:
+    """The fine-tuned model to test: ``best/``, loaded into ``task``, when the run kept one;
+    else ``final/``, whose weights ``task`` holds already."""
+    best = out / "best"
+    if not (trainer.cfg.stopping_metric and trainer.best is not None and (best / LABELS_JSON).is_file()):
+        return out / "final"
+    task.encoder.load_state_dict(load_tensors(best / "model.safetensors"))
+    task.head.load_state_dict(load_tensors(best / HEAD_WEIGHTS))
+    return best
+
+
+class _FinetuneRun:
+    """The hooks that :func:`~xlm.training.runner.run_task` calls for one fine-tuning run, and
+    what they hand each other: the labels, the encoded valid and test sets, the planned steps,
+    the automatic settings and (on rank 0, once tested) the result."""
+
+    def __init__(self, cfg: ClassifyConfig, log: Any):
+        self.cfg, self.log = cfg, log
+        self.labels: list[str] = []
+        self.valid: list[EncodedSet] = []
+        self.test: list[EncodedSet] = []
+        self.per_epoch, self.steps = 0, 0
+        self.auto: AutoSettings | None = None
+        self.result: FinetuneResult | None = None
+
+    def make_task(self, env: DistEnv) -> ClassifyTask:
+        """The model (pretrained, or fresh with ``random_init``) and every split read and encoded."""
+        cfg = self.cfg
+        seed_everything(cfg.train.seed)  # the same head (and fresh encoder) on every process
         pretrained = load_pretrained(cfg.checkpoint)
         if cfg.finetune.random_init:
             pretrained = fresh_model(pretrained)
         train_sets, label2id = load_split(cfg.data, "train", pretrained, None)
         valid_sets, _ = load_split(cfg.data, "valid", pretrained, label2id)
         test_sets, _ = load_split(cfg.data, "test", pretrained, label2id)
-        sets["labels"] = list(label2id)
+        self.labels = list(label2id)
         train = encode_sets(train_sets, cfg.data, pretrained, label2id)
-        sets["valid"] = encode_sets(valid_sets, cfg.data, pretrained, label2id)
-        sets["test"] = encode_sets(test_sets, cfg.data, pretrained, label2id)
+        self.valid = encode_sets(valid_sets, cfg.data, pretrained, label2id)
+        self.test = encode_sets(test_sets, cfg.data, pretrained, label2id)
         for s in train_sets + valid_sets + test_sets if env.is_main else []:
             note = f" ({s.skipped} without a gold label skipped)" if s.skipped else ""
-            log(f"{s.path} [{s.lang}]: {len(s)} examples{note}")
-        return ClassifyTask(cfg, pretrained, sets["labels"], train, sets["valid"], tcfg.seed, env.rank, env.world)
+            self.log(f"{s.path} [{s.lang}]: {len(s)} examples{note}")
+        return ClassifyTask(cfg, pretrained, self.labels, train, self.valid, cfg.train.seed, env.rank, env.world)
 
-    def plan(task: ClassifyTask) -> TrainPlan:
-        per_epoch = task.steps_per_epoch()
-        ft = cfg.finetune
-        emb_dim = task.pretrained.info.config.emb_dim
-        epochs = ft.epochs or auto_epochs(per_epoch, ft.min_updates)
-        lr = cfg.optim.lr or auto_learning_rate(emb_dim)
-        head_lr = ft.head_lr or AUTO_HEAD_LR_SCALE * lr
-        total = epochs * per_epoch
+    def plan(self, task: ClassifyTask) -> TrainPlan:
+        """Steps from the epochs (``train.max_steps`` caps them), an evaluation and a checkpoint
+        per epoch unless told otherwise, and the learning rates."""
+        tcfg = self.cfg.train
+        self.per_epoch = task.steps_per_epoch()
+        auto = self.auto = AutoSettings.resolve(self.cfg, self.per_epoch, task.pretrained.info.config.emb_dim)
+        total = auto.epochs * self.per_epoch
         run_cfg = tcfg.model_copy(
             update={
                 "max_steps": min(total, tcfg.max_steps) if tcfg.max_steps else total,
-                "eval_every": tcfg.eval_every or per_epoch,
-                "save_every": tcfg.save_every or per_epoch,
-                "stopping_metric": tcfg.stopping_metric if sets["valid"] else "",
+                "eval_every": tcfg.eval_every or self.per_epoch,
+                "save_every": tcfg.save_every or self.per_epoch,
+                "stopping_metric": tcfg.stopping_metric if self.valid else "",
             }
         )
-        sets["plan"] = (per_epoch, run_cfg.max_steps)
-        sets["chosen"] = [
-            f"encoder lr {lr:g}" + ("" if cfg.optim.lr else f" (auto: {emb_dim}-dim model)"),
-            f"head lr {head_lr:g}" + ("" if ft.head_lr else " (auto)"),
-            f"{epochs} epochs" + ("" if ft.epochs else f" (auto: at least {ft.min_updates} updates)"),
-        ]
+        self.steps = run_cfg.max_steps
         # the head learns at its own rate; set_lr applies the scale every step
-        return TrainPlan(run_cfg, cfg.optim.model_copy(update={"lr": lr}), {"head": head_lr / lr})
+        return TrainPlan(run_cfg, self.cfg.optim.model_copy(update={"lr": auto.lr}), {"head": auto.head_lr / auto.lr})
 
-    def describe(task: ClassifyTask, device: torch.device, env: DistEnv) -> str:
-        init = "random initialisation" if cfg.finetune.random_init else cfg.checkpoint
-        per_epoch, steps = sets["plan"]
+    def describe(self, task: ClassifyTask, device: torch.device, env: DistEnv) -> str:
+        init = "random initialisation" if self.cfg.finetune.random_init else self.cfg.checkpoint
+        chosen = self.auto.notes if self.auto is not None else []
         return (
             f"classifier: {len(task.labels)} labels {task.labels}; encoder from {init}; "
-            f"{per_epoch} batches per epoch, {steps} steps; device {device}\n"
-            "fine-tuning: " + "; ".join(sets["chosen"])
+            f"{self.per_epoch} batches per epoch, {self.steps} steps; device {device}\n"
+            "fine-tuning: " + "; ".join(chosen)
         )
 
-    def evaluate_tests(task: ClassifyTask, out: Path, trainer: Trainer) -> None:
-        """After training, on rank 0: the best epoch (else the last) on every test set."""
-        model_dir = out / "final"
-        if trainer.cfg.stopping_metric and trainer.best is not None and (out / "best" / LABELS_JSON).is_file():
-            model_dir = out / "best"
-            task.encoder.load_state_dict(load_tensors(model_dir / "model.safetensors"))
-            task.head.load_state_dict(load_tensors(model_dir / HEAD_WEIGHTS))
+    def evaluate_tests(self, task: ClassifyTask, out: Path, trainer: Trainer) -> None:
+        """The end hook, on rank 0: the best epoch (else the last) on every test set."""
+        data, ft = self.cfg.data, self.cfg.finetune
+        model_dir = load_best_epoch(task, out, trainer)
         task.encoder.eval()
         task.head.eval()
         accuracy: dict[str, float] = {}
         examples: dict[str, int] = {}
-        for s in sets["test"]:
-            accuracy[s.lang], _ = evaluate_set(
-                task.encoder, task.head, s, trainer.device, cfg.data.max_tokens, cfg.finetune.center
-            )
+        for s in self.test:
+            accuracy[s.lang], _ = evaluate_set(task.encoder, task.head, s, trainer.device, data.max_tokens, ft.center)
             examples[s.lang] = len(s)
-        if cfg.finetune.center:  # what `xlm classify` subtracts from a language's inputs
-            store_language_means(model_dir, task, sets["valid"] + sets["test"], trainer.device, cfg.data.max_tokens)
-        result.append(
-            FinetuneResult(summarize(accuracy) if accuracy else {}, examples, {}, task.labels, model_dir, True)
-        )
+        if ft.center:  # what `xlm classify` subtracts from a language's inputs
+            store_language_means(model_dir, task, self.valid + self.test, trainer.device, data.max_tokens)
+        self.result = FinetuneResult(summarize(accuracy) if accuracy else {}, examples, {}, task.labels, model_dir)
 
-    valid_metrics = run_task(cfg, make_task, describe, resume, on_end=evaluate_tests, plan=plan, log=log)  # type: ignore[arg-type]
-    if not result:  # another process of a torchrun job: rank 0 reports
-        return FinetuneResult({}, {}, valid_metrics, sets.get("labels", []), Path(tcfg.out_dir) / "final", False)
-    result[0].valid = valid_metrics
-    return result[0]
+
+def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = status) -> FinetuneResult:
+    """Fine-tune ``cfg.checkpoint`` (or a fresh model of its shape) on the training files,
+    keep the best epoch by valid accuracy, and measure accuracy on every test file. Runs
+    through :func:`~xlm.training.runner.run_task` (used-folder check, resume, devices); the
+    test sets are evaluated by its end hook, so an interrupted run never reaches them."""
+    check_finetune_config(cfg)
+    run = _FinetuneRun(cfg, log)
+    end, plan = run.evaluate_tests, run.plan
+    valid_metrics = run_task(cfg, run.make_task, run.describe, resume, on_end=end, plan=plan, log=log)  # type: ignore[arg-type]
+    if run.result is None:  # another process of a torchrun job: rank 0 reports
+        return FinetuneResult({}, {}, valid_metrics, run.labels, Path(cfg.train.out_dir) / "final", False)
+    run.result.valid = valid_metrics
+    return run.result
 
 
 # --------------------------------------------------------------------------- translate-test
