@@ -10,11 +10,11 @@ import argparse
 
 from xlm.commands.options import (
     add_checkpoint_argument,
+    add_compute_options,
     add_data_option,
-    add_device_option,
     add_max_tokens_option,
-    add_precision_option,
     add_split_option,
+    load_model,
     non_negative_int,
     progress_enabled,
 )
@@ -30,13 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evenly spaced sentences per language (0: all)",
     )  # fmt: skip
     add_max_tokens_option(p, 8000)
-    add_device_option(p)
-    add_precision_option(p)
+    add_compute_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.commands.options import load_model
     from xlm.evaluation.centering import compute_from_prepared, store_means
     from xlm.fileio import check_output_folder
     from xlm.reports import format_table

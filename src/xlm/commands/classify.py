@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xlm.commands.options import add_device_option, add_precision_option, int_at_least
+from xlm.commands.options import add_compute_options, int_at_least
 from xlm.text.lines import line_batches
 
 BATCH_LINES = 512
@@ -32,8 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="translate the input into the classifier's fine-tuning language with this `xlm train-mt` checkpoint "
         "first, and classify the translation",
     )  # fmt: skip
-    add_device_option(p)
-    add_precision_option(p)
+    add_compute_options(p)
     p.set_defaults(func=run)
 
 

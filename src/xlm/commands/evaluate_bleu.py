@@ -16,23 +16,29 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from xlm.commands.decoding import add_decoding_options, load_for_decoding, warn_untrained_direction
 from xlm.commands.options import (
+    add_compute_options,
     add_data_option,
-    add_device_option,
     add_directions_option,
     add_json_option,
-    add_max_tokens_option,
-    add_precision_option,
     add_split_option,
-    add_threads_option,
-    count,
-    finite,
-    non_negative,
     non_negative_int,
+    open_prepared,
     progress_enabled,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from xlm.data.dataset import PreparedData
+    from xlm.evaluation.bleu import Translations
+    from xlm.model.generation import DecodeConfig
+    from xlm.model.pretrained import ModelInfo
+    from xlm.model.seq2seq import Translator
+    from xlm.text.tokenizer import Tokenizer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,21 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_option(p, "prepared directory (`xlm prepare`) holding the parallel split")
     add_split_option(p, "test", "parallel split of --data")
     add_directions_option(p, "comma-separated, e.g. en-fr,fr-en (default: those recorded with the checkpoint)")
-    p.add_argument("--beam", type=count, help="beam size (default: the checkpoint's evaluation setting)")
-    p.add_argument(
-        "--length-penalty", type=finite, help="beam scores are log p / length**this (default: the checkpoint's)"
-    )
-    p.add_argument(
-        "--early-stopping", action="store_true", default=None, help="stop a sentence at BEAM finished hypotheses"
-    )
-    p.add_argument(
-        "--max-len-a",
-        type=non_negative,
-        help="outputs are at most A * source length + B tokens (default: the checkpoint's)",
-    )
-    p.add_argument("--max-len-b", type=non_negative_int, help="see --max-len-a")
     p.add_argument("--max-sentences", type=non_negative_int, default=0, help="per direction; 0: all")
-    add_max_tokens_option(p, 4000, "source tokens per batch")
+    add_decoding_options(p)
     p.add_argument("--hyp", type=Path, help="hypothesis file (one sentence per line)")
     p.add_argument(
         "--ref", type=Path,
@@ -69,9 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="hyp", help="label of --hyp/--ref in the table and JSON keys")
     p.add_argument("--save-hypotheses", type=Path, help="folder for the translations ({split}.{src}-{tgt}.txt)")
     add_json_option(p, "also write the figures as one JSON object")
-    add_device_option(p)
-    add_threads_option(p)
-    add_precision_option(p)
+    add_compute_options(p, threads=True)
     p.set_defaults(func=run)
 
 
@@ -86,15 +77,16 @@ def _files(args: argparse.Namespace) -> tuple[dict[str, float], list[list[object
     return metrics, [row], headers
 
 
-def _directions(args: argparse.Namespace, extra: dict[str, Any]) -> list[tuple[str, str]]:
-    """``--directions``, else the directions recorded with the checkpoint; each of the form en-fr."""
+def _directions(args: argparse.Namespace, info: ModelInfo) -> list[tuple[str, str]]:
+    """``--directions`` (with a warning for each the model was not trained on), else the
+    directions recorded with the checkpoint; each of the form en-fr."""
     from xlm.errors import XLMError
-    from xlm.tasks.translation import checkpoint_directions
+    from xlm.model.seq2seq import evaluation_directions, trained_directions
 
     if args.directions:
         directions = [tuple(d.split("-")) for d in args.directions.split(",")]
     else:
-        directions = checkpoint_directions(extra)
+        directions = evaluation_directions(info)
     if args.ref is not None and len(directions) != 1:
         raise XLMError(
             f"--ref is the raw reference of one direction, but there are {len(directions)}: give --directions"
@@ -102,36 +94,26 @@ def _directions(args: argparse.Namespace, extra: dict[str, Any]) -> list[tuple[s
     for d in directions:
         if len(d) != 2:
             raise XLMError(f"direction {'-'.join(d)!r} is not of the form en-fr")
+    if args.directions:
+        for a, b in directions:
+            warn_untrained_direction("evaluate bleu", a, b, trained_directions(info))
     return directions  # type: ignore[return-value]
 
 
-def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[object]], list[str]]:
-    import torch
+TABLE_HEADERS = ["direction", "sentences", "BLEU (raw refs)", "BLEU (normalized refs)", "BLEU (tok, multi-bleu)",
+                 "too long"]  # fmt: skip
 
-    from xlm.data.dataset import PreparedData
+
+def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[object]], list[str]]:
     from xlm.errors import XLMError
-    from xlm.evaluation.bleu import raw_reference_path, translate_and_score
     from xlm.fileio import status
-    from xlm.model.generation import DecodeConfig
-    from xlm.model.precision import inference_autocast
-    from xlm.model.seq2seq import load_translator
-    from xlm.reports import write_atomic
     from xlm.text.tokenizer import load_tokenizer
-    from xlm.training.distributed import pick_device
 
     if args.data is None:
         raise XLMError("give --data PREPARED_DIR with the checkpoint (or --hyp and --ref to score files)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    tr = load_translator(args.checkpoint, device)
-    prepared = PreparedData.open(args.data)
-    prepared.check_vocabulary(tr.vocab, args.checkpoint)
-    directions = _directions(args, tr.info.extra)
-    decode = DecodeConfig.from_json(tr.info.extra.get("decode")).override(
-        beam_size=args.beam, length_penalty=args.length_penalty, early_stopping=args.early_stopping,
-        max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-    )  # fmt: skip
+    tr, device, decode = load_for_decoding(args)
+    prepared = open_prepared(args, tr.vocab)
+    directions = _directions(args, tr.info)
     status("decoding: " + ", ".join(f"{k}={v}" for k, v in decode.to_json().items()))
     tokenizer = load_tokenizer(args.checkpoint)
     metrics: dict[str, float] = {}
@@ -139,35 +121,41 @@ def _checkpoint(args: argparse.Namespace) -> tuple[dict[str, float], list[list[o
     for a, b in directions:
         if not prepared.has_para(args.split, a, b):
             raise XLMError(f"{args.data}: no parallel {args.split} split for {a}-{b}")
-        refs = args.ref if args.ref is not None else raw_reference_path(args.data, args.split, a, b)
-        with inference_autocast(device, args.precision):
-            out = translate_and_score(
-                tr.model, prepared.para(args.split, a, b), tr.info.lang_id(a), tr.info.lang_id(b), b, tokenizer,
-                decode, device, args.max_sentences, args.max_tokens, refs,
-                progress=f"translate {a}-{b}" if progress_enabled() else None,
-            )  # fmt: skip
-        if out.n_long:
-            status(out.long_note(f"{a}-{b}"))
+        out = _translate_and_score(args, tr, prepared, a, b, tokenizer, decode, device)
         scores = out.scores()
         for key, value in scores.items():
             metrics[f"{a}-{b}/{key}"] = value
         rows.append(
             [f"{a}-{b}", len(out.hyp), scores.get("bleu", "-"), scores["bleu_norm"], scores["bleu_tok"], out.n_long]
         )
-        if args.save_hypotheses:
-            write_atomic(args.save_hypotheses / f"{args.split}.{a}-{b}.txt", "".join(h + "\n" for h in out.hyp))
     if any(r[2] == "-" for r in rows):
         status(f"no raw references for some directions in {args.data / 'raw'} (prepared before xlm kept them; "
               "give --ref): BLEU (raw refs) is '-'")  # fmt: skip
-    headers = [
-        "direction",
-        "sentences",
-        "BLEU (raw refs)",
-        "BLEU (normalized refs)",
-        "BLEU (tok, multi-bleu)",
-        "too long",
-    ]
-    return metrics, rows, headers
+    return metrics, rows, TABLE_HEADERS
+
+
+def _translate_and_score(
+    args: argparse.Namespace, tr: Translator, prepared: PreparedData, a: str, b: str, tokenizer: Tokenizer,
+    decode: DecodeConfig, device: torch.device,
+) -> Translations:  # fmt: skip
+    """Translate ``--split`` from ``a`` to ``b`` (saving the hypotheses when asked) and score it."""
+    from xlm.evaluation.bleu import raw_reference_path, translate_and_score
+    from xlm.fileio import status
+    from xlm.model.precision import inference_autocast
+    from xlm.reports import write_atomic
+
+    refs = args.ref if args.ref is not None else raw_reference_path(args.data, args.split, a, b)
+    with inference_autocast(device, args.precision):
+        out = translate_and_score(
+            tr.model, prepared.para(args.split, a, b), tr.info.lang_id(a), tr.info.lang_id(b), b, tokenizer,
+            decode, device, args.max_sentences, args.max_tokens, refs,
+            progress=f"translate {a}-{b}" if progress_enabled() else None,
+        )  # fmt: skip
+    if out.n_long:
+        status(out.long_note(f"{a}-{b}"))
+    if args.save_hypotheses:
+        write_atomic(args.save_hypotheses / f"{args.split}.{a}-{b}.txt", "".join(h + "\n" for h in out.hyp))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

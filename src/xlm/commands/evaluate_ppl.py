@@ -7,15 +7,17 @@ import argparse
 
 from xlm.commands.options import (
     add_checkpoint_argument,
+    add_compute_options,
     add_data_option,
-    add_device_option,
     add_json_option,
     add_langs_option,
     add_plot_option,
-    add_precision_option,
     add_split_option,
+    autocast,
     int_at_least,
+    load_model,
     non_negative_int,
+    progress_enabled,
 )
 
 
@@ -33,26 +35,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=non_negative_int, default=1234, help="masking seed (MLM)")
     add_json_option(p)
     add_plot_option(p, "write a PNG bar chart of perplexity per language")
-    add_device_option(p)
-    add_precision_option(p)
+    add_compute_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.commands.options import load_model
     from xlm.data.dataset import PreparedData
     from xlm.evaluation.charts import bar_chart
     from xlm.evaluation.perplexity import evaluate_perplexity
-    from xlm.model.precision import inference_autocast
     from xlm.reports import format_table, write_json
 
     prepared = PreparedData.open(args.data)
     pretrained = load_model(args.checkpoint, args.device)
     langs = [s.strip() for s in args.langs.split(",") if s.strip()]
-    with inference_autocast(next(pretrained.model.parameters()).device, args.precision):
+    with autocast(pretrained.model, args.precision):
         metrics = evaluate_perplexity(
-            pretrained, prepared, args.split, langs, args.objective, args.bptt, args.max_rows, args.seed
-        )
+            pretrained, prepared, args.split, langs, args.objective, args.bptt, args.max_rows, args.seed,
+            progress=progress_enabled(),
+        )  # fmt: skip
     kinds = ("mlm", "clm") if args.objective == "both" else (args.objective,)
     langs = sorted({k.split("/")[0] for k in metrics})
     headers = ["lang"] + [f"{k.upper()} {m}" for k in kinds for m in ("ppl", "acc")]

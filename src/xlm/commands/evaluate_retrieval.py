@@ -19,10 +19,12 @@ from xlm.commands.options import (
     add_embedding_options,
     add_json_option,
     add_plot_option,
+    add_repeatable_option,
     add_split_option,
     embed_options,
     load_model,
     non_negative_int,
+    open_prepared,
 )
 from xlm.errors import XLMError
 
@@ -30,13 +32,7 @@ from xlm.errors import XLMError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrieval", help="cross-lingual sentence retrieval precision@1")
     add_checkpoint_argument(p)
-    p.add_argument(
-        "--pairs",
-        action="append",
-        default=[],
-        metavar="SRC-TGT=FILE",
-        help="TSV of translation pairs (source<TAB>target), repeatable",
-    )
+    add_repeatable_option(p, "--pairs", "SRC-TGT=FILE", "TSV of translation pairs (source<TAB>target), repeatable")
     add_data_option(p, "use the binarized parallel splits of this `xlm prepare` directory", aliases=("--prepared",))
     add_split_option(p, "test")
     add_directions_option(p, "with --data: only these pairs, in this direction, e.g. en-fr,en-de", aliases=("--langs",))
@@ -76,7 +72,6 @@ def _centering_summary(kinds: set[str], checkpoint: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.data.dataset import PreparedData
     from xlm.evaluation.embeddings import SentenceEncoder
     from xlm.evaluation.retrieval import parse_pair_spec, plot_heatmap, read_pairs_tsv, retrieval_metrics
     from xlm.reports import format_table, write_json
@@ -106,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
         enc_a, enc_b = SentenceEncoder(pretrained, a, options), SentenceEncoder(pretrained, b, options)
         score(a, b, centered(enc_a, enc_a.encode_text(src)), centered(enc_b, enc_b.encode_text(tgt)))
     if args.data is not None:
-        prepared = PreparedData.open(args.data)
-        prepared.check_vocabulary(pretrained.vocab, args.checkpoint)
+        prepared = open_prepared(args, pretrained.vocab)
         only = {s.strip() for s in args.directions.split(",") if s.strip()}
         pairs = _prepared_pairs(prepared.directory, args.split, set(pretrained.info.lang2id), only)
         if not pairs:

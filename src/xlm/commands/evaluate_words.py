@@ -11,13 +11,17 @@ from typing import Any
 
 from xlm.commands.options import (
     add_checkpoint_argument,
+    add_compute_options,
     add_data_option,
-    add_device_option,
     add_json_option,
     add_plot_option,
-    add_precision_option,
+    add_repeatable_option,
     add_split_option,
+    autocast,
     count,
+    load_model,
+    long_input_progress,
+    open_prepared,
 )
 from xlm.errors import XLMError
 
@@ -25,30 +29,19 @@ from xlm.errors import XLMError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("words", help="word translation and word similarity from the embedding table")
     add_checkpoint_argument(p)
-    p.add_argument(
-        "--dict",
-        action="append",
-        default=[],
-        metavar="SRC-TGT=FILE",
-        help="bilingual dictionary (MUSE format: source<TAB>target or 'source target'), repeatable",
-    )
-    p.add_argument(
-        "--target-vocab",
-        action="append",
-        default=[],
-        metavar="[LANG=]FILE",
-        help="candidate words, one a line (for every target language, or LANG's)",
+    add_repeatable_option(
+        p, "--dict", "SRC-TGT=FILE",
+        "bilingual dictionary (MUSE format: source<TAB>target or 'source target'), repeatable",
+    )  # fmt: skip
+    add_repeatable_option(
+        p, "--target-vocab", "[LANG=]FILE", "candidate words, one a line (for every target language, or LANG's)"
     )
     add_data_option(
         p, "an `xlm prepare` directory: its --split's most frequent words are the candidates", aliases=("--vocab-data",)
     )
     add_split_option(p, "train", "split of --data whose word counts rank the candidates", aliases=("--vocab-split",))
-    p.add_argument(
-        "--corpus-text",
-        action="append",
-        default=[],
-        metavar="LANG=FILE",
-        help="raw text of LANG whose most frequent words are the candidates",
+    add_repeatable_option(
+        p, "--corpus-text", "LANG=FILE", "raw text of LANG whose most frequent words are the candidates"
     )
     p.add_argument("--max-vocab", type=count, default=20000, help="frequent words kept per language")
     p.add_argument("--csls-k", type=count, default=10, help="neighbours in the CSLS hubness correction")
@@ -66,18 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=True,
         help="subtract each language's mean word vector (default on)",
     )
-    p.add_argument(
-        "--similarity",
-        action="append",
-        default=[],
-        metavar="[SRC-TGT=]FILE",
-        help="word<TAB>word<TAB>score; without SRC-TGT the pair of the single --dict",
+    add_repeatable_option(
+        p, "--similarity", "[SRC-TGT=]FILE", "word<TAB>word<TAB>score; without SRC-TGT the pair of the single --dict"
     )
     add_json_option(p)
     add_plot_option(p, "write a PNG bar chart of P@k per language pair")
-    add_device_option(p)
-    add_precision_option(p)
-    p.set_defaults(func=run)  # fmt: skip
+    add_compute_options(p)
+    p.set_defaults(func=run)
 
 
 def _split_lang(spec: str, option: str) -> tuple[str | None, str]:
@@ -128,13 +116,10 @@ def _frequent_words_source(
 ) -> Callable[[str], list[str]]:
     """A language's most frequent words (cached): from ``--data``'s ``--split`` when it has the
     language, else from its ``--corpus-text``, else none."""
-    from xlm.data.dataset import PreparedData
     from xlm.evaluation.word_translation import frequent_words, frequent_words_in_text
 
     lower = pretrained.info.lowercase_and_remove_accent
-    prepared = PreparedData.open(args.data) if args.data else None
-    if prepared is not None:
-        prepared.check_vocabulary(pretrained.vocab, args.checkpoint)
+    prepared = open_prepared(args, pretrained.vocab) if args.data else None
     cache: dict[str, list[str]] = {}
 
     def frequent(lang: str) -> list[str]:
@@ -178,7 +163,6 @@ def _plot(metrics: dict[str, float], dicts: list[Pair], sims: list[Pair], path: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from xlm.commands.options import load_model
     from xlm.evaluation.retrieval import parse_pair_spec
     from xlm.evaluation.word_translation import (
         DEFAULT_WORD_VECTORS,
@@ -188,7 +172,6 @@ def run(args: argparse.Namespace) -> int:
         read_dictionary,
         read_similarity,
     )
-    from xlm.model.precision import inference_autocast
     from xlm.reports import write_json
 
     if not args.dict and not args.similarity:
@@ -200,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     pretrained = load_model(args.checkpoint, args.device)
     frequent = _frequent_words_source(args, pretrained, texts)
     metrics: dict[str, float] = {}
-    with inference_autocast(next(pretrained.model.parameters()).device, args.precision):
+    vectors, progress = args.vectors or DEFAULT_WORD_VECTORS, long_input_progress()
+    with autocast(pretrained.model, args.precision):
         for a, b, path in dicts:
             pretrained.info.lang_id(a), pretrained.info.lang_id(b)
             inputs = WordEvalInputs(
@@ -208,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
                 target_frequent=frequent(b), source_frequent=frequent(a),
                 target_listed=listed.get(b, []) + listed.get(None, []), source_listed=listed.get(a, []),
             )  # fmt: skip
-            vectors = args.vectors or DEFAULT_WORD_VECTORS
-            metrics.update(evaluate_dictionary(pretrained, inputs, k=args.csls_k, vectors=vectors, center=args.center))
+            metrics.update(evaluate_dictionary(pretrained, inputs, k=args.csls_k, vectors=vectors, center=args.center,
+                                               progress=progress))  # fmt: skip
         for a, b, path in sims:
             metrics.update(evaluate_similarity(pretrained, a, b, read_similarity(path)))
     _print_tables(metrics, dicts, sims)

@@ -10,10 +10,17 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xlm.devices import DEVICE_NAMES, DeviceError, check_device_name
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from xlm.data.dataset import PreparedData
+    from xlm.text.vocab import Vocabulary
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -100,6 +107,11 @@ def add_option(
     return action
 
 
+def add_repeatable_option(p: argparse.ArgumentParser, name: str, metavar: str, help: str) -> None:
+    """``name VALUE``, which may be given several times: the list of the values (none by default)."""
+    p.add_argument(name, action="append", default=[], metavar=metavar, help=help)
+
+
 def add_checkpoint_argument(
     p: argparse.ArgumentParser, help: str = "checkpoint directory (from xlm pretrain or xlm import)"
 ) -> None:
@@ -136,6 +148,14 @@ def add_directions_option(p: argparse.ArgumentParser, help: str, aliases: tuple[
 def add_precision_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 matmuls, several times faster on GPUs and AMX CPUs")  # fmt: skip
+
+
+def add_compute_options(p: argparse.ArgumentParser, threads: bool = False) -> None:
+    """Where and how a command's model runs: ``--device``, ``--threads`` (with ``threads``), ``--precision``."""
+    add_device_option(p)
+    if threads:
+        add_threads_option(p)
+    add_precision_option(p)
 
 
 def add_max_tokens_option(p: argparse.ArgumentParser, default: int, help: str = "padded tokens per batch") -> None:
@@ -177,8 +197,7 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
         "of the sentences embedded (default on; --no-center: raw vectors)",
     )
     add_max_tokens_option(p, 8000)
-    add_device_option(p)
-    add_precision_option(p)  # fmt: skip
+    add_compute_options(p)
 
 
 def embed_options(args: argparse.Namespace) -> Any:
@@ -186,12 +205,11 @@ def embed_options(args: argparse.Namespace) -> Any:
     inputs) only when standard error is a terminal."""
     from xlm.evaluation.embeddings import EmbedOptions, parse_layers
 
-    progress = None if progress_enabled() else False
     return EmbedOptions(
         pooling=args.pooling,
         layers=parse_layers(args.layers) if args.layers is not None else None,
         max_tokens=args.max_tokens,
-        progress=progress,
+        progress=long_input_progress(),
         precision=args.precision,
         center=getattr(args, "center", True),
     )
@@ -205,9 +223,31 @@ def load_model(checkpoint: Path, device: str) -> Any:
     return load_pretrained(checkpoint, pick_device(device))
 
 
+def open_prepared(args: argparse.Namespace, vocab: Vocabulary) -> PreparedData:
+    """The prepared directory ``--data``, refused when it was prepared with another vocabulary
+    than ``vocab``, the checkpoint's."""
+    from xlm.data.dataset import PreparedData
+
+    prepared = PreparedData.open(args.data)
+    prepared.check_vocabulary(vocab, args.checkpoint)
+    return prepared
+
+
+def autocast(model: nn.Module, precision: str) -> AbstractContextManager:
+    """A context in which ``model``'s forward runs at ``--precision`` on the model's device."""
+    from xlm.model.precision import inference_autocast
+
+    return inference_autocast(next(model.parameters()).device, precision)  # type: ignore[arg-type]
+
+
 def progress_enabled() -> bool:
     """Progress bars go to standard error, and only when it is a terminal."""
     return sys.stderr.isatty()
+
+
+def long_input_progress() -> bool | None:
+    """The ``progress`` of sentence embedding: None (a bar for long inputs) on a terminal, else False."""
+    return None if progress_enabled() else False
 
 
 def print_final_metrics(metrics: dict[str, float] | None) -> None:

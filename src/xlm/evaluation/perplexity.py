@@ -10,13 +10,14 @@ pairs of a parallel split. Perplexity = exp(mean cross-entropy over the predicte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from xlm.data.batching import Batch, concat_pair, pad_rows, sentence_rows, within_length
 from xlm.data.dataset import MonolingualData, PreparedData
@@ -70,6 +71,15 @@ def _stream_rows(data: MonolingualData, bptt: int, max_rows: int) -> list[np.nda
     return [np.asarray(data.stream(i * bptt, bptt + 1), dtype=np.int64)[:bptt] for i in range(n)]
 
 
+def _batch_starts(n: int, size: int, label: str, progress: bool) -> Iterator[int]:
+    """The first row of each batch of ``size`` rows out of ``n``; with ``progress``, a bar
+    labelled ``label`` on standard error counts the rows."""
+    with tqdm(total=n, desc=label, unit="row", disable=not progress, leave=False) as bar:
+        for i in range(0, n, size):
+            yield i
+            bar.update(min(size, n - i))
+
+
 @torch.no_grad()
 def lm_scores(
     model: nn.Module,
@@ -88,11 +98,13 @@ def lm_scores(
     seed: int,
     device: torch.device,
     batch_rows: int = 16,
+    progress: bool = False,
 ) -> dict[tuple[str, str], LMScore]:
     """Scores keyed by (objective, language or ``src-tgt`` pair) for the MLM and CLM languages
     (``max_rows`` rows of ``bptt`` tokens each) and the TLM pairs (the first ``max_pairs``
     pairs with at most ``max_len`` words a side) that ``split`` has; the others are left out.
-    One generator seeded with ``seed`` masks them all, in that order."""
+    One generator seeded with ``seed`` masks them all, in that order. ``progress``: a progress
+    bar per language and objective on standard error."""
     gen = torch.Generator().manual_seed(seed)
     pad = prepared.vocab.specials.pad
     scores: dict[tuple[str, str], LMScore] = {}
@@ -101,7 +113,7 @@ def lm_scores(
             if not prepared.has_mono(split, lang):
                 continue
             rows = _stream_rows(prepared.mono(split, lang), bptt, max_rows)
-            for i in range(0, len(rows), batch_rows):
+            for i in _batch_starts(len(rows), batch_rows, f"{kind} {lang}", progress):
                 tokens, lengths = pad_rows(rows[i : i + batch_rows], pad)
                 batch = Batch(tokens, lengths, torch.full_like(tokens, lang2id[lang]))
                 if kind == "mlm":
@@ -117,7 +129,7 @@ def lm_scores(
         # with a side longer than max_len (the model's positions) cannot be read and is skipped
         ids = np.arange(len(data))
         ids = ids[within_length(data, ids, max_len)][:max_pairs]
-        for i in range(0, len(ids), batch_rows):
+        for i in _batch_starts(len(ids), batch_rows, f"tlm {a}-{b}", progress):
             part = ids[i : i + batch_rows]
             batch = concat_pair(
                 sentence_rows(data.src, part, max_len),
@@ -141,9 +153,11 @@ def evaluate_perplexity(
     max_rows: int = 0,
     seed: int = 1234,
     word_pred: float = 0.15,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Keys ``LANG/mlm/ppl``, ``LANG/mlm/acc``, ``LANG/clm/ppl`` ... (``max_rows`` rows of
-    ``bptt`` tokens per language; 0: the whole split)."""
+    ``bptt`` tokens per language; 0: the whole split). ``progress``: progress bars on standard
+    error."""
     if objective not in ("mlm", "clm", "both"):
         raise XLMError(f"objective {objective!r} is not one of mlm, clm, both")
     prepared.check_vocabulary(pretrained.vocab, pretrained.directory)
@@ -163,7 +177,7 @@ def evaluate_perplexity(
         pretrained.model, prepared, info.lang2id, split, masking,
         mlm=langs if "mlm" in kinds else [], clm=langs if "clm" in kinds else [],
         bptt=bptt, max_len=max(1, bptt - 2), max_rows=max_rows if max_rows > 0 else ALL_ROWS, max_pairs=0, seed=seed,
-        device=next(pretrained.model.parameters()).device,
+        device=next(pretrained.model.parameters()).device, progress=progress,
     )  # fmt: skip
     out: dict[str, float] = {}
     for (kind, lang), score in scores.items():

@@ -156,9 +156,10 @@ class WordEmbedder:
     """Word -> vector: ``table``, the mean of the embedding rows of its BPE pieces (``<unk>``
     pieces left out); ``encoder``, the word encoded alone as a sentence (``</s> w </s>``, its
     language id) and pooled as the checkpoint's sentence vectors are (see
-    ``xlm.evaluation.embeddings.default_embedding``; uncentered here)."""
+    ``xlm.evaluation.embeddings.default_embedding``; uncentered here). ``progress`` (encoder
+    vectors): as :class:`~xlm.evaluation.embeddings.EmbedOptions`' (None: a bar for long inputs)."""
 
-    def __init__(self, pretrained: Pretrained, lang: str, source: str = "table"):
+    def __init__(self, pretrained: Pretrained, lang: str, source: str = "table", progress: bool | None = False):
         from xlm.text.tokenizer import TextEncoder
 
         if source not in WORD_VECTORS:
@@ -172,7 +173,7 @@ class WordEmbedder:
         if source == "encoder":
             from xlm.evaluation.embeddings import EmbedOptions, SentenceEncoder
 
-            self.sentences = SentenceEncoder(pretrained, lang, EmbedOptions(center=False, progress=False))
+            self.sentences = SentenceEncoder(pretrained, lang, EmbedOptions(center=False, progress=progress))
 
     def normalize(self, word: str) -> str:
         return self.encoder.normalize(word)
@@ -327,13 +328,15 @@ def evaluate_dictionary(
     ks: Sequence[int] = TOP_KS,
     vectors: str = DEFAULT_WORD_VECTORS,
     center: bool = True,
+    progress: bool | None = False,
 ) -> dict[str, float]:
     """Word translation P@k (NN and CSLS), and the mean cosine / L2 between the vectors of
     the dictionary pairs; keys ``SRC-TGT/p@1``, ``SRC-TGT/csls/p@1``, ``SRC-TGT/cosine`` ...
-    ``vectors`` picks the word vectors (see :class:`WordEmbedder`); ``center`` subtracts each
-    language's mean word vector (over its vocabulary) first."""
-    src_emb = WordEmbedder(pretrained, inputs.src_lang, vectors)
-    tgt_emb = WordEmbedder(pretrained, inputs.tgt_lang, vectors)
+    ``vectors`` picks the word vectors and ``progress`` their progress bars (see
+    :class:`WordEmbedder`); ``center`` subtracts each language's mean word vector (over its
+    vocabulary) first."""
+    src_emb = WordEmbedder(pretrained, inputs.src_lang, vectors, progress)
+    tgt_emb = WordEmbedder(pretrained, inputs.tgt_lang, vectors, progress)
     pairs = [(src_emb.normalize(a), tgt_emb.normalize(b)) for a, b in inputs.pairs]
     target = build_word_set(
         tgt_emb, inputs.target_frequent, inputs.target_listed + [b for _, b in inputs.pairs], center

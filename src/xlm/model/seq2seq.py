@@ -16,6 +16,7 @@ A translation checkpoint has the layout of every xlm checkpoint (``model.safeten
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,12 +209,29 @@ def load_translator(directory: str | Path, device: str | torch.device = "cpu") -
     return Translator(model, info, vocab, d)
 
 
-def trained_directions(info: ModelInfo) -> list[tuple[str, str]]:
-    """The directions a translation checkpoint was trained to translate, as its ``model.json``
-    records them: each supervised ``mt`` pair and both hops of each back-translation ``a-b-a``."""
-    obj = info.extra.get("objectives", {})
-    out = [tuple(e.split("-")) for e in obj.get("mt", [])]
-    for e in obj.get("bt", []):
+def objective_directions(mt: Sequence[str], bt: Sequence[str]) -> list[tuple[str, str]]:
+    """The directions that translation objectives train, in order, once each: each supervised
+    ``mt`` pair ``src-tgt`` and both hops of each back-translation ``a-b-a``."""
+    out: list[tuple[str, str]] = []
+    for e in mt:
+        a, b = e.split("-")
+        out.append((a, b))
+    for e in bt:
         a, b, _ = e.split("-")
         out += [(a, b), (b, a)]
-    return list(dict.fromkeys((a, b) for a, b in out))
+    return list(dict.fromkeys(out))
+
+
+def trained_directions(info: ModelInfo) -> list[tuple[str, str]]:
+    """The directions a translation checkpoint was trained to translate, as its ``model.json``
+    records its objectives."""
+    obj = info.extra.get("objectives", {})
+    return objective_directions(obj.get("mt", []), obj.get("bt", []))
+
+
+def evaluation_directions(info: ModelInfo) -> list[tuple[str, str]]:
+    """The directions that training evaluated, as recorded with a translation checkpoint (each
+    ``src-tgt``, checked by the caller); for older checkpoints, the trained ones."""
+    if "eval_directions" in info.extra:
+        return [tuple(d.split("-")) for d in info.extra["eval_directions"]]  # type: ignore[misc]
+    return trained_directions(info)

@@ -32,7 +32,7 @@ from xlm.evaluation.bleu import raw_reference_path, translate_and_score
 from xlm.evaluation.perplexity import perplexity
 from xlm.model.generation import DECODE_KEYS, DecodeConfig, generate
 from xlm.model.pretrained import load_pretrained, write_model_files
-from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, model_info
+from xlm.model.seq2seq import EncoderDecoder, LoadReport, init_from_pretrained, model_info, objective_directions
 from xlm.model.transformer import ModelConfig
 from xlm.objectives.translation import (
     NoiseConfig,
@@ -214,25 +214,10 @@ class _Step:
     schedule: list[tuple[int, float]]
 
 
-def checkpoint_directions(extra: dict[str, Any]) -> list[tuple[str, str]]:
-    """The evaluation directions recorded with a checkpoint (``extra`` of its ``model.json``);
-    for older checkpoints, the trained ones (as :func:`eval_directions` without ``eval.directions``)."""
-    if "eval_directions" in extra:
-        return [tuple(_direction(d, 2)) for d in extra["eval_directions"]]  # type: ignore[misc]
-    obj = extra.get("objectives", {})
-    return eval_directions(MTConfig(objectives=MTObjectivesConfig(mt=obj.get("mt", []), bt=obj.get("bt", []))))
-
-
 def eval_directions(cfg: MTConfig) -> list[tuple[str, str]]:
     if cfg.eval.directions:
         return [tuple(_direction(d, 2)) for d in cfg.eval.directions]  # type: ignore[misc]
-    out: list[tuple[str, str]] = []
-    for e in cfg.objectives.mt:
-        out.append(tuple(e.split("-")))  # type: ignore[arg-type]
-    for e in cfg.objectives.bt:
-        a, b, _ = e.split("-")
-        out += [(a, b), (b, a)]
-    return list(dict.fromkeys(out))
+    return objective_directions(cfg.objectives.mt, cfg.objectives.bt)
 
 
 class MTTask:
