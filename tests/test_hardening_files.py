@@ -114,6 +114,22 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
+def test_a_killed_writer_s_temporary_folder_is_removed_by_the_next_write(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(gone.stdout), os.getpid()  # a process that has exited; this one
+    for pid in (dead, alive):
+        (tmp_path / f".data.tmp-{pid}-x1").mkdir()
+        (tmp_path / f".data.tmp-{pid}-x1" / "train.en.bin").write_bytes(b"half")
+    (tmp_path / ".other.tmp-1-x1").mkdir()  # another folder's: not ours to judge
+    fileio.replace_directory(tmp_path / "data", lambda d: (d / "done").write_text("ok"))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f".data.tmp-{alive}-x1", ".other.tmp-1-x1", "data"]
+    assert f".data.tmp-{dead}-x1: left unfinished by a process that was killed" in capsys.readouterr().err
+
+
 def test_json_has_no_nan_or_infinity_and_says_which_keys(tmp_path, capsys):
     path = fileio.write_json(tmp_path / "m.json", {"ppl": {"en": float("nan"), "fr": 3.0}, "acc": [float("inf"), 1]})
     text = path.read_text()

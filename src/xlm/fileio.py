@@ -186,6 +186,30 @@ def write_figure(fig: Any, path: str | Path, **savefig: Any) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_abandoned_temporaries(directory: Path) -> None:
+    """Delete the ``.NAME.tmp-PID-*`` siblings of ``directory`` whose process no longer runs:
+    folders half-filled by a run that was killed (SIGKILL, power loss) before it could clean up.
+    Those of running processes are left alone."""
+    prefix = f".{directory.name}.tmp-"
+    if not directory.parent.is_dir():
+        return
+    for p in directory.parent.iterdir():
+        pid = p.name[len(prefix) :].split("-", 1)[0] if p.name.startswith(prefix) else ""
+        if pid.isdigit() and p.is_dir() and not _process_running(int(pid)):
+            status(f"removing {p}: left unfinished by a process that was killed")
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def replace_directory(directory: str | Path, fill: Callable[[Path], None]) -> Path:
     """Create or replace ``directory`` atomically: ``fill(tmp)`` writes a temporary sibling
     folder, which is renamed into place when complete. On failure (or an interrupt) the
@@ -193,7 +217,8 @@ def replace_directory(directory: str | Path, fill: Callable[[Path], None]) -> Pa
     folder is written through (its target is replaced)."""
     directory = resolve_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    remove_abandoned_temporaries(directory)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
     usual_permissions(tmp, directory=True)
     old = directory.parent / f".{directory.name}.old-{os.getpid()}"
     try:
