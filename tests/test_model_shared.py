@@ -95,3 +95,33 @@ def test_hf_json_files_missing_or_not_an_object(tmp_path):
     (tmp_path / "vocab.json").write_text(json.dumps(["a"]))
     with pytest.raises(CheckpointError, match=r"vocab.json: expected a JSON object token -> id"):
         read_hf_vocab(tmp_path)
+
+
+def test_batches_pad_with_the_vocabulary_s_pad_id_not_a_fixed_2():
+    """SentencePiece pads with 1 and WordPiece with 0: the classifier's batches, translation
+    pairs and XLCo's pair encoding take the model's (or vocabulary's) padding id."""
+    import numpy as np
+    from torch import nn
+
+    from xlm.model.classifier import ClassifierHead, make_batch, set_features
+    from xlm.model.transformer import pad_index_of
+    from xlm.objectives.contrastive import encode_pairs
+    from xlm.objectives.translation import make_pair_batch
+
+    rows = [np.array([0, 7, 8, 9, 2]), np.array([0, 7, 2])]
+    assert make_batch(rows, [0, 0], [0, 0], pad_index=1).tokens[1, 3:].tolist() == [1, 1]
+    pair = make_pair_batch(rows, rows[::-1], 0, 0, pad_index=1)
+    assert pair.src[1, 3:].tolist() == [1, 1] and pair.tgt[0, 3:].tolist() == [1, 1]
+
+    model = TransformerModel(ModelConfig(arch="xlmr", vocab_size=30, emb_dim=16, n_layers=1, n_heads=2, pad_index=1,
+                                         max_positions=32, n_langs=1, use_lang_emb=False)).eval()  # fmt: skip
+    wrapped = nn.Module()
+    wrapped.module = model  # as DistributedDataParallel holds it
+    assert pad_index_of(model) == pad_index_of(wrapped) == 1
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    encode_pairs(model, rows[:1], rows[1:], (0, 0), 0, "mean", torch.device("cpu"))
+    head = ClassifierHead(16, 2, 0.0, "first", -1)
+    set_features(model, head, rows, 0, torch.device("cpu"), max_tokens=100)
+    assert len(seen) == 2  # (rows sorted by length in the second: compare the tails as a set)
+    assert all(sorted(t[:, 3:].flatten().tolist()) == [1, 1, 2, 9] for t in seen)

@@ -24,7 +24,8 @@ from xlm.data.classification import pretokenized_encoder
 from xlm.errors import CheckpointError
 from xlm.fileio import write_json
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained
-from xlm.model.transformer import pool_states
+from xlm.model.transformer import pad_index_of, pool_states
+from xlm.text.vocab import PAD_INDEX
 
 HEAD_WEIGHTS = "head.safetensors"
 LABELS_JSON = "labels.json"
@@ -80,8 +81,10 @@ class ClassifyBatch:
         return ClassifyBatch(*(t.to(device) for t in (self.tokens, self.lengths, self.langs, self.labels)))
 
 
-def make_batch(rows: list[np.ndarray], lang_ids: list[int], labels: list[int]) -> ClassifyBatch:
-    tokens, lengths = pad_rows(rows)
+def make_batch(
+    rows: list[np.ndarray], lang_ids: list[int], labels: list[int], pad_index: int = PAD_INDEX
+) -> ClassifyBatch:
+    tokens, lengths = pad_rows(rows, pad_index)
     return ClassifyBatch(
         tokens, lengths, torch.tensor(lang_ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
     )
@@ -113,11 +116,11 @@ def set_features(
     encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int
 ) -> Tensor:
     """Pooled vectors ``(N, D)`` the head reads, of one language's encoded rows (eval mode)."""
-    head = _head(head)
+    head, pad = _head(head), pad_index_of(encoder)
     lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
     features = torch.zeros(len(rows), head.proj.in_features, device=device)
     for ids in token_budget_batches(lengths, np.argsort(lengths, kind="stable"), max_tokens):
-        batch = make_batch([rows[i] for i in ids], [lang_id] * len(ids), [0] * len(ids)).to(device)
+        batch = make_batch([rows[i] for i in ids], [lang_id] * len(ids), [0] * len(ids), pad).to(device)
         features[torch.as_tensor(ids, device=device)] = classify_features(encoder, head, batch).float()
     return features
 

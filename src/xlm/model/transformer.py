@@ -319,6 +319,11 @@ def length_mask(lengths: Tensor, max_len: int) -> Tensor:
 POOLINGS: tuple[str, ...] = ("first", "mean")
 
 
+def pad_index_of(model: nn.Module) -> int:
+    """The padding id of a :class:`TransformerModel` (also inside a DistributedDataParallel wrapper)."""
+    return int(getattr(model, "module", model).cfg.pad_index)
+
+
 def pool_states(states: Tensor, lengths: Tensor, pooling: str) -> Tensor:
     """``(B, T, D)`` states -> ``(B, D)``: the first token's state, or the mean over real tokens."""
     if pooling == "first":

@@ -26,7 +26,7 @@ from xlm.config import NonNegative, Rate, Settings
 from xlm.data.batching import pad_rows
 from xlm.model.transformer import length_mask
 from xlm.objectives.language_modeling import LossOutput
-from xlm.text.vocab import EOS_INDEX, MASK_INDEX, N_SPECIAL, Vocabulary
+from xlm.text.vocab import EOS_INDEX, MASK_INDEX, N_SPECIAL, PAD_INDEX, Vocabulary
 
 # --------------------------------------------------------------------------- noise
 
@@ -117,9 +117,11 @@ class PairBatch:
         return torch.full_like(self.tgt_lengths, self.tgt_lang)
 
 
-def make_pair_batch(src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_lang: int, tgt_lang: int) -> PairBatch:
-    src, src_len = pad_rows(src_rows)
-    tgt, tgt_len = pad_rows(tgt_rows)
+def make_pair_batch(
+    src_rows: list[np.ndarray], tgt_rows: list[np.ndarray], src_lang: int, tgt_lang: int, pad_index: int = PAD_INDEX
+) -> PairBatch:
+    src, src_len = pad_rows(src_rows, pad_index)
+    tgt, tgt_len = pad_rows(tgt_rows, pad_index)
     return PairBatch(src, src_len, src_lang, tgt, tgt_len, tgt_lang)
 
 

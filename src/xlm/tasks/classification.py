@@ -330,13 +330,13 @@ class ClassifyTask:
         labels = torch.as_tensor(self.row_labels[ids], dtype=torch.long, device=self.device)
         ft = self.cfg.finetune
         if self.xlco is None:
-            batch = make_batch(rows, langs, self.row_labels[ids].tolist()).to(self.device)
+            batch = make_batch(rows, langs, self.row_labels[ids].tolist(), self.encoder.cfg.pad_index).to(self.device)
             logits = classify_logits(self.forward_encoder, self.forward_head, batch, ft.center)
             return StepOutput(F.cross_entropy(logits.float(), labels), "cls", int(batch.lengths.sum()))
         # one forward pass over the examples and the translation pairs (DDP allows one per step)
         src, tgt, (a, b) = self.xlco.next_pairs()
         n, m = len(rows), len(src)
-        tokens, lengths = pad_rows(rows + src + tgt)
+        tokens, lengths = pad_rows(rows + src + tgt, self.encoder.cfg.pad_index)
         row_langs = torch.tensor(langs + [a] * m + [b] * m, dtype=torch.long)
         tokens, lengths, row_langs = tokens.to(self.device), lengths.to(self.device), row_langs.to(self.device)
         hidden = encode_for_head(self.forward_encoder, self.forward_head, tokens, lengths, row_langs)

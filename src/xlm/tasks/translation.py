@@ -272,6 +272,7 @@ class MTTask:
         self.forward_model: nn.Module = self.model
         self.device = torch.device("cpu")
         self.noise = obj.noise(blank_index=self.prepared.vocab.specials.mask)
+        self.pad = self.prepared.vocab.specials.pad
         self.steps = self._build_steps(seed, rank, world)
         self.noise_rng = np.random.default_rng([seed, rank, 23])
         self._tokenizer: Tokenizer | None = None
@@ -352,7 +353,7 @@ class MTTask:
         """Greedy translation of ``rows`` (language ``src``) into ``tgt`` by the current model,
         without gradients and without dropout."""
         obj = self.cfg.objectives
-        batch = make_pair_batch(rows, rows, self.lang2id[src], self.lang2id[src]).to(self.device)
+        batch = make_pair_batch(rows, rows, self.lang2id[src], self.lang2id[src], self.pad).to(self.device)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -375,16 +376,18 @@ class MTTask:
         if step.kind == "mt":
             a, b = step.langs
             batch = make_pair_batch(
-                self._rows(data.src, ids), self._rows(data.tgt, ids), self.lang2id[a], self.lang2id[b]
+                self._rows(data.src, ids), self._rows(data.tgt, ids), self.lang2id[a], self.lang2id[b], self.pad
             )
             return batch.to(self.device)
         rows = self._rows(data.src, ids)
         if step.kind == "ae":
             lid = self.lang2id[step.langs[0]]
-            return make_pair_batch(add_noise_rows(rows, self.noise, self.noise_rng), rows, lid, lid).to(self.device)
+            return make_pair_batch(add_noise_rows(rows, self.noise, self.noise_rng), rows, lid, lid, self.pad).to(
+                self.device
+            )
         a, b = step.langs
         src, src_len = self._back_translate(rows, a, b)
-        target = make_pair_batch(rows, rows, self.lang2id[a], self.lang2id[a]).to(self.device)
+        target = make_pair_batch(rows, rows, self.lang2id[a], self.lang2id[a], self.pad).to(self.device)
         return PairBatch(src, src_len, self.lang2id[b], target.tgt, target.tgt_lengths, self.lang2id[a])
 
     def train_batch(self, micro_step: int) -> StepOutput:
@@ -483,7 +486,7 @@ class MTTask:
         for i in range(0, n, batch_rows):
             ids = np.arange(i, min(n, i + batch_rows))
             src, tgt = sentence_rows(data.src, ids, fit), sentence_rows(data.tgt, ids, fit)
-            batch = make_pair_batch(src, tgt, self.lang2id[a], self.lang2id[b])
+            batch = make_pair_batch(src, tgt, self.lang2id[a], self.lang2id[b], self.pad)
             out = translation_loss(self.model, batch.to(self.device))
             total += float(out.loss) * out.n_pred
             count += out.n_pred
