@@ -618,7 +618,7 @@ def run_finetune(cfg: ClassifyConfig, resume: str | None = None, log: Any = stat
     check_finetune_config(cfg)
     run = _FinetuneRun(cfg, log)
     end, plan = run.evaluate_tests, run.plan
-    valid_metrics = run_task(cfg, run.make_task, run.describe, resume, on_end=end, plan=plan, log=log)  # type: ignore[arg-type]
+    valid_metrics = run_task(cfg, run.make_task, run.describe, resume, on_end=end, plan=plan, log=log)
     if run.result is None:  # another process of a torchrun job: rank 0 reports
         return FinetuneResult({}, {}, valid_metrics, run.labels, Path(cfg.train.out_dir) / "final", False)
     run.result.valid = valid_metrics

@@ -68,8 +68,8 @@ def parse_schedule(value: float | str) -> list[tuple[int, float]]:
     points = []
     for part in text.split(","):
         try:
-            step, weight = part.split(":")
-            points.append((int(step), float(weight)))
+            step_text, weight_text = part.split(":")
+            points.append((int(step_text), float(weight_text)))
         except ValueError:
             raise ValueError(f"{part!r} in {value!r} is not 'step:weight'") from None
     if any(b[0] <= a[0] for a, b in zip(points, points[1:])):

@@ -22,6 +22,7 @@ from xlm.training.optim import OptimConfig
 from xlm.training.trainer import METRICS, Task, TrainConfig, Trainer, TrainingError, seed_everything
 
 C = TypeVar("C", bound=Config)
+T = TypeVar("T", bound=Task)  # the task type a caller's hooks are written for
 CONFIG_FILE = "config.toml"
 
 # Settings a resumed run may change: they decide how long it runs, how often it logs, evaluates
@@ -137,12 +138,12 @@ class TrainPlan:
 
 def run_task(
     cfg: Config,
-    make_task: Callable[[DistEnv], Task],
-    describe: Callable[[Task, torch.device, DistEnv], str],
+    make_task: Callable[[DistEnv], T],
+    describe: Callable[[T, torch.device, DistEnv], str],
     resume: str | None = None,
-    on_start: Callable[[Task, Path], None] | None = None,
-    on_end: Callable[[Task, Path, Trainer], None] | None = None,
-    plan: Callable[[Task], TrainPlan] | None = None,
+    on_start: Callable[[T, Path], None] | None = None,
+    on_end: Callable[[T, Path, Trainer], None] | None = None,
+    plan: Callable[[T], TrainPlan] | None = None,
     log: Callable[[str], None] = status,
 ) -> dict[str, float]:
     """Train the task built by ``make_task`` with ``cfg.train`` / ``cfg.optim`` (or what ``plan``
