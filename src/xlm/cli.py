@@ -7,6 +7,9 @@ import argparse
 import importlib
 import signal
 import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 from xlm import __version__
 from xlm.errors import Interrupted, XLMError
@@ -62,9 +65,10 @@ def subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
     """Make ``parser`` and every sub-command's parser print option defaults in ``--help``."""
-    if not issubclass(parser.formatter_class, _ShowDefaults):
-        base = parser.formatter_class
-        parser.formatter_class = type(f"ShowDefaults{base.__name__}", (_ShowDefaults, base), {})  # type: ignore[assignment]
+    base = parser.formatter_class  # typed as any callable that returns a formatter; here always a class
+    if isinstance(base, type) and not issubclass(base, _ShowDefaults):
+        shown: type[argparse.HelpFormatter] = type(f"ShowDefaults{base.__name__}", (_ShowDefaults, base), {})
+        parser.formatter_class = shown
     for child in subparsers(parser):
         _show_defaults(child)
 
@@ -110,7 +114,7 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum, f"received signal {signum}")
 
 
-def _stop_on_sigterm() -> object:
+def _stop_on_sigterm() -> Callable[[int, FrameType | None], Any] | int | None:
     """SIGTERM stops a command like Ctrl-C (cleanup runs, one line, exit 143); training loops
     catch it themselves to save first. Returns the previous handler (None off the main thread)."""
     try:

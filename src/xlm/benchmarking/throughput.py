@@ -175,7 +175,9 @@ def build_hf(s: Shape):
         cls = transformers.XLMRobertaConfig if s.arch == "xlmr" else transformers.BertConfig
         return getattr(transformers, HF_CLASSES[s.arch])(cls(**config))
     XLMConfig, XLMWithLMHeadModel = transformers.XLMConfig, transformers.XLMWithLMHeadModel
-    hf_cfg = XLMConfig(
+    # transformers 5 declares the special ids as pad_token_id etc. and takes the XLM names through its
+    # attribute_map; 4.x declares the XLM names (there the ignore is unused)
+    hf_cfg = XLMConfig(  # type: ignore[call-arg, unused-ignore]
         vocab_size=s.vocab, emb_dim=s.emb_dim, n_layers=s.n_layers, n_heads=s.n_heads, dropout=s.dropout,
         attention_dropout=s.attention_dropout, max_position_embeddings=s.max_positions, n_langs=s.n_langs,
         use_lang_emb=s.use_lang_emb, sinusoidal_embeddings=s.sinusoidal_embeddings, gelu_activation=True,

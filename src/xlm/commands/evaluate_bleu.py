@@ -97,7 +97,7 @@ def _directions(args: argparse.Namespace, info: ModelInfo) -> list[tuple[str, st
     if args.directions:
         for a, b in directions:
             warn_untrained_direction("evaluate bleu", a, b, trained_directions(info))
-    return directions  # type: ignore[return-value]
+    return directions
 
 
 TABLE_HEADERS = ["direction", "sentences", "BLEU (raw refs)", "BLEU (normalized refs)", "BLEU (tok, multi-bleu)",

@@ -26,7 +26,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
     _inside = False
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args=None, namespace=None):
         if self._inside:  # parse_known_intermixed_args calls back here
             return super().parse_known_args(args, namespace)
         self._inside = True

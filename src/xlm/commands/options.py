@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from xlm.data.dataset import PreparedData
+    from xlm.model.precision import Precision
     from xlm.text.vocab import Vocabulary
 
 
@@ -233,11 +234,11 @@ def open_prepared(args: argparse.Namespace, vocab: Vocabulary) -> PreparedData:
     return prepared
 
 
-def autocast(model: nn.Module, precision: str) -> AbstractContextManager:
+def autocast(model: nn.Module, precision: Precision) -> AbstractContextManager:
     """A context in which ``model``'s forward runs at ``--precision`` on the model's device."""
     from xlm.model.precision import inference_autocast
 
-    return inference_autocast(next(model.parameters()).device, precision)  # type: ignore[arg-type]
+    return inference_autocast(next(model.parameters()).device, precision)
 
 
 def progress_enabled() -> bool:

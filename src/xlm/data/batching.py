@@ -41,9 +41,8 @@ class Batch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Batch(
-            *(move(getattr(self, f)) for f in ("tokens", "lengths", "langs", "positions", "pred_mask", "targets"))
-        )
+        tokens, lengths, langs = (t.to(device, non_blocking=True) for t in (self.tokens, self.lengths, self.langs))
+        return Batch(tokens, lengths, langs, move(self.positions), move(self.pred_mask), move(self.targets))
 
     @property
     def n_tokens(self) -> int:

@@ -23,13 +23,14 @@ Input policy:
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,12 +47,12 @@ TOP_UNK_WORDS = 20
 # --------------------------------------------------------------------------- reading text
 
 
-def open_binary(path: str | Path) -> IO[bytes]:
+def open_binary(path: str | Path) -> io.BufferedIOBase:
     """Open a plain or gzip-compressed (``.gz``) file for binary reading."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")  # type: ignore[return-value]
+    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
 
 
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)

@@ -96,7 +96,7 @@ class _PositionalFile:
         return {"path": self.path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
+        _PositionalFile.__init__(self, state["path"])  # closed and unopened, like a new one
 
 
 class MonolingualData:

@@ -121,9 +121,9 @@ def multi_bleu(hyps: Sequence[str], *ref_streams: Sequence[str]) -> BleuResult:
     zero, scores 0."""
     if not ref_streams:
         raise DataError("multi_bleu needs at least one reference stream")
-    for refs in ref_streams:
-        if len(refs) != len(hyps):
-            raise DataError(f"{len(hyps)} hypotheses but {len(refs)} references: the files must align line by line")
+    for stream in ref_streams:
+        if len(stream) != len(hyps):
+            raise DataError(f"{len(hyps)} hypotheses but {len(stream)} references: the files must align line by line")
     correct, total = [0] * 4, [0] * 4
     hyp_len = ref_len = 0
     for i, hyp in enumerate(hyps):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from xlm.model.precision import Precision, inference_autocast
 from xlm.model.pretrained import Pretrained
 from xlm.model.transformer import TransformerModel, pool_states
 from xlm.reports import write_atomic
+
+if TYPE_CHECKING:
+    from xlm.text.tokenizer import TextEncoder
 
 Pooling = Literal["first", "mean"]
 POOLINGS: tuple[str, ...] = ("first", "mean")
@@ -119,7 +122,7 @@ def layer_states(
     return model.hidden_states(tokens, lengths, langs, layers=resolve_layers(layers, len(model.layers)))
 
 
-def pool(states: Tensor, lengths: Tensor, pooling: Pooling) -> Tensor:
+def pool(states: Tensor, lengths: Tensor, pooling: str) -> Tensor:
     if pooling not in POOLINGS:
         raise XLMError(f"pooling {pooling!r} is not one of {POOLINGS}")
     return pool_states(states, lengths, pooling)
@@ -132,8 +135,10 @@ class SentenceEncoder:
 
     def __init__(self, pretrained: Pretrained, lang: str, options: EmbedOptions = EmbedOptions()):
         options = resolve_options(options, pretrained.info)
-        if options.pooling not in POOLINGS:
+        if options.pooling is None or options.pooling not in POOLINGS:
             raise XLMError(f"pooling {options.pooling!r} is not one of {POOLINGS}")
+        assert options.layers is not None  # resolve_options sets both
+        self.pooling: Pooling = options.pooling
         self.pretrained = pretrained
         self.model = pretrained.model
         self.lang = lang
@@ -143,7 +148,7 @@ class SentenceEncoder:
         self.layers = tuple(resolve_layers(options.layers, self.n_layers))  # fails early on a bad layer
         limit = self.model.cfg.max_positions - 2
         self.max_len = min(options.max_len, limit) if options.max_len > 0 else limit
-        self._text_encoder = None
+        self._text_encoder: TextEncoder | None = None
         self.stored_mean: np.ndarray | None = None  # (D,) subtracted from every vector
         self.means = None  # the checkpoint's LanguageMeans, when centering with them
         if options.center:
@@ -151,7 +156,7 @@ class SentenceEncoder:
 
             self.means = stored_means(pretrained)
             if self.means is not None:
-                self.stored_mean = mean_for(self.means, lang, options.pooling, self.layers)
+                self.stored_mean = mean_for(self.means, lang, self.pooling, self.layers)
 
     @property
     def device(self) -> torch.device:
@@ -174,8 +179,8 @@ class SentenceEncoder:
         batch, ``ids`` the positions of the batch's sentences in ``sentences``; ``layers``
         (default ``options.layers``) are resolved, sorted and deduplicated, ``poolings``
         default to ``(options.pooling,)``. The vectors are raw: never centered."""
-        layers = resolve_layers(self.options.layers if layers is None else layers, self.n_layers)
-        poolings = tuple(poolings or (self.options.pooling,))
+        layers = resolve_layers(self.layers if layers is None else layers, self.n_layers)
+        poolings = tuple(poolings or (self.pooling,))
         for p in poolings:
             if p not in POOLINGS:
                 raise XLMError(f"pooling {p!r} is not one of {POOLINGS}")
@@ -224,8 +229,8 @@ class SentenceEncoder:
         """Word ids of each sentence (without delimiters) -> vectors (centered with the
         stored language mean when there is one)."""
         out = np.zeros((len(sentences), self.model.cfg.emb_dim), dtype=np.float32)
-        for ids, pooled in self.iter_pooled(sentences, self.layers, (self.options.pooling,)):
-            out[ids] = pooled[self.options.pooling].mean(1).cpu().numpy()
+        for ids, pooled in self.iter_pooled(sentences, self.layers, (self.pooling,)):
+            out[ids] = pooled[self.pooling].mean(1).cpu().numpy()
         if self.stored_mean is not None:
             out -= self.stored_mean
         return out
@@ -272,7 +277,7 @@ class SentenceEncoder:
         n = len(data) if limit <= 0 else min(limit, len(data))
         return self.encode_ids([data.sentence(i) for i in range(n)])
 
-    def text_encoder(self):
+    def text_encoder(self) -> TextEncoder:
         """Normalization + BPE with the checkpoint's vocabulary and lowercasing setting."""
         if self._text_encoder is None:
             from xlm.text.tokenizer import TextEncoder

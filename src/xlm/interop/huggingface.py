@@ -414,7 +414,7 @@ def import_hf(
     cfg = model_config_from_hf(config, str(src / HF_CONFIG))
     tok_path = src / HF_TOKENIZER_CONFIG
     tok_config = read_json(tok_path) if tok_path.is_file() else {}
-    notes: list[str] = []
+    notes = []
     tensors = read_hf_weights(src, trust_pickle)
     xlm_state, ignored = split_hf_state(tensors)
     if ignored:

@@ -102,7 +102,9 @@ def classify_features(encoder: nn.Module, head: nn.Module, batch: ClassifyBatch)
 
 
 def _head(head: nn.Module) -> ClassifierHead:
-    return getattr(head, "module", head)  # DDP wraps it
+    inner = getattr(head, "module", head)  # DDP wraps it
+    assert isinstance(inner, ClassifierHead)
+    return inner
 
 
 def classify_logits(encoder: nn.Module, head: nn.Module, batch: ClassifyBatch, center: bool = False) -> Tensor:

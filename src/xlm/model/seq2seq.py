@@ -233,5 +233,5 @@ def evaluation_directions(info: ModelInfo) -> list[tuple[str, str]]:
     """The directions that training evaluated, as recorded with a translation checkpoint (each
     ``src-tgt``, checked by the caller); for older checkpoints, the trained ones."""
     if "eval_directions" in info.extra:
-        return [tuple(d.split("-")) for d in info.extra["eval_directions"]]  # type: ignore[misc]
+        return [tuple(d.split("-")) for d in info.extra["eval_directions"]]
     return trained_directions(info)

@@ -305,7 +305,7 @@ class TransformerLayer(nn.Module):
     ) -> Tensor:
         a = self.attn(x, attn_mask, causal, cache, layer, packing)
         x = self.norm1(x + dropout(a, self.dropout, self.training))
-        if self.cross_attn is not None and memory is not None:
+        if self.cross_attn is not None and self.norm_cross is not None and memory is not None:  # a decoder
             c = self.cross_attn(x, memory, memory_mask, cache, layer, packing)
             x = self.norm_cross(x + dropout(c, self.dropout, self.training))
         return self.norm2(x + self.ffn(x))
@@ -319,9 +319,16 @@ def length_mask(lengths: Tensor, max_len: int) -> Tensor:
 POOLINGS: tuple[str, ...] = ("first", "mean")
 
 
+def model_config(model: nn.Module) -> ModelConfig:
+    """The config of a :class:`TransformerModel` (also inside a DistributedDataParallel wrapper)."""
+    cfg = getattr(model, "module", model).cfg
+    assert isinstance(cfg, ModelConfig)
+    return cfg
+
+
 def pad_index_of(model: nn.Module) -> int:
     """The padding id of a :class:`TransformerModel` (also inside a DistributedDataParallel wrapper)."""
-    return int(getattr(model, "module", model).cfg.pad_index)
+    return int(model_config(model).pad_index)
 
 
 def pool_states(states: Tensor, lengths: Tensor, pooling: str) -> Tensor:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from xlm.config import ConfigError
 from xlm.data.batching import pad_rows, sentence_rows
-from xlm.model.transformer import pad_index_of, pool_states
+from xlm.model.transformer import model_config, pad_index_of, pool_states
 from xlm.objectives.registry import Objective, ObjectiveContext, Source, pair_source, register, split_pair
 
 Pooling = Literal["first", "mean"]
@@ -48,7 +48,7 @@ class _GatherWithGrad(torch.autograd.Function):
     the backward pass sums each gathered row's gradient over ranks and returns the local part."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         world, rank = dist.get_world_size(), dist.get_rank()
         n = torch.tensor([x.shape[0]], device=x.device)
         sizes = [torch.zeros_like(n) for _ in range(world)]
@@ -63,7 +63,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat([p[:c] for p, c in zip(parts, counts)])
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
         return grad[ctx.start : ctx.start + ctx.n]
@@ -136,6 +136,10 @@ class MomentumEncoder(nn.Module):
       language, which would reward language-specific vectors). A language listed on both
       sides of different pairs (``en-fr`` and ``fr-de``) lands in both queues.
     """
+
+    queue: Tensor  # buffers, registered in __init__
+    ptr: Tensor
+    filled: Tensor
 
     def __init__(self, model: nn.Module, size: int, dim: int, momentum: float):
         super().__init__()
@@ -243,7 +247,7 @@ class XLCoObjective(Objective):
         if getattr(s, "xlco_queue", 0) > 0:
             if ctx.model is None:
                 raise ValueError("xlco_queue needs the model in the objective context (ObjectiveContext.model)")
-            dim = int(ctx.model.cfg.emb_dim)
+            dim = int(model_config(ctx.model).emb_dim)
             self.momentum = MomentumEncoder(ctx.model, s.xlco_queue, dim, s.xlco_momentum)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -275,7 +279,9 @@ class XLCoObjective(Objective):
             sentence_rows(sampler.data.tgt, ids, m),
         )
         layers = list(s.xlco_layers)
-        x, y = encode_pairs(model, src_rows, tgt_rows, source.langs, layers, s.xlco_pooling, device)
+        src_lang, tgt_lang = source.langs  # a pair's source
+        langs = (src_lang, tgt_lang)
+        x, y = encode_pairs(model, src_rows, tgt_rows, langs, layers, s.xlco_pooling, device)
         n_tokens = sum(len(r) for r in src_rows + tgt_rows)
         if self.momentum is None:  # one loss per layer, averaged
             loss = torch.stack([contrastive_loss(x[i], y[i], s.xlco_temperature) for i in range(len(layers))]).mean()
@@ -284,7 +290,7 @@ class XLCoObjective(Objective):
         mom = self.momentum
         mom.update(model)  # as MoCo: update the key encoder, then encode the keys
         with torch.no_grad():
-            xk, yk = encode_pairs(mom.encoder, src_rows, tgt_rows, source.langs, layers[0], s.xlco_pooling, device)
+            xk, yk = encode_pairs(mom.encoder, src_rows, tgt_rows, langs, layers[0], s.xlco_pooling, device)
         x_keys, offset = gather_keys(F.normalize(xk.float(), dim=-1))
         y_keys, _ = gather_keys(F.normalize(yk.float(), dim=-1))
         loss = queue_contrastive_loss(x, y, x_keys, y_keys, offset, mom.negatives(), s.xlco_temperature)

@@ -216,7 +216,7 @@ class _Step:
 
 def eval_directions(cfg: MTConfig) -> list[tuple[str, str]]:
     if cfg.eval.directions:
-        return [tuple(_direction(d, 2)) for d in cfg.eval.directions]  # type: ignore[misc]
+        return [(a, b) for a, b in (_direction(d, 2) for d in cfg.eval.directions)]
     return objective_directions(cfg.objectives.mt, cfg.objectives.bt)
 
 

@@ -188,13 +188,13 @@ def learn_bpe(
         "sample_sizes": sizes,
         "lowercase_and_remove_accent": lowercase_and_remove_accent,
     }
-    write_vocabulary(out_dir, tokens, merges, info)  # type: ignore[arg-type]
+    write_vocabulary(out_dir, tokens, merges, info)
     return LearnReport(len(tokens), len(merges), counts, sizes, time.perf_counter() - t0)
 
 
 def _train_bpe(
     sample: Callable[[], Iterator[str]], total: int, vocab_size: int, min_frequency: int
-) -> tuple[list[str], list[tuple[str, ...]]]:
+) -> tuple[list[str], list[tuple[str, str]]]:
     """The tokens (special tokens first, then in the trainer's id order) and merges of a BPE
     learned by the ``tokenizers`` trainer on the ``total`` sentences ``sample()`` yields."""
     # The trainer gives the word-final symbols ("e</w>") ids in the iteration order of a Rust
@@ -213,9 +213,15 @@ def _train_bpe(
     )
     tokenizer.train_from_iterator(sample(), trainer, length=total)
     model = json.loads(tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    merges = [_merge_pair(m) for m in model["merges"]]
     learned = sorted((i, t) for t, i in model["vocab"].items() if t not in SPECIAL_TOKENS)
     return list(SPECIAL_TOKENS) + [t for _, t in learned], merges
+
+
+def _merge_pair(merge: str | list[str]) -> tuple[str, str]:
+    """One merge of the ``tokenizers`` model's JSON: ``"a b"`` (older versions) or ``["a", "b"]``."""
+    a, b = merge.split(" ") if isinstance(merge, str) else merge
+    return a, b
 
 
 def write_vocabulary(

@@ -66,7 +66,8 @@ def build_optimizer(
     seen: set[int] = set()
     # modules sharing a scale share parameter groups; without lr_scale: two groups, as always
     for scale in sorted({scales.get(i, 1.0) for i in range(len(modules))}, reverse=True):
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for i, m in enumerate(modules):
             if scales.get(i, 1.0) != scale:
                 continue

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from xlm.model.precision import native_bf16
 from xlm.training.checkpoint import optimizer_from_tensors, optimizer_to_tensors
 from xlm.training.distributed import DistEnv, barrier, gather_objects, wrap_ddp
 from xlm.training.optim import OptimConfig, build_optimizer, learning_rate, set_lr
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 TRAIN_STATE_JSON = "train_state.json"
 TRAIN_STATE_TENSORS = "train_state.safetensors"
@@ -195,7 +198,7 @@ class Trainer:
         self.tokens_seen = 0
         self.train_seconds = 0.0  # wall-clock time spent in training steps (not evaluation or saving)
         self.window = LogWindow()
-        self.tb = None
+        self.tb: SummaryWriter | None = None
 
     # ------------------------------------------------------------------ checkpoints
     def _state_json(self, sampler_states: list[Any]) -> dict[str, Any]:
@@ -411,7 +414,7 @@ class Trainer:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         for m in self.wrapped.values():
-            if hasattr(m, "no_sync"):
+            if isinstance(m, nn.parallel.DistributedDataParallel):  # the modules wrap_ddp wrapped
                 stack.enter_context(m.no_sync())
         return stack
 
