@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from xlm.commands.options import add_device_option, non_negative_int
+from xlm.commands.options import add_device_option, add_repeatable_option, non_negative_int
 from xlm.config import ConfigError, load_config, read_config_data, resume_and_overrides, validate_config
 from xlm.data.classification import FORMATS
 
@@ -48,11 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "args", nargs="*", metavar="CHECKPOINT | key=value", help="pretrained model directory; config overrides"
     )
     c.add_argument("--config", type=Path, help="TOML config (see configs/classify_libreoffice.toml)")
-    c.add_argument(
-        "--train", action="append", default=[], metavar="LANG=FILE", help="training file (repeat: translate-train)"
-    )
-    c.add_argument("--valid", action="append", default=[], metavar="LANG=FILE", help="validation file (best epoch)")
-    c.add_argument("--test", action="append", default=[], metavar="LANG=FILE", help="test file (repeat per language)")
+    add_repeatable_option(c, "--train", "LANG=FILE", "training file (repeat: translate-train)")
+    add_repeatable_option(c, "--valid", "LANG=FILE", "validation file (best epoch)")
+    add_repeatable_option(c, "--test", "LANG=FILE", "test file (repeat per language)")
     c.add_argument("--format", choices=FORMATS, help="format of every file (default tsv)")
     c.add_argument("--train-format", choices=FORMATS, help="format of the training files (e.g. mnli-jsonl)")
     c.add_argument("--eval-format", choices=FORMATS, help="format of the valid/test files (e.g. xnli)")
