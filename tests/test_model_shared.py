@@ -104,7 +104,7 @@ def test_batches_pad_with_the_vocabulary_s_pad_id_not_a_fixed_2():
     from torch import nn
 
     from xlm.model.classifier import ClassifierHead, make_batch, set_features
-    from xlm.model.transformer import pad_index_of
+    from xlm.model.transformer import model_config
     from xlm.objectives.contrastive import encode_pairs
     from xlm.objectives.translation import make_pair_batch
 
@@ -117,7 +117,7 @@ def test_batches_pad_with_the_vocabulary_s_pad_id_not_a_fixed_2():
                                          max_positions=32, n_langs=1, use_lang_emb=False)).eval()  # fmt: skip
     wrapped = nn.Module()
     wrapped.module = model  # as DistributedDataParallel holds it
-    assert pad_index_of(model) == pad_index_of(wrapped) == 1
+    assert model_config(model).pad_index == model_config(wrapped).pad_index == 1
     seen: list[torch.Tensor] = []
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     encode_pairs(model, rows[:1], rows[1:], (0, 0), 0, "mean", torch.device("cpu"))

@@ -24,7 +24,7 @@ from xlm.data.classification import pretokenized_encoder
 from xlm.errors import CheckpointError
 from xlm.fileio import write_json
 from xlm.model.pretrained import ModelInfo, Pretrained, load_pretrained
-from xlm.model.transformer import pad_index_of, pool_states
+from xlm.model.transformer import model_config, pool_states
 from xlm.text.vocab import PAD_INDEX
 
 HEAD_WEIGHTS = "head.safetensors"
@@ -118,7 +118,7 @@ def set_features(
     encoder: nn.Module, head: nn.Module, rows: list[np.ndarray], lang_id: int, device: torch.device, max_tokens: int
 ) -> Tensor:
     """Pooled vectors ``(N, D)`` the head reads, of one language's encoded rows (eval mode)."""
-    head, pad = _head(head), pad_index_of(encoder)
+    head, pad = _head(head), model_config(encoder).pad_index
     lengths = np.asarray([len(r) for r in rows], dtype=np.int64)
     features = torch.zeros(len(rows), head.proj.in_features, device=device)
     for ids in token_budget_batches(lengths, np.argsort(lengths, kind="stable"), max_tokens):

@@ -326,11 +326,6 @@ def model_config(model: nn.Module) -> ModelConfig:
     return cfg
 
 
-def pad_index_of(model: nn.Module) -> int:
-    """The padding id of a :class:`TransformerModel` (also inside a DistributedDataParallel wrapper)."""
-    return int(model_config(model).pad_index)
-
-
 def pool_states(states: Tensor, lengths: Tensor, pooling: str) -> Tensor:
     """``(B, T, D)`` states -> ``(B, D)``: the first token's state, or the mean over real tokens."""
     if pooling == "first":

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from xlm.config import ConfigError
 from xlm.data.batching import pad_rows, sentence_rows
-from xlm.model.transformer import model_config, pad_index_of, pool_states
+from xlm.model.transformer import model_config, pool_states
 from xlm.objectives.registry import Objective, ObjectiveContext, Source, pair_source, register, split_pair
 
 Pooling = Literal["first", "mean"]
@@ -203,7 +203,7 @@ def encode_pairs(
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Both sides of ``B`` pairs in one forward pass -> pooled ``(B, D)`` vectors of each side
     (with several layers: ``(L, B, D)``, one per layer, in the order given)."""
-    tokens, lengths = pad_rows(src_rows + tgt_rows, pad_index_of(model))
+    tokens, lengths = pad_rows(src_rows + tgt_rows, model_config(model).pad_index)
     side = torch.tensor([langs[0]] * len(src_rows) + [langs[1]] * len(tgt_rows), dtype=torch.long)
     tokens, lengths, side = tokens.to(device), lengths.to(device), side.to(device)
     states = model(tokens, lengths, side, layer=layer if isinstance(layer, int) else list(layer))
