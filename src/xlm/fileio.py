@@ -201,8 +201,6 @@ def remove_abandoned_temporaries(directory: Path) -> None:
     folders half-filled by a run that was killed (SIGKILL, power loss) before it could clean up.
     Those of running processes are left alone."""
     prefix = f".{directory.name}.tmp-"
-    if not directory.parent.is_dir():
-        return
     for p in directory.parent.iterdir():
         pid = p.name[len(prefix) :].split("-", 1)[0] if p.name.startswith(prefix) else ""
         if pid.isdigit() and p.is_dir() and not _process_running(int(pid)):
